@@ -1,0 +1,80 @@
+"""Run state: everything the engine knows about one run, snapshotted to `wf.state` (compacted).
+
+Timers are part of the state (`StepState.wake_at`): a retry backoff, a delay, a step timeout
+or an event-wait deadline. The engine loop keeps an index of the earliest wake time per run
+and feeds the run a Tick when it is due, so timers survive restarts with the state itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+# Step statuses
+PENDING = "pending"
+RUNNING = "running"  # dispatched to a worker, or an engine step in progress
+WAITING = "waiting"  # delay, approval or wait_for_event
+RETRYING = "retrying"  # failed attempt, next one after backoff
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+CANCELLED = "cancelled"
+STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
+
+# Run statuses
+RUN_RUNNING = "running"
+RUN_SUCCEEDED = "succeeded"
+RUN_FAILED = "failed"
+RUN_CANCELLED = "cancelled"
+RUN_DONE = frozenset({RUN_SUCCEEDED, RUN_FAILED, RUN_CANCELLED})
+
+
+class Attempt(msgspec.Struct, kw_only=True):
+    number: int
+    started_at: float
+    ended_at: float | None = None
+    error: str | None = None
+    # Delay the engine chose before the next attempt, when this one failed and another follows.
+    backoff_seconds: float | None = None
+
+
+class StepState(msgspec.Struct, kw_only=True):
+    status: str = PENDING
+    attempt: int = 0
+    attempts: list[Attempt] = []
+    output: Any = None
+    error: str | None = None
+    port: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    # Timer: when to wake this step, and why ("retry", "delay", "timeout").
+    wake_at: float | None = None
+    wake_reason: str | None = None
+    # Approval steps: the signal name awaited.
+    signal: str | None = None
+
+
+class RunState(msgspec.Struct, kw_only=True):
+    run_id: str
+    workflow: str
+    version: int
+    status: str = RUN_RUNNING
+    input: Any = None
+    trigger: dict = {}
+    started_by: str = ""
+    created_at: float
+    ended_at: float | None = None
+    steps: dict[str, StepState] = {}
+    output: Any = None
+    error: str | None = None
+    # Sequence number of the last history event emitted for this run.
+    seq: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.status in RUN_DONE
+
+    def next_wake(self) -> float | None:
+        wakes = [step.wake_at for step in self.steps.values() if step.wake_at is not None]
+        return min(wakes) if wakes else None

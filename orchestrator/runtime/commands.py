@@ -1,0 +1,95 @@
+"""How the web side (and Celery, and the CLI) talk to runners: records on Kafka, nothing else.
+
+Each call returns only once the broker has acknowledged the record, so an API that answers
+202 has really handed the command over. Publishing writes the definition to `wf.definitions`
+before any start can name its version, which is what lets runners catch up on a start for a
+version they have not read yet.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+from confluent_kafka import KafkaException, Producer
+from django.conf import settings
+
+from ..messages import LiveVersion, PublishedDefinition, RunCommand, StartRun
+from . import codec
+from .kafka import producer_config
+from .topics import Topics
+
+_lock = threading.Lock()
+_producer: Producer | None = None
+
+
+class CommandError(RuntimeError):
+    """The broker did not accept a command (unreachable, or rejected the record)."""
+
+
+def topics() -> Topics:
+    return Topics(settings.SLUICE_TOPIC_PREFIX)
+
+
+def _get_producer() -> Producer:
+    global _producer
+    with _lock:
+        if _producer is None:
+            _producer = Producer(producer_config(**{"linger.ms": 0}))
+        return _producer
+
+
+def reset_producer() -> None:
+    """Forget the shared producer (tests point settings at a new broker)."""
+    global _producer
+    with _lock:
+        if _producer is not None:
+            _producer.flush(5)
+        _producer = None
+
+
+def _produce(topic: str, key: str, message, timeout: float = 10.0) -> None:
+    producer = _get_producer()
+    errors: list = []
+
+    def on_delivery(err, _msg):
+        if err is not None:
+            errors.append(err)
+
+    try:
+        producer.produce(topic, key=key.encode(), value=codec.encode(message),
+                         headers=codec.headers_for(message), on_delivery=on_delivery)
+    except (KafkaException, BufferError) as exc:
+        raise CommandError(f"could not send to {topic}: {exc}") from exc
+    remaining = producer.flush(timeout)
+    if remaining:
+        raise CommandError(f"the broker at {settings.KAFKA_BOOTSTRAP_SERVERS} did not acknowledge within {timeout}s")
+    if errors:
+        raise CommandError(f"the broker rejected the record for {topic}: {errors[0]}")
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def publish_definition(slug: str, version: int, definition: dict, by: str = "") -> None:
+    """Make `slug@version` available to runners and the live version for new runs."""
+    names = topics()
+    _produce(names.definitions, f"{slug}@{version}",
+             PublishedDefinition(slug=slug, version=version, definition=definition,
+                                 published_at=time.time(), published_by=by))
+    _produce(names.definitions, slug, LiveVersion(slug=slug, version=version))
+
+
+def send_command(command: RunCommand) -> None:
+    """Send a start, cancel, signal or retry command for a run to `wf.runs`."""
+    _produce(topics().runs, command.run_id, command)
+
+
+def start_run(workflow: str, version: int, input, started_by: str = "", trigger: dict | None = None,
+              run_id: str | None = None) -> str:
+    run_id = run_id or new_run_id()
+    send_command(StartRun(run_id=run_id, workflow=workflow, version=version, input=input,
+                          trigger=trigger or {"type": "manual"}, started_by=started_by, ts=time.time()))
+    return run_id

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("api/", include("orchestrator.api_urls")),
+    path("", include("designer.urls")),
+    path("monitor/", include("monitor.urls")),
+]
