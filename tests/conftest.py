@@ -43,3 +43,6 @@ def kafka(kafka_broker, settings):
     commands.reset_producer()
     yield topics
     commands.reset_producer()
+
+
+pytest_plugins = ["tests.live"]
