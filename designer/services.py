@@ -1,0 +1,315 @@
+"""What can be done to a workflow definition: create, save, publish, start, duplicate, archive.
+
+The REST API, the editor pages and the management commands all go through these functions,
+so the rules (validate before storing, refuse a save based on a stale version, publish to
+Kafka before the database says "live", never start an unpublished workflow) live in one place.
+
+Errors are exceptions with a clear message: `InvalidDefinition` (from orchestrator.spec, with
+every problem), `VersionConflict`, `NotPublished`, `WorkflowArchived`, `PublishFailed`,
+`StartFailed`, `VersionNotFound`. Callers turn them into 400/409/503 or form errors.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from monitor.models import Run, RunStatus
+from orchestrator import spec
+from orchestrator.messages import LiveVersion
+from orchestrator.runtime import commands
+from orchestrator.spec import InvalidDefinition, Problem
+
+from .models import Workflow, WorkflowVersion
+
+log = logging.getLogger(__name__)
+
+# Version states as users see them (a version row itself only knows whether it was published).
+DRAFT = "draft"
+LIVE = "live"
+PUBLISHED = "published"  # published once, but another version is live now
+
+
+class ServiceError(Exception):
+    """Base of the refusals below; `str(error)` is a message fit to show a user."""
+
+
+class VersionConflict(ServiceError):
+    """Someone saved a newer version since the editor loaded `base_version`."""
+
+    def __init__(self, workflow: Workflow, base_version: int, latest: WorkflowVersion):
+        self.base_version = base_version
+        self.latest_number = latest.number
+        self.saved_by = latest.created_by.get_username() if latest.created_by else ""
+        self.saved_at = latest.created_at
+        who = f" by {self.saved_by}" if self.saved_by else ""
+        super().__init__(
+            f"Workflow '{workflow.slug}' was saved as version {latest.number}{who} after you loaded "
+            f"version {base_version}; nothing was saved. Reload version {latest.number} and apply your changes again."
+        )
+
+
+class NotPublished(ServiceError):
+    def __init__(self, workflow: Workflow):
+        super().__init__(f"Workflow '{workflow.slug}' has no published version: publish it first")
+
+
+class WorkflowArchived(ServiceError):
+    def __init__(self, workflow: Workflow, action: str):
+        super().__init__(f"Workflow '{workflow.slug}' is archived: it cannot be {action}")
+
+
+class VersionNotFound(ServiceError):
+    def __init__(self, workflow: Workflow, number: int):
+        self.number = number
+        super().__init__(f"Workflow '{workflow.slug}' has no version {number}")
+
+
+class PublishFailed(ServiceError):
+    """Kafka did not acknowledge the definition; the database was left unchanged."""
+
+
+class StartFailed(ServiceError):
+    """Kafka did not acknowledge the start command; no run was recorded."""
+
+
+class SlugTaken(InvalidDefinition):
+    """A workflow with this slug exists already (an InvalidDefinition on the `slug` field)."""
+
+    def __init__(self, slug: str):
+        super().__init__([Problem(path="slug", code="duplicate",
+                                  message=f"A workflow with slug '{slug}' already exists")])
+
+
+# ---- helpers -----------------------------------------------------------------------------
+def _username(user) -> str:
+    return user.get_username() if user is not None and getattr(user, "is_authenticated", False) else ""
+
+
+def _db_user(user):
+    """The user to store in a foreign key (None for anonymous or CLI calls without one)."""
+    return user if user is not None and getattr(user, "is_authenticated", False) else None
+
+
+def _audit(user, action: str, target: str, details: dict | None = None) -> None:
+    """Record the action in the audit log (monitor.audit, written by the monitor side)."""
+    try:
+        from monitor.audit import record
+    except ImportError:  # the audit module is not there yet: keep working without it
+        log.info("audit %s %s by %s: %s", action, target, _username(user) or "-", details or {})
+        return
+    record(user, action, target, details or {})
+
+
+def check_definition(definition: Any) -> None:
+    """Raise InvalidDefinition with every problem, or return if the definition is valid."""
+    problems = spec.validate(definition)
+    if problems:
+        raise InvalidDefinition(problems)
+
+
+def _check_slug_matches(workflow: Workflow, definition: dict) -> None:
+    if definition.get("slug") != workflow.slug:
+        raise InvalidDefinition([Problem(
+            path="slug", code="slug_mismatch",
+            message=f"The slug of a saved workflow cannot change: expected '{workflow.slug}', "
+                    f"got '{definition.get('slug')}' (duplicate the workflow to get a new slug)",
+        )])
+
+
+def _sync_workflow_fields(workflow: Workflow, definition: dict) -> None:
+    workflow.name = definition.get("name") or definition["slug"]
+    workflow.description = definition.get("description") or ""
+
+
+def version_status(version: WorkflowVersion, workflow: Workflow | None = None) -> str:
+    workflow = workflow or version.workflow
+    if workflow.live_version_id == version.pk:
+        return LIVE
+    return PUBLISHED if version.published_at else DRAFT
+
+
+def get_version(workflow: Workflow, number: int | None = None) -> WorkflowVersion:
+    """Version `number` of the workflow, or its latest when number is None."""
+    versions = workflow.versions.select_related("created_by", "published_by")
+    version = versions.order_by("-number").first() if number is None else versions.filter(number=number).first()
+    if version is None:
+        raise VersionNotFound(workflow, number if number is not None else 0)
+    return version
+
+
+# ---- definitions -------------------------------------------------------------------------
+def create_workflow(definition: dict, user, message: str = "") -> WorkflowVersion:
+    """A new workflow with `definition` as its version 1 (a draft)."""
+    check_definition(definition)
+    definition = copy.deepcopy(definition)
+    slug = definition["slug"]
+    try:
+        with transaction.atomic():
+            if Workflow.objects.filter(slug=slug).exists():
+                raise SlugTaken(slug)
+            workflow = Workflow(slug=slug, created_by=_db_user(user))
+            _sync_workflow_fields(workflow, definition)
+            workflow.save()
+            version = WorkflowVersion.objects.create(
+                workflow=workflow, number=1, definition=definition,
+                message=message or "Created", created_by=_db_user(user),
+            )
+    except IntegrityError as exc:  # two creates of one slug raced; the other one won
+        raise SlugTaken(slug) from exc
+    _audit(user, "workflow.create", slug, {"version": 1})
+    return version
+
+
+def save_version(workflow: Workflow, definition: dict, user, message: str = "",
+                 base_version: int | None = None) -> WorkflowVersion:
+    """Store `definition` as the workflow's next draft version.
+
+    `base_version` is the version the editor started from; if someone saved another version
+    since, the save is refused with VersionConflict so neither person's work is overwritten.
+    """
+    if workflow.archived:
+        raise WorkflowArchived(workflow, "edited (restore it first)")
+    check_definition(definition)
+    _check_slug_matches(workflow, definition)
+    definition = copy.deepcopy(definition)
+    try:
+        with transaction.atomic():
+            # Lock the workflow row (PostgreSQL) so concurrent saves are numbered one after another;
+            # SQLite's IMMEDIATE transactions serialise writers anyway.
+            locked = Workflow.objects.select_for_update().get(pk=workflow.pk)
+            latest = locked.versions.select_related("created_by").order_by("-number").first()
+            latest_number = latest.number if latest else 0
+            if base_version is not None and latest is not None and base_version != latest_number:
+                raise VersionConflict(workflow, base_version, latest)
+            _sync_workflow_fields(locked, definition)
+            locked.save(update_fields=["name", "description", "updated_at"])
+            version = WorkflowVersion.objects.create(
+                workflow=locked, number=latest_number + 1, definition=definition,
+                message=message, created_by=_db_user(user),
+            )
+    except IntegrityError as exc:  # another save took the same number between read and insert
+        latest = workflow.versions.select_related("created_by").order_by("-number").first()
+        raise VersionConflict(workflow, base_version if base_version is not None else latest.number - 1,
+                              latest) from exc
+    workflow.refresh_from_db()
+    _audit(user, "workflow.save", workflow.slug, {"version": version.number, "message": message})
+    return version
+
+
+def publish(workflow: Workflow, version_number: int | None, user) -> WorkflowVersion:
+    """Make a version live: validated again, on Kafka first, then marked live in the database.
+
+    Kafka goes first so a runner can always find the version a start names: the web answers a
+    start only for the live version, and the live version is on `wf.definitions` already.
+    """
+    if workflow.archived:
+        raise WorkflowArchived(workflow, "published (restore it first)")
+    version = get_version(workflow, version_number)
+    # Rules may have tightened since the version was saved (a step type changed its schema).
+    check_definition(version.definition)
+    by = _username(user)
+    try:
+        commands.publish_definition(workflow.slug, version.number, version.definition, by=by)
+    except commands.CommandError as exc:
+        raise PublishFailed(
+            f"Could not publish '{workflow.slug}' version {version.number}: Kafka did not acknowledge "
+            f"({exc}); nothing changed"
+        ) from exc
+    with transaction.atomic():
+        version.published_at = timezone.now()
+        version.published_by = _db_user(user)
+        version.save(update_fields=["published_at", "published_by"])
+        Workflow.objects.filter(pk=workflow.pk).update(live_version=version, updated_at=timezone.now())
+    workflow.refresh_from_db()
+    _audit(user, "workflow.publish", workflow.slug, {"version": version.number})
+    return version
+
+
+def start_run(workflow: Workflow, input: Any, user, version: int | None = None) -> str:
+    """Start a run of the live version (or of a given published version); returns the run id.
+
+    The Run row is created here (pending) so GET /api/runs/<id>/ answers at once; the history
+    projector fills in the rest later and never loses to this row (get_or_create only).
+    """
+    if workflow.archived:
+        raise WorkflowArchived(workflow, "started")
+    if version is None:
+        if workflow.live_version_id is None:
+            raise NotPublished(workflow)
+        number = workflow.live_version.number
+    else:
+        chosen = get_version(workflow, version)
+        if chosen.published_at is None:
+            raise ServiceError(f"Version {version} of workflow '{workflow.slug}' was never published: "
+                               f"runners do not know it")
+        number = chosen.number
+    by = _username(user)
+    trigger = {"type": "manual"}
+    input = {} if input is None else input
+    try:
+        run_id = commands.start_run(workflow.slug, number, input, started_by=by, trigger=trigger)
+    except commands.CommandError as exc:
+        raise StartFailed(f"Could not start '{workflow.slug}': Kafka did not acknowledge ({exc})") from exc
+    try:
+        Run.objects.get_or_create(id=run_id, defaults={
+            "workflow": workflow.slug, "version": number, "status": RunStatus.PENDING, "input": input,
+            "trigger": trigger, "started_by": by, "created_at": timezone.now(),
+        })
+    except IntegrityError:  # the projector inserted it first: its row is newer, keep it
+        pass
+    _audit(user, "run.start", run_id, {"workflow": workflow.slug, "version": number})
+    return run_id
+
+
+def duplicate_workflow(workflow: Workflow, new_slug: str, user, name: str | None = None) -> WorkflowVersion:
+    """A new workflow (version 1, draft) with the latest definition of `workflow` under `new_slug`."""
+    definition = copy.deepcopy(get_version(workflow).definition)
+    definition["slug"] = new_slug
+    definition["name"] = name or f"{definition.get('name') or workflow.slug} (copy)"
+    version = create_workflow(definition, user, message=f"Duplicated from {workflow.slug}")
+    _audit(user, "workflow.duplicate", workflow.slug, {"new_slug": new_slug})
+    return version
+
+
+def archive_workflow(workflow: Workflow, user) -> Workflow:
+    """Hide the workflow and stop its triggers; runs already started finish on their version."""
+    if workflow.live_version_id is not None:
+        try:
+            _unpublish(workflow.slug)
+        except commands.CommandError as exc:
+            raise PublishFailed(
+                f"Could not archive '{workflow.slug}': Kafka did not acknowledge the unpublish ({exc}); "
+                f"nothing changed"
+            ) from exc
+    Workflow.objects.filter(pk=workflow.pk).update(archived=True, live_version=None, updated_at=timezone.now())
+    workflow.refresh_from_db()
+    _audit(user, "workflow.archive", workflow.slug, {})
+    return workflow
+
+
+def _unpublish(slug: str) -> None:
+    """Tell runners the workflow has no live version any more, so its triggers stop.
+
+    runtime.commands has no public call for this yet; LiveVersion(version=None) is the record
+    the definitions registry documents for exactly this case.
+    """
+    commands._produce(commands.topics().definitions, slug, LiveVersion(slug=slug, version=None))
+
+
+def unarchive_workflow(workflow: Workflow, user) -> Workflow:
+    """Bring an archived workflow back as editable; it stays unpublished until published again."""
+    Workflow.objects.filter(pk=workflow.pk).update(archived=False, updated_at=timezone.now())
+    workflow.refresh_from_db()
+    _audit(user, "workflow.unarchive", workflow.slug, {})
+    return workflow
+
+
+def restore_version(workflow: Workflow, number: int, user) -> WorkflowVersion:
+    """Save the definition of version `number` again as the newest draft (history stays intact)."""
+    old = get_version(workflow, number)
+    return save_version(workflow, old.definition, user, message=f"Restored version {number}")
