@@ -29,6 +29,9 @@ cp "$NM/@antv/x6/dist/x6.min.js" "$VENDOR/x6.min.js"
 cp "$NM/@antv/x6/LICENSE" "$VENDOR/x6.LICENSE"
 cp "$NM/@dagrejs/dagre/dist/dagre.min.js" "$VENDOR/dagre.min.js"
 cp "$NM/@dagrejs/dagre/LICENSE" "$VENDOR/dagre.LICENSE"
+# YAML view of the definition in the editor (global jsyaml).
+cp "$NM/js-yaml/dist/js-yaml.min.js" "$VENDOR/js-yaml.min.js"
+cp "$NM/js-yaml/LICENSE" "$VENDOR/js-yaml.LICENSE"
 
 # Icons for step types, triggers and toolbar buttons: only the ones Sluice names.
 ICON_NAMES=(
@@ -59,7 +62,8 @@ def entry(pkg_name, file):
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "licence": pkg.get("license", "")}
 
 files = [("@antv/x6", "vendor/x6.min.js"), ("@antv/x6", "vendor/x6.LICENSE"),
-         ("@dagrejs/dagre", "vendor/dagre.min.js"), ("@dagrejs/dagre", "vendor/dagre.LICENSE")]
+         ("@dagrejs/dagre", "vendor/dagre.min.js"), ("@dagrejs/dagre", "vendor/dagre.LICENSE"),
+         ("js-yaml", "vendor/js-yaml.min.js"), ("js-yaml", "vendor/js-yaml.LICENSE")]
 files += [("lucide-static", f"icons/{p.name}") for p in sorted((static / "icons").iterdir())]
 manifest = [entry(pkg, file) for pkg, file in files]
 (static / "vendor" / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
