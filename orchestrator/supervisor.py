@@ -1,0 +1,188 @@
+"""A small process supervisor: start named children, prefix their output, restart crashes, stop in order.
+
+Why hand-written: honcho (the maintained Procfile runner) stops the whole set as soon as one
+child exits and has neither restart-with-backoff nor an ordered shutdown; supervisord and
+circus are daemons with their own config files and control sockets, far more than one command
+needs. This module is ~200 lines of subprocess + threads and knows nothing about Sluice.
+
+Behaviour:
+- every child runs in its own session (process group), so a terminal Ctrl-C reaches only the
+  supervising process, which then stops the children itself in reverse start order;
+- output lines are prefixed with the padded child name ("web    | ..."), coloured on a tty;
+- a child that exits while the supervisor is running is reported and restarted after a
+  backoff that doubles per crash (initial .. maximum) and resets once a child stayed up long
+  enough;
+- stop: SIGTERM to each child's process group, wait up to its stop timeout, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, TextIO
+
+COLOURS = ["36", "33", "35", "32", "34", "31", "96", "93", "95", "92"]
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    argv: list[str]
+    env: dict[str, str] | None = None  # added to the supervisor's environment
+    cwd: str | None = None
+    stop_timeout: float = 10.0
+
+
+@dataclass
+class Child:
+    spec: ProcessSpec
+    colour: str
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    next_backoff: float = 0.0
+    restart_at: float | None = None  # when a crashed child is due to start again
+    readers: list[threading.Thread] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        specs: list[ProcessSpec],
+        out: TextIO | None = None,
+        colour: bool | None = None,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 30.0,
+        stable_after: float = 60.0,
+        poll_interval: float = 0.1,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        names = [spec.name for spec in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"process names must be unique: {names}")
+        self.out = out or sys.stdout
+        self.colour = self.out.isatty() if colour is None else colour
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.stable_after = stable_after
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.width = max([len(name) for name in names] + [len("sluice")])
+        self.children = [
+            Child(spec, COLOURS[i % len(COLOURS)], next_backoff=backoff_initial) for i, spec in enumerate(specs)
+        ]
+        self._write_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    # ---- output ----------------------------------------------------------------------------
+    def _prefix(self, name: str, colour: str) -> str:
+        label = f"{name:<{self.width}} |"
+        return f"\033[{colour}m{label}\033[0m" if self.colour else label
+
+    def say(self, message: str, name: str = "sluice", colour: str = "1") -> None:
+        """Write one line under `name`'s prefix (the supervisor's own lines use "sluice")."""
+        with self._write_lock:
+            self.out.write(f"{self._prefix(name, colour)} {message}\n")
+            self.out.flush()
+
+    def _pump(self, child: Child, stream) -> None:
+        # One reader thread per child stream: lines come out whole and never interleave mid-line.
+        for raw in iter(stream.readline, b""):
+            self.say(raw.decode("utf-8", "replace").rstrip("\r\n"), child.spec.name, child.colour)
+        stream.close()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def _spawn(self, child: Child) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(child.spec.env or {})}
+        try:
+            child.process = subprocess.Popen(
+                child.spec.argv, cwd=child.spec.cwd, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        except OSError as exc:
+            # A missing executable is a crash like any other: report it and back off.
+            self.say(f"could not start {child.spec.name}: {exc}")
+            child.process = None
+            self._schedule_restart(child, ran_for=0.0)
+            return
+        child.started_at = self.clock()
+        child.restart_at = None
+        reader = threading.Thread(target=self._pump, args=(child, child.process.stdout), daemon=True,
+                                  name=f"supervisor-{child.spec.name}")
+        reader.start()
+        child.readers = [reader]
+        self.say(f"started {child.spec.name} (pid {child.process.pid})")
+
+    def _schedule_restart(self, child: Child, ran_for: float) -> None:
+        if ran_for >= self.stable_after:
+            child.next_backoff = self.backoff_initial  # it had recovered: start the ladder again
+        delay = child.next_backoff
+        child.next_backoff = min(delay * 2, self.backoff_max)
+        child.restart_at = self.clock() + delay
+        child.restarts += 1
+        self.say(f"restarting {child.spec.name} in {delay:g}s")
+
+    def start(self) -> None:
+        for child in self.children:
+            self._spawn(child)
+
+    def check(self) -> None:
+        """One supervision pass: report exits, schedule and perform restarts."""
+        now = self.clock()
+        for child in self.children:
+            if self._stopping.is_set():
+                return
+            process = child.process
+            if process is not None and process.poll() is not None:
+                for reader in child.readers:
+                    reader.join(timeout=1)  # flush its last lines before the exit report
+                ran_for = now - child.started_at
+                self.say(f"{child.spec.name} exited with code {process.returncode} after {ran_for:.1f}s")
+                child.process = None
+                self._schedule_restart(child, ran_for)
+            elif process is None and child.restart_at is not None and now >= child.restart_at:
+                self._spawn(child)
+
+    def watch(self, stop: threading.Event) -> None:
+        """Supervise until `stop` is set (by a signal handler or a test)."""
+        while not stop.wait(self.poll_interval):
+            self.check()
+
+    def running(self) -> dict[str, int]:
+        return {c.spec.name: c.process.pid for c in self.children if c.process and c.process.poll() is None}
+
+    def stop(self) -> None:
+        """Stop every child in reverse start order: SIGTERM, wait, then SIGKILL."""
+        self._stopping.set()
+        for child in reversed(self.children):
+            process = child.process
+            child.restart_at = None
+            if process is None:
+                continue
+            if process.poll() is None:
+                self.say(f"stopping {child.spec.name} (pid {process.pid})")
+                self._signal_group(process, signal.SIGTERM)
+                try:
+                    process.wait(child.spec.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    self.say(f"{child.spec.name} did not stop in {child.spec.stop_timeout:g}s; killing it")
+                    self._signal_group(process, signal.SIGKILL)
+                    process.wait()
+            # Anything the child left behind in its group (celery's pool, for instance) goes too.
+            self._signal_group(process, signal.SIGKILL)
+            for reader in child.readers:
+                reader.join(timeout=2)
+            self.say(f"{child.spec.name} stopped (code {process.returncode})")
+            child.process = None
+
+    @staticmethod
+    def _signal_group(process: subprocess.Popen, signum: int) -> None:
+        try:
+            os.killpg(process.pid, signum)  # start_new_session made pid the group id
+        except ProcessLookupError:
+            pass

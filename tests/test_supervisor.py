@@ -1,0 +1,182 @@
+"""The supervisor with real child processes (small `python -c` scripts)."""
+
+import io
+import os
+import re
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from orchestrator.supervisor import ProcessSpec, Supervisor
+
+
+class Capture(io.StringIO):
+    """Thread-safe enough for line reads: the supervisor writes under its own lock."""
+
+    def lines(self) -> list[str]:
+        return self.getvalue().splitlines()
+
+
+def py(code: str) -> list[str]:
+    return [sys.executable, "-c", textwrap.dedent(code)]
+
+
+def wait_for(predicate, timeout=15.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+@pytest.fixture
+def run_supervisor():
+    started = []
+
+    def start(supervisor: Supervisor):
+        stop = threading.Event()
+        supervisor.start()
+        thread = threading.Thread(target=supervisor.watch, args=(stop,), daemon=True)
+        thread.start()
+        started.append((supervisor, stop, thread))
+        return stop, thread
+
+    yield start
+    for supervisor, stop, thread in started:
+        stop.set()
+        thread.join(5)
+        supervisor.stop()
+
+
+def test_output_lines_are_prefixed_with_padded_names(run_supervisor):
+    out = Capture()
+    supervisor = Supervisor([
+        ProcessSpec("web", py("print('hello from web'); import time; time.sleep(30)")),
+        ProcessSpec("celery", py("import sys; print('to stderr', file=sys.stderr); import time; time.sleep(30)")),
+    ], out=out, colour=False)
+    run_supervisor(supervisor)
+    assert wait_for(lambda: "to stderr" in out.getvalue() and "hello from web" in out.getvalue())
+    lines = out.lines()
+    assert "web    | hello from web" in lines
+    assert "celery | to stderr" in lines
+    assert any(re.fullmatch(r"sluice \| started web \(pid \d+\)", line) for line in lines)
+
+
+def test_colour_only_when_asked(run_supervisor):
+    out = Capture()
+    supervisor = Supervisor([ProcessSpec("web", py("print('x'); import time; time.sleep(30)"))], out=out, colour=True)
+    run_supervisor(supervisor)
+    assert wait_for(lambda: "\033[0m x" in out.getvalue())
+    assert "\033[36mweb    |\033[0m x" in out.lines()
+
+
+def test_crashing_child_is_restarted_with_doubling_backoff(run_supervisor, tmp_path):
+    starts = tmp_path / "starts"
+    code = f"""
+        import time
+        with open({str(starts)!r}, "a") as f:
+            f.write(f"{{time.monotonic()}}\\n")
+        raise SystemExit(3)
+    """
+    out = Capture()
+    supervisor = Supervisor([ProcessSpec("flaky", py(code))], out=out, colour=False,
+                            backoff_initial=0.2, backoff_max=0.8, stable_after=60)
+    run_supervisor(supervisor)
+    assert wait_for(lambda: starts.exists() and len(starts.read_text().split()) >= 5, timeout=20)
+    times = [float(t) for t in starts.read_text().split()]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    # Wanted delays 0.2, 0.4, 0.8, 0.8 (capped); each gap also includes interpreter start-up.
+    for gap, delay in zip(gaps, [0.2, 0.4, 0.8, 0.8]):
+        assert gap >= delay, (gaps, delay)
+    assert gaps[2] > gaps[0] + 0.3  # it really grows
+    text = out.getvalue()
+    assert "flaky exited with code 3" in text
+    assert "restarting flaky in 0.2s" in text
+    assert "restarting flaky in 0.4s" in text
+    assert "restarting flaky in 0.8s" in text
+    assert "restarting flaky in 1.6s" not in text  # capped at backoff_max
+
+
+def test_backoff_resets_after_the_child_stayed_up(run_supervisor, tmp_path):
+    # The child lives 0.5s per start; with stable_after=0.3 every crash counts as "was stable".
+    out = Capture()
+    supervisor = Supervisor([ProcessSpec("steady", py("import time; time.sleep(0.5); raise SystemExit(1)"))],
+                            out=out, colour=False, backoff_initial=0.1, backoff_max=5, stable_after=0.3)
+    run_supervisor(supervisor)
+    assert wait_for(lambda: out.getvalue().count("restarting steady") >= 3, timeout=20)
+    delays = re.findall(r"restarting steady in ([\d.]+)s", out.getvalue())
+    assert delays[:3] == ["0.1", "0.1", "0.1"]
+
+
+def test_missing_executable_is_reported_and_retried(run_supervisor):
+    out = Capture()
+    supervisor = Supervisor([ProcessSpec("ghost", ["/nonexistent/sluice-binary"])], out=out, colour=False,
+                            backoff_initial=0.1, backoff_max=0.2)
+    run_supervisor(supervisor)
+    assert wait_for(lambda: out.getvalue().count("could not start ghost") >= 2)
+
+
+def test_shutdown_stops_children_in_reverse_order_and_kills_stragglers(tmp_path):
+    log = tmp_path / "events"
+    graceful = f"""
+        import signal, sys, time
+        name = sys.argv[1]
+        def bye(*_):
+            with open({str(log)!r}, "a") as f:
+                f.write(f"{{name}} {{time.monotonic()}}\\n")
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, bye)
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.05)
+    """
+    stubborn = """
+        import signal, time
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.05)
+    """
+    out = Capture()
+    supervisor = Supervisor([
+        ProcessSpec("first", py(graceful) + ["first"]),
+        ProcessSpec("second", py(graceful) + ["second"]),
+        ProcessSpec("stubborn", py(stubborn), stop_timeout=0.5),
+        ProcessSpec("third", py(graceful) + ["third"]),
+    ], out=out, colour=False)
+    supervisor.start()
+    assert wait_for(lambda: out.getvalue().count("| ready") == 4)
+    pids = supervisor.running()
+    assert set(pids) == {"first", "second", "stubborn", "third"}
+    began = time.monotonic()
+    supervisor.stop()
+    took = time.monotonic() - began
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["third", "second", "first"]
+    assert "stubborn did not stop in 0.5s; killing it" in out.getvalue()
+    assert took < 5
+    for pid in pids.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert supervisor.running() == {}
+
+
+def test_children_are_not_restarted_while_stopping(tmp_path):
+    out = Capture()
+    supervisor = Supervisor([ProcessSpec("short", py("import time; time.sleep(30)"))], out=out, colour=False,
+                            backoff_initial=0.05)
+    supervisor.start()
+    supervisor.stop()
+    supervisor.check()
+    time.sleep(0.2)
+    supervisor.check()
+    assert supervisor.running() == {}
+    assert "restarting" not in out.getvalue()
+
+
+def test_duplicate_names_are_rejected():
+    with pytest.raises(ValueError, match="unique"):
+        Supervisor([ProcessSpec("a", ["true"]), ProcessSpec("a", ["true"])])
