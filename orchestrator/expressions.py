@@ -21,8 +21,9 @@ import os
 import re
 from typing import Any
 
-from jinja2 import ChainableUndefined, TemplateError, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import ChainableUndefined, TemplateError, Undefined, meta, nodes
+from jinja2.parser import Parser
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 SECRET_MARKER = re.compile(r"«secret:([A-Za-z_][A-Za-z0-9_]*)»")
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
@@ -39,8 +40,38 @@ def _secret(name: str) -> str:
     return f"«secret:{name}»"
 
 
+# Bounds on what one operator may build, so a definition cannot stall the engine with
+# `{{ 9 ** 9 ** 9 }}` or `{{ 'x' * 10 ** 10 }}` (Jinja's sandbox does not limit arithmetic).
+MAX_POWER_BITS = 4096
+MAX_SEQUENCE_LENGTH = 1_000_000
+
+
 class _Environment(ImmutableSandboxedEnvironment):
-    pass
+    # Intercepting these also stops Jinja from folding constant expressions at compile time,
+    # which would otherwise hang validation itself.
+    intercepted_binops = frozenset({"*", "**"})
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # Definitions work on JSON objects: `trigger.items` must be the "items" key of the
+        # event, not the dict's `items` method (Jinja prefers attributes by default).
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
+        # Fail loudly instead of rendering "" so probing `__class__` & co. is reported.
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
+            if max(abs(left), 2).bit_length() * right > MAX_POWER_BITS:
+                raise SecurityError(f"{left} ** {right} is too large")
+        if operator == "*":
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
+                    if len(sequence) * count > MAX_SEQUENCE_LENGTH:
+                        raise SecurityError(f"repeating a sequence {count} times is too large")
+        return super().call_binop(context, operator, left, right)
 
 
 _env = _Environment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
@@ -49,8 +80,26 @@ _compiled_expressions: dict[str, Any] = {}
 _compiled_templates: dict[str, Any] = {}
 
 
+def _why(exc: Exception) -> str:
+    """An error's own message, without the "line 1" suffix Jinja adds to syntax errors."""
+    return (getattr(exc, "message", None) or str(exc)).strip()
+
+
 def _native(value: Any) -> Any:
-    return None if isinstance(value, Undefined) else value
+    """The value as JSON-friendly data: undefined names become None, tuples lists.
+
+    Anything else that is not JSON (a function such as `secret` itself, a method reached on a
+    string, ...) is refused here, so it never reaches the engine's Kafka records.
+    """
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, Undefined):
+        return None
+    if isinstance(value, dict):
+        return {str(key): _native(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_native(item) for item in value]
+    raise ExpressionError(f"the result is a {type(value).__name__}, not JSON data (a missing call or a typo?)")
 
 
 def check_expression(expression: str) -> None:
@@ -58,35 +107,50 @@ def check_expression(expression: str) -> None:
     _compile_expression(expression)
 
 
+def _single_expression(text: str) -> str | None:
+    """The expression inside a string that is exactly one `{{ ... }}`, else None."""
+    match = _SINGLE_EXPRESSION.match(text)
+    if match and "{{" not in match.group(1) and "}}" not in match.group(1):
+        return match.group(1)
+    return None
+
+
+def is_template(text: Any) -> bool:
+    """Whether a config string holds template syntax (plain strings are taken literally)."""
+    return isinstance(text, str) and ("{{" in text or "{%" in text or "{#" in text)
+
+
 def check_template(text: str) -> None:
     """Raise ExpressionError if `text` is not a valid template."""
-    match = _SINGLE_EXPRESSION.match(text)
-    if match and "{{" not in match.group(1):
-        _compile_expression(match.group(1))
+    expression = _single_expression(text)
+    if expression is not None:
+        _compile_expression(expression)
     else:
         _compile_template(text)
 
 
 def _compile_expression(expression: str):
+    if not isinstance(expression, str) or not expression.strip():
+        raise ExpressionError("expression is empty")
     compiled = _compiled_expressions.get(expression)
     if compiled is None:
-        if not isinstance(expression, str) or not expression.strip():
-            raise ExpressionError("expression is empty")
         try:
             compiled = _env.compile_expression(expression, undefined_to_none=False)
         except TemplateError as exc:
-            raise ExpressionError(f"invalid expression {expression!r}: {exc}") from None
+            raise ExpressionError(f"invalid expression {expression!r}: {_why(exc)}") from None
         _compiled_expressions[expression] = compiled
     return compiled
 
 
 def _compile_template(text: str):
+    if not isinstance(text, str):
+        raise ExpressionError(f"a template must be a string, got {type(text).__name__}")
     compiled = _compiled_templates.get(text)
     if compiled is None:
         try:
             compiled = _env.from_string(text)
         except TemplateError as exc:
-            raise ExpressionError(f"invalid template {text!r}: {exc}") from None
+            raise ExpressionError(f"invalid template {text!r}: {_why(exc)}") from None
         _compiled_templates[text] = compiled
     return compiled
 
@@ -99,24 +163,24 @@ def evaluate(expression: str, context: dict) -> Any:
     except ExpressionError:
         raise
     except Exception as exc:  # the sandbox raises SecurityError, TypeError, ... for bad input
-        raise ExpressionError(f"{expression!r} failed: {exc}") from None
+        raise ExpressionError(f"{expression.strip()!r} failed: {_why(exc)}") from None
 
 
 def render(value: Any, context: dict) -> Any:
     """Render every string inside `value` (dicts and lists recursively) as a template."""
     if isinstance(value, str):
-        if "{{" not in value and "{%" not in value:
+        if not is_template(value):
             return value
-        match = _SINGLE_EXPRESSION.match(value)
-        if match and "{{" not in match.group(1) and "}}" not in match.group(1):
-            return evaluate(match.group(1), context)
+        expression = _single_expression(value)
+        if expression is not None:
+            return evaluate(expression, context)
         template = _compile_template(value)
         try:
             return template.render(**context)
         except ExpressionError:
             raise
         except Exception as exc:
-            raise ExpressionError(f"template {value!r} failed: {exc}") from None
+            raise ExpressionError(f"template {value!r} failed: {_why(exc)}") from None
     if isinstance(value, dict):
         return {key: render(item, context) for key, item in value.items()}
     if isinstance(value, list):
@@ -149,9 +213,93 @@ def resolve_secrets(value: Any, environ: dict | None = None) -> Any:
     return value
 
 
+def secret_values(value: Any, environ: dict | None = None) -> list[str]:
+    """The values of the secrets whose markers appear in `value`, to pass to `redact`.
+
+    Names not set in the environment are left out (resolve_secrets reports those).
+    """
+    environ = os.environ if environ is None else environ
+    found: list[str] = []
+
+    def walk(item: Any) -> None:
+        if isinstance(item, str):
+            for name in SECRET_MARKER.findall(item):
+                if name in environ and environ[name] not in found:
+                    found.append(environ[name])
+        elif isinstance(item, dict):
+            for sub in item.values():
+                walk(sub)
+        elif isinstance(item, list):
+            for sub in item:
+                walk(sub)
+
+    walk(value)
+    # Longest first, so a secret that contains another is hidden whole.
+    return sorted(found, key=len, reverse=True)
+
+
 def redact(text: str, secret_values: list[str]) -> str:
     """Hide resolved secret values in text that is about to leave the worker (errors, outputs)."""
     for secret_value in secret_values:
         if secret_value:
             text = text.replace(secret_value, "«secret»")
     return text
+
+
+# ---- static analysis, for validation -------------------------------------------------------
+class References:
+    """What an expression or template refers to: top-level names and `steps.<id>` ids."""
+
+    def __init__(self, names: set[str], step_ids: set[str]):
+        self.names = names
+        self.step_ids = step_ids
+
+    def __repr__(self) -> str:
+        return f"References(names={sorted(self.names)}, step_ids={sorted(self.step_ids)})"
+
+
+def _parse_expression(expression: str) -> nodes.Template:
+    if not isinstance(expression, str) or not expression.strip():
+        raise ExpressionError("expression is empty")
+    try:
+        parser = Parser(_env, expression, state="variable")
+        body = parser.parse_expression()
+        if not parser.stream.eos:
+            parser.fail(f"unexpected {parser.stream.current.value!r} after the expression")
+    except TemplateError as exc:
+        raise ExpressionError(f"invalid expression {expression!r}: {_why(exc)}") from None
+    tree = nodes.Template([nodes.Output([body], lineno=1)], lineno=1)
+    tree.set_environment(_env)
+    return tree
+
+
+def _parse_template(text: str) -> nodes.Template:
+    expression = _single_expression(text)
+    if expression is not None:
+        return _parse_expression(expression)
+    try:
+        return _env.parse(text)
+    except TemplateError as exc:
+        raise ExpressionError(f"invalid template {text!r}: {_why(exc)}") from None
+
+
+def _references(tree: nodes.Template) -> References:
+    names = set(meta.find_undeclared_variables(tree))
+    step_ids: set[str] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node.node, nodes.Name) and node.node.name == "steps":
+            if isinstance(node, nodes.Getattr):
+                step_ids.add(node.attr)
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                step_ids.add(node.arg.value)
+    return References(names, step_ids)
+
+
+def expression_references(expression: str) -> References:
+    """Names used by a bare expression; ExpressionError if it does not parse."""
+    return _references(_parse_expression(expression))
+
+
+def template_references(text: str) -> References:
+    """Names used by a template (loop and `set` variables excluded); ExpressionError if invalid."""
+    return _references(_parse_template(text))
