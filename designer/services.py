@@ -95,7 +95,7 @@ def _db_user(user):
     return user if user is not None and getattr(user, "is_authenticated", False) else None
 
 
-def _audit(user, action: str, target: str, details: dict | None = None) -> None:
+def record_audit(user, action: str, target: str, details: dict | None = None) -> None:
     """Record the action in the audit log (monitor.audit, written by the monitor side)."""
     try:
         from monitor.audit import record
@@ -161,7 +161,7 @@ def create_workflow(definition: dict, user, message: str = "") -> WorkflowVersio
             )
     except IntegrityError as exc:  # two creates of one slug raced; the other one won
         raise SlugTaken(slug) from exc
-    _audit(user, "workflow.create", slug, {"version": 1})
+    record_audit(user, "workflow.create", slug, {"version": 1})
     return version
 
 
@@ -197,7 +197,7 @@ def save_version(workflow: Workflow, definition: dict, user, message: str = "",
         raise VersionConflict(workflow, base_version if base_version is not None else latest.number - 1,
                               latest) from exc
     workflow.refresh_from_db()
-    _audit(user, "workflow.save", workflow.slug, {"version": version.number, "message": message})
+    record_audit(user, "workflow.save", workflow.slug, {"version": version.number, "message": message})
     return version
 
 
@@ -226,7 +226,7 @@ def publish(workflow: Workflow, version_number: int | None, user) -> WorkflowVer
         version.save(update_fields=["published_at", "published_by"])
         Workflow.objects.filter(pk=workflow.pk).update(live_version=version, updated_at=timezone.now())
     workflow.refresh_from_db()
-    _audit(user, "workflow.publish", workflow.slug, {"version": version.number})
+    record_audit(user, "workflow.publish", workflow.slug, {"version": version.number})
     return version
 
 
@@ -262,7 +262,7 @@ def start_run(workflow: Workflow, input: Any, user, version: int | None = None) 
         })
     except IntegrityError:  # the projector inserted it first: its row is newer, keep it
         pass
-    _audit(user, "run.start", run_id, {"workflow": workflow.slug, "version": number})
+    record_audit(user, "run.start", run_id, {"workflow": workflow.slug, "version": number})
     return run_id
 
 
@@ -272,7 +272,7 @@ def duplicate_workflow(workflow: Workflow, new_slug: str, user, name: str | None
     definition["slug"] = new_slug
     definition["name"] = name or f"{definition.get('name') or workflow.slug} (copy)"
     version = create_workflow(definition, user, message=f"Duplicated from {workflow.slug}")
-    _audit(user, "workflow.duplicate", workflow.slug, {"new_slug": new_slug})
+    record_audit(user, "workflow.duplicate", workflow.slug, {"new_slug": new_slug})
     return version
 
 
@@ -288,7 +288,7 @@ def archive_workflow(workflow: Workflow, user) -> Workflow:
             ) from exc
     Workflow.objects.filter(pk=workflow.pk).update(archived=True, live_version=None, updated_at=timezone.now())
     workflow.refresh_from_db()
-    _audit(user, "workflow.archive", workflow.slug, {})
+    record_audit(user, "workflow.archive", workflow.slug, {})
     return workflow
 
 
@@ -305,7 +305,7 @@ def unarchive_workflow(workflow: Workflow, user) -> Workflow:
     """Bring an archived workflow back as editable; it stays unpublished until published again."""
     Workflow.objects.filter(pk=workflow.pk).update(archived=False, updated_at=timezone.now())
     workflow.refresh_from_db()
-    _audit(user, "workflow.unarchive", workflow.slug, {})
+    record_audit(user, "workflow.unarchive", workflow.slug, {})
     return workflow
 
 

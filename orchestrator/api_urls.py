@@ -1,1 +1,31 @@
-urlpatterns = []
+"""URLs of the REST API (mounted at /api/). Trailing slashes are optional for clients' sake."""
+
+from django.contrib.auth.decorators import login_required
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from designer import api as designer_api
+from monitor import api as monitor_api
+
+SLUG = r"(?P<slug>[-a-zA-Z0-9_]+)"
+RUN_ID = r"(?P<run_id>[-a-zA-Z0-9_.:]+)"
+
+urlpatterns = [
+    re_path(r"^workflows/?$", designer_api.WorkflowListView.as_view(), name="api-workflows"),
+    re_path(rf"^workflows/{SLUG}/?$", designer_api.WorkflowDetailView.as_view(), name="api-workflow"),
+    re_path(rf"^workflows/{SLUG}/versions/?$", designer_api.VersionListView.as_view(), name="api-versions"),
+    re_path(rf"^workflows/{SLUG}/versions/(?P<number>[0-9]+)/?$", designer_api.VersionDetailView.as_view(),
+            name="api-version"),
+    re_path(rf"^workflows/{SLUG}/publish/?$", designer_api.PublishView.as_view(), name="api-publish"),
+    re_path(rf"^workflows/{SLUG}/runs/?$", designer_api.StartRunView.as_view(), name="api-start-run"),
+    re_path(r"^step-types/?$", designer_api.StepTypesView.as_view(), name="api-step-types"),
+    re_path(r"^runs/?$", monitor_api.RunListView.as_view(), name="api-runs"),
+    re_path(rf"^runs/{RUN_ID}/?$", monitor_api.RunDetailView.as_view(), name="api-run"),
+    re_path(rf"^runs/{RUN_ID}/cancel/?$", monitor_api.CancelRunView.as_view(), name="api-run-cancel"),
+    re_path(rf"^runs/{RUN_ID}/retry/?$", monitor_api.RetryRunView.as_view(), name="api-run-retry"),
+    re_path(rf"^runs/{RUN_ID}/signal/?$", monitor_api.SignalRunView.as_view(), name="api-run-signal"),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # The docs page is for people in a browser: send them to the login page rather than a 403.
+    path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
+    re_path(r"^.*$", designer_api.NotFoundView.as_view(), name="api-not-found"),
+]

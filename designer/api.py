@@ -1,0 +1,363 @@
+"""REST API for workflow definitions: create, list, save versions, publish, start runs.
+
+Also home of what every Sluice API view shares (monitor/api.py builds on it):
+- `SluiceAPIView`: JSON in and out only, login required, one Django permission per HTTP method;
+- `exception_handler` (settings.REST_FRAMEWORK): every error is JSON of one shape,
+  `{"detail": str, "code": str, "errors": [{"path", "step_id", "code", "message"}]}`,
+  and service refusals map to the status a client can act on (400, 404, 409, 503).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db.models import Max, Q
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView, set_rollback
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from orchestrator.runtime.commands import CommandError
+from orchestrator.spec import InvalidDefinition
+
+from . import services
+from .models import Workflow
+from .serializers import (
+    DefinitionRequestSerializer,
+    PublishRequestSerializer,
+    StartedRunSerializer,
+    StartRunRequestSerializer,
+    VersionDetailSerializer,
+    VersionSerializer,
+    WorkflowDetailSerializer,
+    WorkflowSerializer,
+)
+
+log = logging.getLogger(__name__)
+
+
+# ---- errors ------------------------------------------------------------------------------
+ErrorSerializer = inline_serializer("Error", fields={
+    "detail": serializers.CharField(),
+    "code": serializers.CharField(),
+    "errors": serializers.ListField(child=inline_serializer("Problem", fields={
+        "path": serializers.CharField(), "step_id": serializers.CharField(allow_null=True),
+        "code": serializers.CharField(), "message": serializers.CharField()})),
+})
+
+
+def problem(path: str, message: str, code: str = "invalid", step_id: str | None = None) -> dict:
+    return {"path": path, "step_id": step_id, "code": code, "message": str(message)}
+
+
+def _flatten(detail, path: str = "") -> list[dict]:
+    """DRF's nested error detail ({"a": {"b": ["msg"]}}) as a flat list with paths like `a.b`."""
+    if isinstance(detail, dict):
+        out = []
+        for key, value in detail.items():
+            key = "" if key == "non_field_errors" else str(key)
+            out += _flatten(value, f"{path}.{key}" if path and key else path or key)
+        return out
+    if isinstance(detail, list):
+        if all(isinstance(item, exceptions.ErrorDetail) or isinstance(item, str) for item in detail):
+            return [problem(path, item, getattr(item, "code", "invalid")) for item in detail]
+        out = []
+        for index, item in enumerate(detail):
+            out += _flatten(item, f"{path}[{index}]")
+        return out
+    return [problem(path, detail, getattr(detail, "code", "invalid"))]
+
+
+def _error_response(status_code: int, detail: str, code: str, errors: list[dict] | None = None,
+                    headers: dict | None = None) -> Response:
+    errors = errors if errors is not None else [problem("", detail, code)]
+    return Response({"detail": detail, "code": code, "errors": errors}, status=status_code, headers=headers)
+
+
+# Service refusals a client can act on, and the status that says so.
+_SERVICE_STATUS = (
+    (services.VersionNotFound, status.HTTP_404_NOT_FOUND, "not_found"),
+    (services.VersionConflict, status.HTTP_409_CONFLICT, "version_conflict"),
+    (services.NotPublished, status.HTTP_409_CONFLICT, "not_published"),
+    (services.WorkflowArchived, status.HTTP_409_CONFLICT, "archived"),
+    (services.PublishFailed, status.HTTP_503_SERVICE_UNAVAILABLE, "kafka_unavailable"),
+    (services.StartFailed, status.HTTP_503_SERVICE_UNAVAILABLE, "kafka_unavailable"),
+    (services.ServiceError, status.HTTP_409_CONFLICT, "conflict"),
+)
+
+
+def exception_handler(exc, context):
+    """All API errors as `{"detail", "code", "errors"}`; never an HTML page, never a bare 500 for input."""
+    if isinstance(exc, InvalidDefinition):
+        set_rollback()
+        count = len(exc.problems)
+        code = "duplicate" if isinstance(exc, services.SlugTaken) else "invalid_definition"
+        return _error_response(
+            status.HTTP_400_BAD_REQUEST,
+            f"The workflow definition has {count} problem{'s' if count != 1 else ''}",
+            code, [p.as_dict() for p in exc.problems])
+    for kind, status_code, code in _SERVICE_STATUS:
+        if isinstance(exc, kind):
+            set_rollback()
+            body = {}
+            if isinstance(exc, services.VersionConflict):
+                body = {"latest_version": exc.latest_number, "saved_by": exc.saved_by}
+            response = _error_response(status_code, str(exc), code)
+            response.data.update(body)
+            return response
+    if isinstance(exc, CommandError):
+        return _error_response(status.HTTP_503_SERVICE_UNAVAILABLE, f"Kafka did not acknowledge: {exc}",
+                               "kafka_unavailable")
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(str(exc) if exc.args else None)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        log.exception("unhandled error in %s", context.get("view").__class__.__name__, exc_info=exc)
+        return _error_response(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                               "Internal error; it has been logged", "server_error")
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else response.data
+    if isinstance(detail, (dict, list)):
+        errors = _flatten(detail)
+        first = errors[0] if errors else problem("", "Invalid request")
+        message = f"{first['path']}: {first['message']}" if first["path"] else first["message"]
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more)"
+        response.data = {"detail": message, "code": "invalid", "errors": errors}
+    else:
+        code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
+        response.data = {"detail": str(detail), "code": code, "errors": [problem("", detail, code)]}
+    return response
+
+
+# ---- what every API view shares ----------------------------------------------------------
+class MethodPermission(BasePermission):
+    """Logged in, and holding the Django permission the view names for this HTTP method."""
+
+    def has_permission(self, request, view):
+        if not (request.user and request.user.is_authenticated):
+            return False
+        method = "GET" if request.method in ("HEAD", "OPTIONS") else request.method
+        perm = view.permissions_by_method.get(method)
+        if perm is None:
+            return True  # unknown methods fall through to 405
+        if not request.user.has_perm(perm):
+            self.message = f"You do not have permission to do this ({perm})"
+            return False
+        return True
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class SluiceAPIView(APIView):
+    """JSON only: a form post or a body without a JSON content type is refused, not misread."""
+
+    parser_classes = [JSONParser]
+    renderer_classes = [JSONRenderer]
+    permission_classes = [MethodPermission]
+    permissions_by_method: dict[str, str] = {}
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        # DRF reads a body without Content-Type as empty: say so rather than ignore it.
+        if request.method in ("POST", "PUT", "PATCH") and request.body and not request.content_type:
+            raise exceptions.UnsupportedMediaType("", detail="Send the body as JSON (Content-Type: application/json)")
+
+    def json_object(self, allowed: set[str] | None = None) -> dict:
+        """The request body as a JSON object (missing body: {}); 400 on other values or unknown keys."""
+        data = self.request.data
+        if not isinstance(data, dict):
+            raise exceptions.ValidationError(
+                {"": [f"The body must be a JSON object, not {type(data).__name__}"]})
+        data = dict(data)
+        if allowed is not None:
+            unknown = sorted(set(data) - allowed)
+            if unknown:
+                raise exceptions.ValidationError(
+                    {key: [f"Unknown field; allowed: {', '.join(sorted(allowed)) or 'none'}"] for key in unknown})
+        return data
+
+    def paginate(self, queryset, serializer_class):
+        paginator = Pagination()
+        page = paginator.paginate_queryset(queryset, self.request, view=self)
+        return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+
+def _body_int(data: dict, key: str) -> int | None:
+    """An optional positive integer field of a JSON body (booleans are not integers here)."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise exceptions.ValidationError({key: [f"Must be a positive integer, not {value!r}"]})
+    return value
+
+
+def _body_message(data: dict) -> str:
+    message = data.pop("message", "")
+    if message is None:
+        return ""
+    if not isinstance(message, str):
+        raise exceptions.ValidationError({"message": ["Must be a string"]})
+    if len(message) > 500:
+        raise exceptions.ValidationError({"message": ["At most 500 characters"]})
+    return message
+
+
+def _workflow(slug: str) -> Workflow:
+    return get_object_or_404(Workflow.objects.select_related("live_version", "created_by"), slug=slug)
+
+
+# ---- endpoints ---------------------------------------------------------------------------
+class WorkflowListView(SluiceAPIView):
+    permissions_by_method = {"GET": "designer.view_workflow", "POST": "designer.add_workflow"}
+
+    @extend_schema(
+        summary="List workflows",
+        parameters=[
+            OpenApiParameter("q", str, description="Search slug, name and description"),
+            OpenApiParameter("archived", bool, description="true: archived workflows only; all: both"),
+            OpenApiParameter("page", int), OpenApiParameter("page_size", int),
+        ],
+        responses=WorkflowSerializer(many=True),
+    )
+    def get(self, request):
+        workflows = Workflow.objects.select_related("live_version", "created_by").annotate(
+            latest_number=Max("versions__number"))
+        archived = request.query_params.get("archived", "false").lower()
+        if archived not in ("true", "false", "all"):
+            raise exceptions.ValidationError({"archived": ["Must be true, false or all"]})
+        if archived != "all":
+            workflows = workflows.filter(archived=archived == "true")
+        query = request.query_params.get("q", "").strip()
+        if query:
+            workflows = workflows.filter(Q(slug__icontains=query) | Q(name__icontains=query)
+                                         | Q(description__icontains=query))
+        return self.paginate(workflows.order_by("slug"), WorkflowSerializer)
+
+    @extend_schema(
+        summary="Create a workflow (version 1, draft)",
+        request=DefinitionRequestSerializer,
+        responses={201: VersionSerializer, 400: ErrorSerializer},
+    )
+    def post(self, request):
+        definition = self.json_object()
+        message = _body_message(definition)
+        version = services.create_workflow(definition, request.user, message=message)
+        return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class WorkflowDetailView(SluiceAPIView):
+    permissions_by_method = {"GET": "designer.view_workflow", "PUT": "designer.change_workflow"}
+
+    @extend_schema(summary="A workflow with its latest definition", responses=WorkflowDetailSerializer)
+    def get(self, request, slug):
+        return Response(WorkflowDetailSerializer(_workflow(slug)).data)
+
+    @extend_schema(
+        summary="Save a new draft version",
+        description="The body is the definition. With `base_version`, the save is refused (409) "
+                    "if someone saved a newer version since.",
+        request=DefinitionRequestSerializer,
+        responses={201: VersionSerializer, 400: ErrorSerializer, 409: ErrorSerializer},
+    )
+    def put(self, request, slug):
+        workflow = _workflow(slug)
+        definition = self.json_object()
+        message = _body_message(definition)
+        base_version = _body_int(definition, "base_version")
+        definition.pop("base_version", None)
+        version = services.save_version(workflow, definition, request.user, message=message,
+                                        base_version=base_version)
+        return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED)
+
+
+class VersionListView(SluiceAPIView):
+    permissions_by_method = {"GET": "designer.view_workflow"}
+
+    @extend_schema(summary="Versions of a workflow, newest first", responses=VersionSerializer(many=True))
+    def get(self, request, slug):
+        workflow = _workflow(slug)
+        versions = workflow.versions.select_related("workflow__live_version", "created_by", "published_by")
+        return self.paginate(versions.order_by("-number"), VersionSerializer)
+
+
+class VersionDetailView(SluiceAPIView):
+    permissions_by_method = {"GET": "designer.view_workflow"}
+
+    @extend_schema(summary="One version with its definition", responses=VersionDetailSerializer)
+    def get(self, request, slug, number):
+        return Response(VersionDetailSerializer(services.get_version(_workflow(slug), number)).data)
+
+
+class PublishView(SluiceAPIView):
+    permissions_by_method = {"POST": "designer.publish_workflow"}
+
+    @extend_schema(
+        summary="Publish a version (the latest when none is given) to Kafka and make it live",
+        request=PublishRequestSerializer,
+        responses={200: VersionSerializer, 400: ErrorSerializer, 404: ErrorSerializer, 503: ErrorSerializer},
+    )
+    def post(self, request, slug):
+        workflow = _workflow(slug)
+        body = self.json_object(allowed={"version"})
+        version = services.publish(workflow, _body_int(body, "version"), request.user)
+        return Response(VersionSerializer(version).data)
+
+
+class StartRunView(SluiceAPIView):
+    permissions_by_method = {"POST": "monitor.operate_run"}
+
+    @extend_schema(
+        summary="Start a run of the live version",
+        request=StartRunRequestSerializer,
+        responses={202: StartedRunSerializer, 409: ErrorSerializer, 503: ErrorSerializer},
+    )
+    def post(self, request, slug):
+        if not request.user.has_perm("designer.view_workflow"):
+            raise exceptions.PermissionDenied("You do not have permission to do this (designer.view_workflow)")
+        workflow = _workflow(slug)
+        body = self.json_object(allowed={"input"})
+        run_id = services.start_run(workflow, body.get("input", {}), request.user)
+        return Response({
+            "id": run_id, "workflow": workflow.slug, "version": workflow.live_version.number,
+            "status": "pending", "url": f"/api/runs/{run_id}/",
+        }, status=status.HTTP_202_ACCEPTED)
+
+
+class StepTypesView(SluiceAPIView):
+    permissions_by_method = {"GET": "designer.view_workflow"}
+
+    @extend_schema(
+        summary="Step types: palette entries, config JSON schemas and output ports",
+        responses=inline_serializer("StepType", many=True, fields={
+            "type": serializers.CharField(), "label": serializers.CharField(), "group": serializers.CharField(),
+            "icon": serializers.CharField(), "description": serializers.CharField(),
+            "config_schema": serializers.JSONField(), "ports": serializers.ListField(child=serializers.CharField()),
+        }),
+    )
+    def get(self, request):
+        from orchestrator.steps import describe_all
+
+        return Response(describe_all())
+
+
+class NotFoundView(SluiceAPIView):
+    """Any other path under /api/: a JSON 404 (after login), not Django's HTML page."""
+
+    schema = None
+    permissions_by_method = {}
+
+    def dispatch_not_found(self, request, *args, **kwargs):
+        raise exceptions.NotFound(f"No API endpoint at {request.path}")
+
+    get = post = put = patch = delete = dispatch_not_found
