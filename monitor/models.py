@@ -6,6 +6,7 @@ event carries a per-run sequence number, and a row remembers the last one applie
 the topic from the start leaves the same rows.
 """
 
+from django.conf import settings
 from django.db import models
 
 
@@ -95,3 +96,105 @@ class HistoryEntry(models.Model):
     class Meta:
         ordering = ["run", "seq"]
         constraints = [models.UniqueConstraint(fields=["run", "seq"], name="unique_history_seq")]
+
+
+class DeadLetter(models.Model):
+    """A record a runner loop gave up on, copied from `wf.dlq` with the reason from its headers.
+
+    Identified by its position in the dead-letter topic, so replaying that topic never
+    duplicates a row. Operators replay it (optionally edited) or discard it from the monitor.
+    """
+
+    class Status(models.TextChoices):
+        NEW = "new"
+        REPLAYED = "replayed"
+        DISCARDED = "discarded"
+
+    topic = models.CharField(max_length=255)
+    partition = models.PositiveIntegerField()
+    offset = models.BigIntegerField()
+    key = models.TextField(blank=True)
+    # The original value as text (UTF-8, or base64 prefixed "base64:" when it is not text).
+    value = models.TextField(blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    stage = models.CharField(max_length=50, blank=True)
+    source_topic = models.CharField(max_length=255, blank=True)
+    source_partition = models.IntegerField(null=True, blank=True)
+    source_offset = models.BigIntegerField(null=True, blank=True)
+    failed_at = models.DateTimeField(db_index=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW, db_index=True)
+    resolved_by = models.CharField(max_length=150, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-failed_at", "-offset"]
+        constraints = [
+            models.UniqueConstraint(fields=["topic", "partition", "offset"], name="unique_dead_letter_position")
+        ]
+
+    def __str__(self):
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class RunnerProcess(models.Model):
+    """The last heartbeat of each runner process (from the compacted `wf.heartbeats` topic)."""
+
+    instance = models.CharField(max_length=200, primary_key=True)
+    host = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(default=0)
+    roles = models.JSONField(default=list, blank=True)
+    started_at = models.DateTimeField()
+    last_heartbeat = models.DateTimeField(db_index=True)
+    stats = models.JSONField(default=dict, blank=True)
+    stopping = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["instance"]
+
+    def __str__(self):
+        return self.instance
+
+
+class WorkflowAccess(models.Model):
+    """Grants a user or a group the right to watch the runs of one workflow.
+
+    Users with the model permission monitor.view_run (and superusers) see every workflow's runs;
+    everyone else sees the runs of workflows they created plus the ones granted here.
+    """
+
+    workflow = models.ForeignKey("designer.Workflow", on_delete=models.CASCADE, related_name="run_access")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        verbose_name_plural = "workflow access grants"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False) | models.Q(group__isnull=False),
+                name="workflow_access_names_user_or_group",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.workflow_id} -> {self.user or self.group}"
+
+
+class AuditEntry(models.Model):
+    """Who did what to which object, with what. Written by monitor.audit.record, never edited."""
+
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # Kept as text too, so the entry still names the actor after the user is deleted.
+    username = models.CharField(max_length=150, blank=True)
+    action = models.CharField(max_length=50, db_index=True)
+    target_type = models.CharField(max_length=50)
+    target_id = models.CharField(max_length=200, db_index=True)
+    details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.target_type}:{self.target_id}"

@@ -1,0 +1,245 @@
+"""The history projector against the real embedded broker: rows, idempotency, replays, DLQ, heartbeats."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Producer
+from django.conf import settings as django_settings
+
+from monitor.models import DeadLetter, HistoryEntry, Run, RunnerProcess, StepRun
+from monitor.projector import Projector
+from orchestrator import messages
+from orchestrator.runtime import codec
+from orchestrator.runtime.kafka import producer_config
+
+pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
+
+T0 = 1_790_000_000.0
+
+
+def history_of_run(run_id: str, workflow: str, shape: str) -> list[messages.HistoryEvent]:
+    """A realistic history for one run; shape: 'ok', 'retry_then_fail' or 'cancelled'."""
+    events: list[tuple[str, str, str, int, dict]] = [
+        ("run_started", "", "", 0, {"input": {"n": 1, "who": run_id[:4]}, "trigger": {"type": "manual"},
+                                    "started_by": "alice", "created_at": T0}),
+        ("step_started", "check", "transform", 1, {"input": {"n": 1}, "attempt": 1}),
+        ("step_succeeded", "check", "transform", 1, {"output": {"ok": True}, "port": "",
+                                                     "started_at": T0 + 1, "ended_at": T0 + 1.5}),
+    ]
+    if shape == "ok":
+        events += [
+            ("step_started", "ship", "python", 1, {"input": {"ok": True}, "attempt": 1}),
+            ("step_succeeded", "ship", "python", 1, {"output": {"shipped": 1}, "port": "",
+                                                     "started_at": T0 + 2, "ended_at": T0 + 3}),
+            ("run_succeeded", "", "", 0, {"output": {"shipped": 1}}),
+        ]
+    elif shape == "retry_then_fail":
+        events += [
+            ("step_started", "charge", "http", 1, {"input": {"id": 7}, "attempt": 1}),
+            ("step_retrying", "charge", "http", 1, {"error": "HTTP 503", "backoff_seconds": 2.0,
+                                                    "next_attempt_at": T0 + 5}),
+            ("step_started", "charge", "http", 2, {"input": {"id": 7}, "attempt": 2}),
+            ("step_failed", "charge", "http", 2, {"error": "Traceback...\nHTTP 500", "started_at": T0 + 5,
+                                                  "ended_at": T0 + 6}),
+            ("step_skipped", "ship", "python", 0, {}),
+            ("run_failed", "", "", 0, {"error": "step charge failed: HTTP 500"}),
+        ]
+    elif shape == "cancelled":
+        events += [
+            ("step_started", "approve", "approval", 1, {"input": None, "attempt": 1}),
+            ("step_waiting", "approve", "approval", 1, {"reason": "signal", "until": None}),
+            ("signal_received", "approve", "approval", 1, {"name": "nope", "payload": 1, "by": "bob"}),
+            ("step_cancelled", "approve", "approval", 1, {}),
+            ("run_cancelled", "", "", 0, {"reason": "not needed", "by": "bob"}),
+        ]
+    return [
+        messages.HistoryEvent(run_id=run_id, seq=seq, kind=kind, ts=T0 + seq, workflow=workflow, version=3,
+                              step_id=step_id, step_type=step_type, attempt=attempt, data=data)
+        for seq, (kind, step_id, step_type, attempt, data) in enumerate(events, start=1)
+    ]
+
+
+def produce(topic: str, records: list[tuple[str, bytes, list | None]]) -> None:
+    producer = Producer(producer_config())
+    for key, value, headers in records:
+        producer.produce(topic, key=key.encode() if key else None, value=value, headers=headers)
+    assert producer.flush(10) == 0
+
+
+def produce_history(topic: str, events: list[messages.HistoryEvent]) -> None:
+    produce(topic, [(event.run_id, codec.encode(event), codec.headers_for(event)) for event in events])
+
+
+def interleave(*histories):
+    """Round-robin the runs' events: runs mixed together, each run still in its own order."""
+    out, queues = [], [list(history) for history in histories]
+    while any(queues):
+        for queue in queues:
+            if queue:
+                out.append(queue.pop(0))
+    return out
+
+
+def snapshot() -> dict:
+    """Every projected row as plain values (no surrogate ids), to compare two projections."""
+    return {
+        "runs": list(Run.objects.order_by("id").values(
+            "id", "workflow", "version", "status", "input", "output", "error", "trigger", "started_by",
+            "created_at", "started_at", "ended_at", "last_seq")),
+        "steps": list(StepRun.objects.order_by("run_id", "step_id").values(
+            "run_id", "step_id", "type", "status", "attempts", "input", "output", "error", "port",
+            "started_at", "ended_at")),
+        "history": list(HistoryEntry.objects.order_by("run_id", "seq").values("run_id", "seq", "kind", "step_id",
+                                                                               "ts", "data")),
+    }
+
+
+def project(group: str | None = None):
+    projector = Projector(group_id=group or f"test-projector-{uuid.uuid4().hex[:6]}")
+    try:
+        return projector.run_until_idle(idle_seconds=1.0, timeout=30)
+    finally:
+        projector.close()
+
+
+def test_projects_runs_steps_and_history(kafka):
+    ok, failing, cancelled = (uuid.uuid4().hex for _ in range(3))
+    events = interleave(history_of_run(ok, "orders", "ok"), history_of_run(failing, "orders", "retry_then_fail"),
+                        history_of_run(cancelled, "approvals", "cancelled"))
+    produce_history(kafka.history, events)
+
+    stats = project()
+
+    assert stats.applied == len(events) and stats.skipped == 0 and stats.undecodable == 0
+    run = Run.objects.get(id=ok)
+    assert (run.status, run.workflow, run.version, run.output) == ("succeeded", "orders", 3, {"shipped": 1})
+    assert run.input == {"n": 1, "who": ok[:4]} and run.started_by == "alice" and run.last_seq == 6
+    assert run.created_at.timestamp() == T0 and run.ended_at.timestamp() == T0 + 6
+    assert list(run.steps.order_by("step_id").values_list("step_id", "status")) == [
+        ("check", "succeeded"), ("ship", "succeeded")]
+
+    failed = Run.objects.get(id=failing)
+    assert failed.status == "failed" and failed.error == "step charge failed: HTTP 500"
+    charge = failed.steps.get(step_id="charge")
+    assert charge.status == "failed" and charge.type == "http" and "HTTP 500" in charge.error
+    assert [(a["attempt"], a["error"], a["backoff_seconds"]) for a in charge.attempts] == [
+        (1, "HTTP 503", 2.0), (2, "Traceback...\nHTTP 500", None)]
+    assert failed.steps.get(step_id="ship").status == "skipped"
+
+    stopped = Run.objects.get(id=cancelled)
+    assert stopped.status == "cancelled" and "bob" in stopped.error and "not needed" in stopped.error
+    assert stopped.steps.get(step_id="approve").status == "cancelled"
+    assert list(stopped.history.values_list("seq", flat=True)) == list(range(1, 9))
+    assert stopped.history.get(kind="signal_received").data["name"] == "nope"
+
+
+def test_replay_into_fresh_group_leaves_identical_rows(kafka):
+    runs = [uuid.uuid4().hex for _ in range(4)]
+    shapes = ["ok", "retry_then_fail", "cancelled", "ok"]
+    produce_history(kafka.history, interleave(*(history_of_run(r, "wf", s) for r, s in zip(runs, shapes))))
+    project()
+    first = snapshot()
+    assert len(first["runs"]) == 4 and len(first["history"]) > 20
+
+    # Same database, fresh group from the start: every event is a duplicate, nothing changes.
+    again = project()
+    assert again.applied == 0 and again.skipped == len(first["history"])
+    assert snapshot() == first
+
+    # Empty database, fresh group: the rows are rebuilt exactly.
+    Run.objects.all().delete()
+    assert snapshot()["runs"] == []
+    rebuilt = project()
+    assert rebuilt.applied == len(first["history"])
+    assert snapshot() == first
+
+
+def test_duplicates_and_stale_redeliveries_change_nothing(kafka):
+    a, b = uuid.uuid4().hex, uuid.uuid4().hex
+    clean_a, clean_b = history_of_run(a, "wf", "retry_then_fail"), history_of_run(b, "wf", "ok")
+    # Runs interleaved, every event of run a twice, and an old event of b redelivered at the end.
+    noisy = []
+    for event in interleave(clean_a, clean_b):
+        noisy.append(event)
+        if event.run_id == a:
+            noisy.append(event)
+    noisy.append(clean_b[1])
+    produce_history(kafka.history, noisy)
+
+    stats = project()
+
+    assert stats.applied == len(clean_a) + len(clean_b)
+    assert stats.skipped == len(clean_a) + 1
+    assert Run.objects.get(id=a).status == "failed" and Run.objects.get(id=b).status == "succeeded"
+    # The stale step_started of b must not have moved its finished step back to running.
+    assert StepRun.objects.get(run_id=b, step_id="check").status == "succeeded"
+    assert HistoryEntry.objects.filter(run_id=a).count() == len(clean_a)
+
+
+def test_undecodable_history_is_counted_and_skipped(kafka):
+    good = history_of_run(uuid.uuid4().hex, "wf", "ok")
+    produce(kafka.history, [("x", b"not json at all", None), ("y", b'{"run_id": 5}', None)])
+    produce_history(kafka.history, good)
+
+    stats = project()
+
+    assert stats.undecodable == 2
+    assert stats.applied == len(good)
+    assert Run.objects.get().status == "succeeded"
+
+
+def test_dead_letters_and_heartbeats(kafka):
+    headers = [(messages.DLQ_ERROR, b"unknown workflow version orders@9"), (messages.DLQ_STAGE, b"engine"),
+               (messages.DLQ_SOURCE_TOPIC, kafka.runs.encode()), (messages.DLQ_SOURCE_PARTITION, b"1"),
+               (messages.DLQ_SOURCE_OFFSET, b"42"), (messages.DLQ_FAILED_AT, str(T0).encode())]
+    produce(kafka.dlq, [("run-1", b'{"run_id": "run-1"}', headers), ("run-2", b"\xff\xfe", headers)])
+    beat = messages.RunnerHeartbeat(instance="runner-a", host="box", pid=77, roles=["engine"], started_at=T0,
+                                    ts=T0 + 10, stats={"records": 5})
+    newer = messages.RunnerHeartbeat(instance="runner-a", host="box", pid=77, roles=["engine"], started_at=T0,
+                                     ts=T0 + 20, stats={"records": 9})
+    produce(kafka.heartbeats, [("runner-a", codec.encode(beat), None), ("runner-a", codec.encode(newer), None)])
+
+    stats = project()
+    project()  # a second group replays both topics: still one row per record
+
+    assert stats.dead_letters == 2 and stats.heartbeats == 2
+    letters = list(DeadLetter.objects.order_by("offset"))
+    assert len(letters) == 2
+    assert letters[0].error == "unknown workflow version orders@9" and letters[0].stage == "engine"
+    assert (letters[0].source_topic, letters[0].source_partition, letters[0].source_offset) == (kafka.runs, 1, 42)
+    assert letters[0].value == '{"run_id": "run-1"}' and letters[0].failed_at.timestamp() == T0
+    assert letters[1].value.startswith("base64:")
+    runner = RunnerProcess.objects.get()
+    assert runner.last_heartbeat.timestamp() == T0 + 20 and runner.stats == {"records": 9}
+
+
+def test_bridge_command_projects_and_stops_on_sigterm(kafka):
+    events = history_of_run(uuid.uuid4().hex, "wf", "ok")
+    produce_history(kafka.history, events)
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{django_settings.DATABASES['default']['NAME']}",
+        "KAFKA_BOOTSTRAP_SERVERS": django_settings.KAFKA_BOOTSTRAP_SERVERS,
+        "SLUICE_EMBEDDED_BROKER": "1",
+        "SLUICE_TOPIC_PREFIX": django_settings.SLUICE_TOPIC_PREFIX,
+    }
+    bridge = subprocess.Popen([sys.executable, "manage.py", "bridge", "--group", f"g-{uuid.uuid4().hex[:6]}"],
+                              cwd=django_settings.BASE_DIR, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not Run.objects.filter(status="succeeded").exists():
+            time.sleep(0.2)
+        assert Run.objects.get().last_seq == len(events)
+    finally:
+        bridge.send_signal(signal.SIGTERM)
+        out, err = bridge.communicate(timeout=20)
+    assert bridge.returncode == 0, err
+    assert f"{len(events)} events applied" in out
