@@ -16,10 +16,16 @@ Retries are decided by the engine from the step's retry policy, never by the typ
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .. import expressions
+
+# Names an expression in a step's config may use, unless the type says otherwise for a field
+# (`StepType.expression_names`). `secret` only makes sense where a worker resolves it.
+DEFAULT_EXPRESSION_NAMES = ("trigger", "record", "steps", "run", "secret")
 
 
 # ---- instructions an engine-run step returns ---------------------------------------------
@@ -53,6 +59,8 @@ class AwaitSignal:
 
     name: str
     timeout_seconds: float | None = None
+    # Shown to the people who decide (e.g. {"instructions": "..."}), for history and the monitor.
+    details: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,83 @@ class TaskContext:
     timeout_seconds: float | None = None
 
 
+class StepConfigError(ValueError):
+    """A config value that cannot be used at run time; `field` is its path inside `config`."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"config.{field}: {message}")
+
+
+def fails_cleanly(method):
+    """Turn a bad config value or a failing expression into a non-retryable Fail.
+
+    Both are deterministic: retrying the same config on the same context fails the same way,
+    so the step ends at once with an error naming the field, instead of crashing the engine.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (StepConfigError, expressions.ExpressionError) as exc:
+            return Fail(str(exc), retryable=False)
+
+    return wrapper
+
+
+# ---- JSON schema helpers: every property carries title, description and default ----------
+def template_property(title: str, description: str, default: Any = "", **extra) -> dict:
+    """A string that may hold `{{ ... }}` templates."""
+    return {"type": "string", "title": title, "description": description, "default": default,
+            "x-widget": "template", **extra}
+
+
+def expression_property(title: str, description: str, default: Any = "", **extra) -> dict:
+    """A bare expression such as `trigger.total > 100` (no braces)."""
+    return {"type": "string", "title": title, "description": description, "default": default,
+            "minLength": 1, "x-widget": "expression", **extra}
+
+
+def json_property(title: str, description: str, default: Any = None, **extra) -> dict:
+    """Any JSON value; strings inside it are templates."""
+    return {"title": title, "description": description, "default": default, "x-widget": "json", **extra}
+
+
+def number_or_template_property(title: str, description: str, default: Any, minimum: float = 0) -> dict:
+    """A number, or a template string that renders to one at run time."""
+    return {
+        "title": title,
+        "description": description,
+        "default": default,
+        "x-widget": "template",
+        "anyOf": [
+            {"type": "number", "minimum": minimum},
+            {"type": "string", "pattern": r"\{\{|^\s*[0-9]+(\.[0-9]+)?\s*$"},
+        ],
+    }
+
+
+def as_number(value: Any, field: str, minimum: float = 0) -> float:
+    """A rendered config value as a number >= minimum, or StepConfigError naming the field."""
+    if isinstance(value, bool):
+        raise StepConfigError(field, f"expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise StepConfigError(field, f"expected a number, got {value!r}") from None
+    if number != number or number < minimum or number == float("inf"):
+        raise StepConfigError(field, f"expected a number >= {minimum:g}, got {value!r}")
+    return number
+
+
+def as_text(value: Any) -> str:
+    """A rendered value as text: strings as they are, other JSON values as compact JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
 class StepType:
     """Base class of step types; subclasses live one per module in this package."""
 
@@ -109,6 +194,17 @@ class StepType:
     condition_fields: ClassVar[tuple[str, ...]] = ()
     # Whether the step's retry policy applies (a `fail` step, say, never retries).
     retryable: ClassVar[bool] = True
+    # Per config field (top level), the names its expressions may use when they differ from
+    # DEFAULT_EXPRESSION_NAMES (wait_for_event's key_expression sees `event` and `record`).
+    expression_names: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def check_config(self, config: dict) -> list[tuple[str, str]]:
+        """Checks the JSON schema cannot express: (field path inside config, message) pairs."""
+        return []
+
+    def names_for(self, field_name: str) -> tuple[str, ...]:
+        """The names expressions in the top-level config field `field_name` may use."""
+        return self.expression_names.get(field_name, DEFAULT_EXPRESSION_NAMES)
 
     # ---- shared helpers ----
     def render_config(self, config: dict, context: dict) -> dict:
@@ -130,6 +226,8 @@ class StepType:
             "ports": list(self.ports),
             "runs_on": self.runs_on,
             "condition_fields": list(self.condition_fields),
+            "retryable": self.retryable,
+            "expression_names": {name: list(self.names_for(name)) for name in self.config_schema.get("properties", {})},
         }
 
     # ---- engine-run types ----

@@ -1,0 +1,1 @@
+"""Demo Python step handlers for Sluice's example workflows (loaded by default on runners)."""
