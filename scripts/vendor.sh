@@ -32,6 +32,9 @@ cp "$NM/@dagrejs/dagre/LICENSE" "$VENDOR/dagre.LICENSE"
 # YAML view of the definition in the editor (global jsyaml).
 cp "$NM/js-yaml/dist/js-yaml.min.js" "$VENDOR/js-yaml.min.js"
 cp "$NM/js-yaml/LICENSE" "$VENDOR/js-yaml.LICENSE"
+# Monitor charts and the run timeline (global Chart). Added by the monitor.
+cp "$NM/chart.js/dist/chart.umd.min.js" "$VENDOR/chart.umd.min.js"
+cp "$NM/chart.js/LICENSE.md" "$VENDOR/chart.LICENSE"
 
 # Icons for step types, triggers and toolbar buttons: only the ones Sluice names.
 ICON_NAMES=(
@@ -64,6 +67,7 @@ def entry(pkg_name, file):
 files = [("@antv/x6", "vendor/x6.min.js"), ("@antv/x6", "vendor/x6.LICENSE"),
          ("@dagrejs/dagre", "vendor/dagre.min.js"), ("@dagrejs/dagre", "vendor/dagre.LICENSE"),
          ("js-yaml", "vendor/js-yaml.min.js"), ("js-yaml", "vendor/js-yaml.LICENSE")]
+files += [("chart.js", "vendor/chart.umd.min.js"), ("chart.js", "vendor/chart.LICENSE")]  # the monitor's
 files += [("lucide-static", f"icons/{p.name}") for p in sorted((static / "icons").iterdir())]
 manifest = [entry(pkg, file) for pkg, file in files]
 (static / "vendor" / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
