@@ -47,6 +47,8 @@ ICON_NAMES=(
 for name in "${ICON_NAMES[@]}"; do
   cp "$NM/lucide-static/icons/$name.svg" "$ICONS/$name.svg"
 done
+# Older lucide names step types may use, mapped to the current file.
+cp "$NM/lucide-static/icons/octagon-x.svg" "$ICONS/x-octagon.svg"
 cp "$NM/lucide-static/LICENSE" "$ICONS/LICENSE"
 
 python3 - "$NM" "$STATIC" <<'PY'
