@@ -42,6 +42,9 @@ class Attempt(msgspec.Struct, kw_only=True):
 class StepState(msgspec.Struct, kw_only=True):
     status: str = PENDING
     attempt: int = 0
+    # Attempt number at which the current round began: a run retry starts a new round, so the
+    # retry policy counts afresh while attempt numbers (and idempotency keys) stay unique.
+    retry_base: int = 0
     attempts: list[Attempt] = []
     output: Any = None
     error: str | None = None

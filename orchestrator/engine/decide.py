@@ -1,0 +1,414 @@
+"""The run state machine: where a step is started, retried, skipped, timed out or cancelled.
+
+`decide(workflow, state, event, now)` applies one event to one run and returns the new state
+and the effects to carry out. It never mutates its input state, so a batch that the runtime has
+to abort (Kafka transaction failed) leaves the in-memory state untouched.
+
+Graph semantics (DESIGN.md section 4): a step is considered once every incoming edge is
+resolved. An edge is *taken* when its source succeeded through the edge's port, and *dead*
+when its source was skipped or chose another port. A step runs if at least one incoming edge
+is taken, and is skipped if all are dead; so skips propagate and joins after a branch still
+complete. A step that fails for good fails the run and cancels what is still in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from .. import steps as step_types
+from ..expressions import ExpressionError
+from ..messages import (
+    CancelRun,
+    EventArrived,
+    HistoryEvent,
+    RetryRun,
+    SignalRun,
+    StartRun,
+    StepResult,
+    StepTask,
+    WaitSubscription,
+)
+from ..spec import Step, WorkflowSpec
+from ..steps.base import AwaitEvent, AwaitSignal, Complete, Emit, Fail, Instruction, Sleep
+from . import state as S
+from .effects import CloseWait, Dispatch, Effect, OpenWait, Produce, Record, Tick
+
+
+@dataclass
+class Decision:
+    state: S.RunState | None
+    effects: list[Effect] = field(default_factory=list)
+
+    @property
+    def history(self) -> list[HistoryEvent]:
+        return [effect.event for effect in self.effects if isinstance(effect, Record)]
+
+
+def decide(workflow: WorkflowSpec | None, state: S.RunState | None, event: Any, now: float) -> Decision:
+    """Apply `event` to the run in `state` (None: no such run yet) at time `now`."""
+    if isinstance(event, StartRun):
+        if state is not None:
+            return Decision(state)  # a redelivered start: the run exists already
+        if workflow is None:
+            raise ValueError(f"workflow {event.workflow}@{event.version} is not known")
+        run = _Run(workflow, _new_state(event, now), now)
+        run.start(event)
+        return run.decision()
+    if state is None:
+        return Decision(None)  # results or commands for a run that is gone: nothing to do
+    if workflow is None:
+        raise ValueError(f"workflow {state.workflow}@{state.version} is not known")
+    run = _Run(workflow, msgspec.structs.replace(state, steps=_copy_steps(state.steps)), now)
+    handler = {
+        StepResult: run.on_result,
+        Tick: run.on_tick,
+        CancelRun: run.on_cancel,
+        RetryRun: run.on_retry,
+        SignalRun: run.on_signal,
+        EventArrived: run.on_event,
+    }.get(type(event))
+    if handler is None:
+        raise TypeError(f"the engine does not handle {type(event).__name__}")
+    handler(event)
+    return run.decision()
+
+
+def _new_state(event: StartRun, now: float) -> S.RunState:
+    return S.RunState(
+        run_id=event.run_id,
+        workflow=event.workflow,
+        version=event.version,
+        input=event.input,
+        trigger=event.trigger,
+        started_by=event.started_by,
+        created_at=now,
+    )
+
+
+def _copy_steps(steps: dict[str, S.StepState]) -> dict[str, S.StepState]:
+    # Step states are replaced, never mutated in place, once copied here (see _Run._step).
+    return dict(steps)
+
+
+class _Run:
+    """One application of decide(): a working copy of the state plus the effects so far."""
+
+    def __init__(self, workflow: WorkflowSpec, state: S.RunState, now: float):
+        self.workflow = workflow
+        self.state = state
+        self.now = now
+        self.effects: list[Effect] = []
+        self._copied: set[str] = set()
+
+    def decision(self) -> Decision:
+        return Decision(self.state, self.effects)
+
+    # ---- state helpers ----------------------------------------------------------------------
+    def _step(self, step_id: str) -> S.StepState:
+        """The step's state, copied on first write so the caller's state is never mutated."""
+        if step_id not in self._copied:
+            current = self.state.steps.get(step_id) or S.StepState()
+            attempts = [msgspec.structs.replace(attempt) for attempt in current.attempts]
+            self.state.steps[step_id] = msgspec.structs.replace(current, attempts=attempts)
+            self._copied.add(step_id)
+        return self.state.steps[step_id]
+
+    def _status(self, step_id: str) -> str:
+        step = self.state.steps.get(step_id)
+        return step.status if step else S.PENDING
+
+    def _record(self, kind: str, step_id: str = "", attempt: int = 0, **data) -> None:
+        self.state.seq += 1
+        step_type = self.workflow.steps[step_id].type if step_id else ""
+        self.effects.append(Record(HistoryEvent(
+            run_id=self.state.run_id, seq=self.state.seq, kind=kind, ts=self.now,
+            workflow=self.state.workflow, version=self.state.version,
+            step_id=step_id, step_type=step_type, attempt=attempt, data=data,
+        )))
+
+    def context(self) -> dict:
+        """Names visible to expressions: trigger, record, steps.<id>.output, run."""
+        steps = {
+            step_id: {"output": step.output if step.status == S.SUCCEEDED else None,
+                      "status": step.status, "port": step.port}
+            for step_id, step in self.state.steps.items()
+        }
+        trigger = self.state.trigger or {}
+        return {
+            "trigger": self.state.input,
+            "record": trigger if trigger.get("type") == "kafka" else None,
+            "steps": steps,
+            "run": {"id": self.state.run_id, "workflow": self.state.workflow,
+                    "version": self.state.version, "started_at": self.state.created_at},
+        }
+
+    # ---- events -----------------------------------------------------------------------------
+    def start(self, event: StartRun) -> None:
+        self._record("run_started", input=event.input, trigger=event.trigger,
+                     started_by=event.started_by, created_at=self.state.created_at)
+        for step_id in self.workflow.steps:
+            self.state.steps[step_id] = S.StepState()
+            self._copied.add(step_id)
+        self.advance()
+
+    def on_result(self, result: StepResult) -> None:
+        step = self.state.steps.get(result.step_id)
+        # Only the first result for the current attempt of a running step counts: duplicates
+        # (a worker redelivery) and late results (after a timeout or cancel) are ignored.
+        if self.state.done or step is None or step.status != S.RUNNING or step.attempt != result.attempt:
+            return
+        if result.ok:
+            self._succeed(result.step_id, result.output, "out", ended_at=result.ended_at)
+        else:
+            self._attempt_failed(result.step_id, result.error or "step failed", retryable=True,
+                                 ended_at=result.ended_at)
+        self.advance()
+
+    def on_tick(self, _tick: Tick) -> None:
+        if self.state.done:
+            return
+        due = [step_id for step_id, step in self.state.steps.items()
+               if step.wake_at is not None and step.wake_at <= self.now]
+        for step_id in due:
+            step = self._step(step_id)
+            reason, step.wake_at, step.wake_reason = step.wake_reason, None, None
+            if reason == "retry" and step.status == S.RETRYING:
+                self._begin_attempt(step_id)
+            elif reason == "delay" and step.status == S.WAITING:
+                self._succeed(step_id, step.output, "out")
+            elif reason == "timeout" and step.status == S.RUNNING:
+                timeout = self.workflow.steps[step_id].timeout_seconds
+                self._attempt_failed(step_id, f"timed out after {timeout:g}s", retryable=True)
+            elif reason == "timeout" and step.status == S.WAITING:
+                self._close_wait_if_any(step_id)
+                self._apply(step_id, self._call(step_id, "on_timeout"))
+        self.advance()
+
+    def on_cancel(self, command: CancelRun) -> None:
+        if self.state.done:
+            return
+        self._stop_in_flight()
+        self._finish(S.RUN_CANCELLED, reason=command.reason, by=command.by)
+
+    def on_retry(self, command: RetryRun) -> None:
+        if self.state.status not in (S.RUN_FAILED, S.RUN_CANCELLED):
+            return
+        self.state.status, self.state.ended_at, self.state.error = S.RUN_RUNNING, None, None
+        self._record("run_retried", by=command.by)
+        for step_id, step in list(self.state.steps.items()):
+            if step.status in (S.FAILED, S.CANCELLED):
+                step = self._step(step_id)
+                step.status, step.error, step.ended_at = S.PENDING, None, None
+                step.retry_base = step.attempt
+        self.advance()
+
+    def on_signal(self, signal: SignalRun) -> None:
+        if self.state.done:
+            return
+        waiting = [step_id for step_id, step in self.state.steps.items()
+                   if step.status == S.WAITING and step.signal == signal.name]
+        self._record("signal_received", name=signal.name, payload=signal.payload, by=signal.by,
+                     matched=waiting[:1])
+        if waiting:
+            step_id = waiting[0]
+            step = self._step(step_id)
+            step.signal, step.wake_at, step.wake_reason = None, None, None
+            self._apply(step_id, self._call(step_id, "on_signal", signal.payload))
+            self.advance()
+
+    def on_event(self, arrived: EventArrived) -> None:
+        step = self.state.steps.get(arrived.step_id)
+        if self.state.done or step is None or step.status != S.WAITING or step.attempt != arrived.attempt:
+            return
+        step = self._step(arrived.step_id)
+        step.wake_at = step.wake_reason = None
+        self.effects.append(CloseWait(self.state.run_id, arrived.step_id))
+        self._apply(arrived.step_id, self._call(arrived.step_id, "on_event", arrived.event))
+        self.advance()
+
+    # ---- graph ------------------------------------------------------------------------------
+    def advance(self) -> None:
+        """Start or skip every pending step whose inputs are resolved, until nothing changes."""
+        if self.state.done:
+            return
+        changed = True
+        while changed and not self.state.done:
+            changed = False
+            for step_id in self.workflow.steps:
+                if self._status(step_id) != S.PENDING:
+                    continue
+                readiness = self._readiness(step_id)
+                if readiness == "run":
+                    self._begin_attempt(step_id)
+                    changed = True
+                elif readiness == "skip":
+                    step = self._step(step_id)
+                    step.status, step.ended_at = S.SKIPPED, self.now
+                    self._record("step_skipped", step_id)
+                    changed = True
+                if self.state.done:
+                    return
+        self._maybe_finish()
+
+    def _readiness(self, step_id: str) -> str | None:
+        taken = False
+        for edge in self.workflow.incoming.get(step_id, ()):
+            source = self.state.steps.get(edge.source) or S.StepState()
+            if source.status == S.SUCCEEDED:
+                taken = taken or source.port == edge.port
+            elif source.status != S.SKIPPED:
+                return None  # an input is unresolved (or failed: the run is failing anyway)
+        if not self.workflow.incoming.get(step_id):
+            return "run"
+        return "run" if taken else "skip"
+
+    def _maybe_finish(self) -> None:
+        if self.state.done:
+            return
+        statuses = [self._status(step_id) for step_id in self.workflow.steps]
+        if any(status == S.FAILED for status in statuses):
+            failed = [step_id for step_id in self.workflow.steps if self._status(step_id) == S.FAILED]
+            self._stop_in_flight()
+            error = self.state.steps[failed[0]].error or "step failed"
+            self.state.error = f"step {failed[0]!r} failed: {error}"
+            self._finish(S.RUN_FAILED, error=self.state.error, failed_steps=failed)
+        elif all(status in (S.SUCCEEDED, S.SKIPPED) for status in statuses):
+            self.state.output = self._run_output()
+            self._finish(S.RUN_SUCCEEDED, output=self.state.output)
+
+    def _run_output(self) -> Any:
+        """The output of the steps nothing follows: one such step's output, or a map of them."""
+        sinks = {step_id: self.state.steps[step_id].output for step_id in self.workflow.steps
+                 if not self.workflow.outgoing.get(step_id) and self._status(step_id) == S.SUCCEEDED}
+        if len(sinks) == 1:
+            return next(iter(sinks.values()))
+        return sinks
+
+    def _finish(self, status: str, **data) -> None:
+        self.state.status, self.state.ended_at = status, self.now
+        kind = {S.RUN_SUCCEEDED: "run_succeeded", S.RUN_FAILED: "run_failed", S.RUN_CANCELLED: "run_cancelled"}[status]
+        self._record(kind, **data)
+
+    def _stop_in_flight(self) -> None:
+        for step_id, step in list(self.state.steps.items()):
+            if step.status in (S.RUNNING, S.WAITING, S.RETRYING):
+                step = self._step(step_id)
+                self._close_wait_if_any(step_id)
+                step.status, step.ended_at, step.wake_at, step.wake_reason, step.signal = (
+                    S.CANCELLED, self.now, None, None, None)
+                if step.attempts and step.attempts[-1].ended_at is None:
+                    step.attempts[-1].ended_at = self.now
+                    step.attempts[-1].error = "cancelled"
+                self._record("step_cancelled", step_id, step.attempt)
+
+    # ---- steps ------------------------------------------------------------------------------
+    def _begin_attempt(self, step_id: str) -> None:
+        spec_step = self.workflow.steps[step_id]
+        step_type = step_types.get(spec_step.type)
+        step = self._step(step_id)
+        step.attempt += 1
+        step.status, step.error, step.output, step.port = S.RUNNING, None, None, None
+        step.started_at = step.started_at if step.attempt - step.retry_base > 1 else self.now
+        step.ended_at = None
+        step.attempts.append(S.Attempt(number=step.attempt, started_at=self.now))
+        if step_type.runs_on == "worker":
+            self._dispatch(step_id, spec_step, step_type)
+        else:
+            self._apply(step_id, self._call(step_id, "start"))
+
+    def _dispatch(self, step_id: str, spec_step: Step, step_type) -> None:
+        step = self.state.steps[step_id]
+        try:
+            config = step_type.render_config(spec_step.config, self.context())
+        except ExpressionError as exc:
+            self._attempt_failed(step_id, str(exc), retryable=False)
+            return
+        self._record("step_started", step_id, step.attempt, input=config)
+        self.effects.append(Dispatch(step_type.queue, StepTask(
+            run_id=self.state.run_id, workflow=self.state.workflow, version=self.state.version,
+            step_id=step_id, type=spec_step.type, attempt=step.attempt, config=config,
+            idempotency_key=f"{self.state.run_id}/{step_id}/{step.attempt}",
+            timeout_seconds=spec_step.timeout_seconds, dispatched_at=self.now,
+        )))
+        if spec_step.timeout_seconds:
+            step.wake_at, step.wake_reason = self.now + spec_step.timeout_seconds, "timeout"
+
+    def _call(self, step_id: str, method: str, *args) -> Instruction:
+        """Run an engine-side step hook; an expression error fails the step (not retried)."""
+        spec_step = self.workflow.steps[step_id]
+        try:
+            return getattr(step_types.get(spec_step.type), method)(spec_step.config, self.context(), *args)
+        except ExpressionError as exc:
+            return Fail(str(exc), retryable=False)
+        except Exception as exc:  # a bug or bad config in a step type must not stop the engine
+            return Fail(f"{type(exc).__name__}: {exc}", retryable=False)
+
+    def _apply(self, step_id: str, instruction: Instruction) -> None:
+        step = self._step(step_id)
+        if isinstance(instruction, Complete):
+            self._succeed(step_id, instruction.output, instruction.port)
+        elif isinstance(instruction, Emit):
+            self.effects.append(Produce(instruction.topic, instruction.value, instruction.key, dict(instruction.headers)))
+            self._succeed(step_id, instruction.output, "out")
+        elif isinstance(instruction, Fail):
+            retryable = instruction.retryable and step_types.get(self.workflow.steps[step_id].type).retryable
+            self._attempt_failed(step_id, instruction.error, retryable=retryable)
+        elif isinstance(instruction, Sleep):
+            step.status, step.output = S.WAITING, instruction.output
+            step.wake_at, step.wake_reason = self.now + max(0.0, float(instruction.seconds)), "delay"
+            self._record("step_waiting", step_id, step.attempt, reason="delay", until=step.wake_at)
+        elif isinstance(instruction, AwaitSignal):
+            step.status, step.signal = S.WAITING, instruction.name or step_id
+            if instruction.timeout_seconds:
+                step.wake_at, step.wake_reason = self.now + instruction.timeout_seconds, "timeout"
+            self._record("step_waiting", step_id, step.attempt, reason="signal", signal=step.signal,
+                         until=step.wake_at)
+        elif isinstance(instruction, AwaitEvent):
+            step.status = S.WAITING
+            if instruction.timeout_seconds:
+                step.wake_at, step.wake_reason = self.now + instruction.timeout_seconds, "timeout"
+            self.effects.append(OpenWait(WaitSubscription(
+                run_id=self.state.run_id, step_id=step_id, attempt=step.attempt, topic=instruction.topic,
+                correlation=str(instruction.correlation), key_expression=instruction.key_expression,
+                deadline=step.wake_at,
+            )))
+            self._record("step_waiting", step_id, step.attempt, reason="event", topic=instruction.topic,
+                         correlation=str(instruction.correlation), until=step.wake_at)
+        else:
+            self._attempt_failed(step_id, f"step type returned {instruction!r}", retryable=False)
+
+    def _succeed(self, step_id: str, output: Any, port: str, ended_at: float | None = None) -> None:
+        step = self._step(step_id)
+        step.status, step.output, step.port, step.error = S.SUCCEEDED, output, port, None
+        step.wake_at = step.wake_reason = step.signal = None
+        step.ended_at = self.now
+        attempt = step.attempts[-1]
+        attempt.ended_at = ended_at or self.now
+        self._record("step_succeeded", step_id, step.attempt, output=output, port=port,
+                     started_at=attempt.started_at, ended_at=attempt.ended_at)
+
+    def _attempt_failed(self, step_id: str, error: str, retryable: bool, ended_at: float | None = None) -> None:
+        spec_step = self.workflow.steps[step_id]
+        step = self._step(step_id)
+        step.wake_at = step.wake_reason = step.signal = None
+        attempt = step.attempts[-1]
+        attempt.ended_at, attempt.error = ended_at or self.now, error
+        attempts_this_round = step.attempt - step.retry_base
+        if retryable and attempts_this_round < spec_step.retry.max_attempts:
+            backoff = spec_step.retry.delay_after(attempts_this_round)
+            attempt.backoff_seconds = backoff
+            step.status, step.error = S.RETRYING, error
+            step.wake_at, step.wake_reason = self.now + backoff, "retry"
+            self._record("step_retrying", step_id, step.attempt, error=error, backoff_seconds=backoff,
+                         next_attempt_at=step.wake_at, started_at=attempt.started_at, ended_at=attempt.ended_at)
+        else:
+            step.status, step.error, step.ended_at = S.FAILED, error, self.now
+            self._record("step_failed", step_id, step.attempt, error=error,
+                         started_at=attempt.started_at, ended_at=attempt.ended_at)
+
+    def _close_wait_if_any(self, step_id: str) -> None:
+        if self.workflow.steps[step_id].type == "wait_for_event" and self._status(step_id) == S.WAITING:
+            self.effects.append(CloseWait(self.state.run_id, step_id))

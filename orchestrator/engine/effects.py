@@ -1,0 +1,54 @@
+"""What the engine asks the runtime to do: plain data, carried out inside one Kafka transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..messages import HistoryEvent, StepTask, WaitSubscription
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Not a Kafka record: the engine loop feeds it to a run whose earliest timer is due."""
+
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Send a step attempt to the workers of `queue` (topic wf.tasks.<queue>)."""
+
+    queue: str
+    task: StepTask
+
+
+@dataclass(frozen=True)
+class Produce:
+    """A record for a user topic (the kafka_produce step): exactly once, in the transaction."""
+
+    topic: str
+    value: Any
+    key: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OpenWait:
+    subscription: WaitSubscription
+
+
+@dataclass(frozen=True)
+class CloseWait:
+    run_id: str
+    step_id: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """Append a history event (wf.history)."""
+
+    event: HistoryEvent
+
+
+Effect = Dispatch | Produce | OpenWait | CloseWait | Record

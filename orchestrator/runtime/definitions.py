@@ -1,0 +1,120 @@
+"""The runner's in-memory registry of published workflow versions, read from `wf.definitions`.
+
+Runners never touch the web database: they learn definitions from the compacted topic, read
+from the start at launch and followed afterwards. Publishing writes there before the web
+accepts a start, so a start naming a version this registry has not seen yet is answered by
+catching up on the topic (`ensure`), never by failing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from .. import spec
+from ..messages import LiveVersion, PublishedDefinition
+from . import codec
+from .kafka import consumer_config
+
+log = logging.getLogger(__name__)
+
+
+class DefinitionRegistry:
+    def __init__(self, topic: str):
+        self.topic = topic
+        self._lock = threading.RLock()
+        self._versions: dict[tuple[str, int], spec.WorkflowSpec] = {}
+        self._raw: dict[tuple[str, int], dict] = {}
+        self._live: dict[str, int] = {}
+        self._consumer: Consumer | None = None
+        self.generation = 0  # bumps whenever something changes; loops watch it
+
+    def _open(self) -> Consumer:
+        if self._consumer is None:
+            consumer = Consumer(consumer_config(f"sluice-definitions-{uuid.uuid4().hex}"))
+            consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+            self._consumer = consumer
+        return self._consumer
+
+    def refresh(self, timeout: float = 10.0) -> int:
+        """Read every definition record written so far; returns how many were applied."""
+        with self._lock:
+            consumer = self._open()
+            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=timeout)
+            applied = 0
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                # Wait for the position, not the last message, to reach the end: transaction
+                # markers take offsets too (FIELD-NOTES).
+                position = consumer.position([TopicPartition(self.topic, 0)])[0].offset
+                if high <= low or position >= high:
+                    break
+                for msg in consumer.consume(500, timeout=0.2):
+                    if msg.error():
+                        log.warning("definitions: %s", msg.error())
+                        continue
+                    applied += self._apply(msg)
+            if applied:
+                self.generation += 1
+            return applied
+
+    def _apply(self, msg) -> int:
+        key = (msg.key() or b"").decode()
+        if msg.value() is None:  # tombstone: a version or pointer removed
+            if "@" in key:
+                slug, _, version = key.rpartition("@")
+                self._versions.pop((slug, int(version)), None)
+            else:
+                self._live.pop(key, None)
+            return 1
+        try:
+            record = codec.decode_definition(msg.value())
+        except codec.DecodeError as exc:
+            log.error("definitions: undecodable record at offset %s: %s", msg.offset(), exc)
+            return 0
+        if isinstance(record, PublishedDefinition):
+            try:
+                workflow = spec.parse(record.definition)
+            except Exception as exc:  # an invalid or unreadable version must not stop the runner
+                log.error("definitions: %s@%s is not valid and is ignored: %s", record.slug, record.version, exc)
+                return 0
+            self._versions[(record.slug, record.version)] = workflow
+            self._raw[(record.slug, record.version)] = record.definition
+        elif isinstance(record, LiveVersion):
+            if record.version is None:
+                self._live.pop(record.slug, None)
+            else:
+                self._live[record.slug] = record.version
+        return 1
+
+    def get(self, slug: str, version: int) -> spec.WorkflowSpec | None:
+        with self._lock:
+            return self._versions.get((slug, version))
+
+    def ensure(self, slug: str, version: int) -> spec.WorkflowSpec | None:
+        """The version, catching up on the topic first if it is not known yet."""
+        workflow = self.get(slug, version)
+        if workflow is None:
+            self.refresh()
+            workflow = self.get(slug, version)
+        return workflow
+
+    def live(self) -> dict[str, spec.WorkflowSpec]:
+        """The live version of every published workflow: slug -> spec."""
+        with self._lock:
+            return {slug: self._versions[(slug, version)] for slug, version in self._live.items()
+                    if (slug, version) in self._versions}
+
+    def live_version(self, slug: str) -> int | None:
+        with self._lock:
+            return self._live.get(slug)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._consumer is not None:
+                self._consumer.close()
+                self._consumer = None

@@ -1,0 +1,282 @@
+"""Kafka triggers and event waits: user topics -> StartRun / EventArrived on wf.runs.
+
+One consumer (group `sluice-triggers`) follows the union of
+- the topics of live workflows with a `kafka` trigger: each record that passes a workflow's
+  filter starts exactly one run of it, with a run id derived from the record's coordinates
+  (`<slug>-<topic>-<partition>-<offset>`), in the same transaction as the offset commit, so a
+  redelivered record never starts a second run;
+- the topics named by open `wait_for_event` subscriptions (read from the compacted `wf.waits`
+  topic): a record whose key expression equals a subscription's correlation value is sent to
+  its run as EventArrived. Recent records are kept briefly so a subscription that is read
+  after its event arrived still matches.
+
+Where a partition has no committed offset yet, reading starts at the end (Kafka's default),
+or at the beginning for a trigger with `"start_from": "earliest"`.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict, deque
+
+import msgspec
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+
+from .. import expressions
+from ..messages import EventArrived, StartRun, WaitSubscription
+from . import codec
+from .definitions import DefinitionRegistry
+from .kafka import consumer_config
+from .loops import consumed_offsets, dead_letter, idle_backoff, is_fatal, rewind, transactional_producer
+from .topics import Topics
+
+log = logging.getLogger(__name__)
+
+RECENT_RECORDS_PER_TOPIC = 2000
+REFRESH_SECONDS = 1.0
+
+
+def decode_value(raw: bytes | None):
+    """A user record's value as the workflow sees it: JSON if it is JSON, else text, else base64."""
+    if raw is None:
+        return None
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        pass
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(raw).decode()}
+
+
+def record_info(msg) -> dict:
+    key = msg.key()
+    if key is not None:
+        try:
+            key = key.decode("utf-8")
+        except UnicodeDecodeError:
+            key = key.hex()
+    timestamp_type, timestamp = msg.timestamp()
+    return {
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "key": key,
+        "headers": {name: (value or b"").decode("utf-8", "replace") for name, value in (msg.headers() or [])},
+        "timestamp": timestamp / 1000.0 if timestamp_type else None,
+    }
+
+
+def trigger_run_id(slug: str, topic: str, partition: int, offset: int) -> str:
+    return f"{slug}-{topic}-{partition}-{offset}"
+
+
+class WaitIndex:
+    """Open wait_for_event subscriptions, followed from the compacted wf.waits topic."""
+
+    def __init__(self, topic: str):
+        self.topic = topic
+        self.by_topic: dict[str, dict[str, WaitSubscription]] = defaultdict(dict)
+        self.consumer = Consumer(consumer_config(f"sluice-waits-{uuid.uuid4().hex}"))
+        self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+
+    def poll(self) -> list[WaitSubscription]:
+        """Apply new subscription records; returns the subscriptions that were opened."""
+        opened = []
+        for msg in self.consumer.consume(1000, timeout=0):
+            if msg.error():
+                continue
+            key = msg.key().decode()
+            for subs in self.by_topic.values():
+                subs.pop(key, None)
+            if msg.value() is None:
+                continue
+            try:
+                sub = codec.decode_wait(msg.value())
+            except codec.DecodeError:
+                log.error("waits: undecodable subscription %s", key)
+                continue
+            self.by_topic[sub.topic][key] = sub
+            opened.append(sub)
+        return opened
+
+    def topics(self) -> set[str]:
+        return {topic for topic, subs in self.by_topic.items() if subs}
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+class TriggerLoop:
+    def __init__(self, topics: Topics, registry: DefinitionRegistry, instance_id: str, stop: threading.Event,
+                 batch_size: int = 500):
+        self.topics = topics
+        self.registry = registry
+        self.instance_id = instance_id
+        self.stop = stop
+        self.batch_size = batch_size
+        self.stats: Counter = Counter()
+        self.subscribed: set[str] = set()
+        self.recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=RECENT_RECORDS_PER_TOPIC))
+        self._fired: set[str] = set()
+        self._pending_events: list[EventArrived] = []
+        self._last_refresh = 0.0
+        self.consumer: Consumer | None = None
+        self.producer = None
+        self.waits: WaitIndex | None = None
+
+    def open(self) -> None:
+        name = f"{self.instance_id}-triggers"
+        self.producer = transactional_producer(f"sluice-{name}")
+        self.consumer = Consumer(consumer_config("sluice-triggers", **{
+            "group.instance.id": name,
+            "session.timeout.ms": 30000,
+            "topic.metadata.refresh.interval.ms": 5000,
+        }))
+        self.waits = WaitIndex(self.topics.waits)
+
+    def close(self) -> None:
+        for closeable in (self.consumer, self.waits):
+            if closeable is not None:
+                closeable.close()
+        self.consumer = self.waits = None
+
+    def run(self) -> None:
+        self.open()
+        try:
+            while not self.stop.is_set():
+                self.run_once()
+        finally:
+            self.close()
+
+    # ---- what to follow -----------------------------------------------------------------------
+    def _kafka_triggers(self) -> dict[str, list]:
+        by_topic: dict[str, list] = defaultdict(list)
+        for slug, workflow in self.registry.live().items():
+            if workflow.trigger.type == "kafka" and workflow.trigger.topic:
+                by_topic[workflow.trigger.topic].append((slug, workflow))
+        return by_topic
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._last_refresh < REFRESH_SECONDS:
+            return
+        self._last_refresh = now
+        self.registry.refresh(timeout=2)
+        for sub in self.waits.poll():
+            self._match_recent(sub)
+        wanted = set(self._kafka_triggers()) | self.waits.topics()
+        if wanted != self.subscribed:
+            if wanted:
+                self.consumer.subscribe(sorted(wanted), on_assign=self._on_assign)
+            else:
+                self.consumer.unsubscribe()
+            log.info("triggers: following %s", ", ".join(sorted(wanted)) or "nothing")
+            self.subscribed = wanted
+
+    def _on_assign(self, consumer, partitions) -> None:
+        committed = consumer.committed(partitions, timeout=10)
+        triggers = self._kafka_triggers()
+        for tp in committed:
+            if tp.offset < 0:
+                earliest = any(w.trigger.config.get("start_from") == "earliest" for _s, w in triggers.get(tp.topic, ()))
+                tp.offset = OFFSET_BEGINNING if earliest else OFFSET_END
+        consumer.assign(committed)
+
+    # ---- one batch ----------------------------------------------------------------------------
+    def run_once(self) -> int:
+        self._refresh()
+        if not self.subscribed and not self._pending_events:
+            self.stop.wait(0.2)
+            return 0
+        msgs = []
+        if self.subscribed:
+            msgs = [m for m in self.consumer.consume(self.batch_size, timeout=0.1) if not m.error()]
+        if not msgs and not self._pending_events:
+            idle_backoff(self.consumer, self.stop)
+            return 0
+        try:
+            self._process(msgs)
+        except KafkaException as exc:
+            if is_fatal(exc):
+                raise
+            log.warning("triggers: batch aborted, will be re-read: %s", exc)
+            try:
+                self.producer.abort_transaction(30)
+            except KafkaException as abort_exc:
+                if is_fatal(abort_exc):
+                    raise
+            rewind(self.consumer, msgs)
+            return 0
+        return len(msgs)
+
+    def _process(self, msgs) -> None:
+        triggers = self._kafka_triggers()
+        counts: Counter = Counter()
+        producer = self.producer
+        producer.begin_transaction()
+        events, self._pending_events = self._pending_events, []
+        for msg in msgs:
+            value, record = decode_value(msg.value()), record_info(msg)
+            for slug, workflow in triggers.get(msg.topic(), ()):
+                context = {"trigger": value, "record": record}
+                try:
+                    matched = workflow.trigger.filter is None or expressions.truthy(workflow.trigger.filter, context)
+                except expressions.ExpressionError as exc:
+                    dead_letter(producer, self.topics.dlq, msg, "trigger", f"filter of {slug} failed: {exc}")
+                    counts["dlq"] += 1
+                    continue
+                if not matched:
+                    counts[f"skipped:{slug}"] += 1
+                    counts["skipped"] += 1
+                    continue
+                start = StartRun(
+                    run_id=trigger_run_id(slug, msg.topic(), msg.partition(), msg.offset()),
+                    workflow=slug, version=self.registry.live_version(slug), input=value,
+                    trigger={"type": "kafka", **record}, started_by=f"trigger:{msg.topic()}", ts=time.time())
+                producer.produce(self.topics.runs, key=start.run_id.encode(), value=codec.encode(start),
+                                 headers=codec.headers_for(start))
+                counts["runs_started"] += 1
+            if msg.topic() in self.waits.by_topic:
+                self.recent[msg.topic()].append((value, record))
+                events.extend(self._match(msg.topic(), value, record))
+        for event in events:
+            producer.produce(self.topics.runs, key=event.run_id.encode(), value=codec.encode(event),
+                             headers=codec.headers_for(event))
+        if msgs:
+            producer.send_offsets_to_transaction(consumed_offsets(msgs), self.consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(60)
+        counts["records"] += len(msgs)
+        counts["events_matched"] += len(events)
+        self.stats.update(counts)
+
+    def _match(self, topic: str, value, record) -> list[EventArrived]:
+        events = (self._match_one(sub, value, record) for sub in list(self.waits.by_topic.get(topic, {}).values()))
+        return [event for event in events if event is not None]
+
+    def _match_one(self, sub: WaitSubscription, value, record) -> EventArrived | None:
+        fired_key = f"{sub.run_id}/{sub.step_id}#{sub.attempt}"
+        if fired_key in self._fired:
+            return None
+        try:
+            result = expressions.evaluate(sub.key_expression, {"event": value, "record": record})
+        except expressions.ExpressionError:
+            return None
+        if result is None or str(result) != sub.correlation:
+            return None
+        self._fired.add(fired_key)
+        return EventArrived(run_id=sub.run_id, step_id=sub.step_id, attempt=sub.attempt,
+                            event={"value": value, "record": record}, ts=time.time())
+
+    def _match_recent(self, sub: WaitSubscription) -> None:
+        """A subscription read after its event may already have passed by: look back."""
+        for value, record in self.recent.get(sub.topic, ()):
+            event = self._match_one(sub, value, record)
+            if event is not None:
+                self._pending_events.append(event)
+                return

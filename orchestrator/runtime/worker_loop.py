@@ -1,0 +1,150 @@
+"""Workers: wf.tasks.<queue> -> step handler -> StepResult on wf.runs, in one transaction.
+
+Handlers run at least once: a worker that dies after calling out but before its transaction
+commits leaves the task to be executed again. Each attempt carries an idempotency key
+(`run_id/step_id/attempt`) for the outside world, and the engine keeps only the first result
+per attempt, so a duplicate never shows inside Sluice. Retries are the engine's decision: a
+worker reports failure and moves on.
+
+A batch's tasks run concurrently in a thread pool (handlers mostly wait on I/O); their results
+are produced together with the batch's offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from confluent_kafka import Consumer, KafkaException
+
+from .. import expressions, steps
+from ..messages import StepResult, StepTask
+from ..steps.base import TaskContext
+from . import codec
+from .kafka import consumer_config
+from .loops import consumed_offsets, dead_letter, idle_backoff, is_fatal, rewind, transactional_producer
+from .topics import Topics
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 4000
+
+
+def execute_task(task: StepTask, environ=None) -> StepResult:
+    """Run one step attempt and describe its outcome; never raises."""
+    started = time.time()
+    secret_values: list[str] = []
+    try:
+        step_type = steps.get(task.type)
+        if step_type.runs_on != "worker":
+            raise LookupError(f"step type {task.type!r} is not run by workers")
+        config = expressions.resolve_secrets(task.config, environ)
+        secret_values = _secret_values(task.config, environ)
+        context = TaskContext(run_id=task.run_id, workflow=task.workflow, version=task.version,
+                              step_id=task.step_id, attempt=task.attempt,
+                              idempotency_key=task.idempotency_key, timeout_seconds=task.timeout_seconds)
+        output = step_type.execute(config, context)
+        return StepResult(run_id=task.run_id, step_id=task.step_id, attempt=task.attempt, ok=True,
+                          output=output, started_at=started, ended_at=time.time(), worker=_WORKER_NAME)
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        trace = traceback.format_exc(limit=8)
+        error = expressions.redact(f"{detail}\n\n{trace}", secret_values)[:MAX_ERROR_CHARS]
+        return StepResult(run_id=task.run_id, step_id=task.step_id, attempt=task.attempt, ok=False,
+                          error=error, started_at=started, ended_at=time.time(), worker=_WORKER_NAME)
+
+
+def _secret_values(config, environ) -> list[str]:
+    environ = os.environ if environ is None else environ
+    names = set(expressions.SECRET_MARKER.findall(codec.encode(config).decode()))
+    return [environ[name] for name in names if name in environ]
+
+
+_WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class WorkerLoop:
+    def __init__(self, topics: Topics, queue: str, instance_id: str, index: int, stop: threading.Event,
+                 batch_size: int = 200, concurrency: int = 8):
+        self.topics = topics
+        self.queue = queue
+        self.instance_id = instance_id
+        self.index = index
+        self.stop = stop
+        self.batch_size = batch_size
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"step-{queue}")
+        self.stats: Counter = Counter()
+        self.consumer: Consumer | None = None
+        self.producer = None
+
+    def open(self) -> None:
+        name = f"{self.instance_id}-worker-{self.queue}-{self.index}"
+        self.producer = transactional_producer(f"sluice-{name}")
+        self.consumer = Consumer(consumer_config(f"sluice-workers-{self.queue}", **{
+            "group.instance.id": name,
+            "session.timeout.ms": 30000,
+            "max.poll.interval.ms": 600000,
+        }))
+        self.consumer.subscribe([self.topics.tasks(self.queue)])
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def run(self) -> None:
+        self.open()
+        try:
+            while not self.stop.is_set():
+                self.run_once()
+        finally:
+            self.close()
+
+    def run_once(self) -> int:
+        msgs = [m for m in self.consumer.consume(self.batch_size, timeout=0.1) if not m.error()]
+        if not msgs:
+            idle_backoff(self.consumer, self.stop)
+            return 0
+        tasks, poison = [], []
+        for msg in msgs:
+            try:
+                tasks.append(codec.decode_task(msg.value(), msg.headers()))
+            except (codec.DecodeError, ValueError, TypeError) as exc:
+                poison.append((msg, f"undecodable task: {exc}"))
+        # Inline when the batch is one task or the handlers are quick; threads otherwise.
+        if len(tasks) == 1:
+            results = [execute_task(tasks[0])]
+        else:
+            results = list(self.pool.map(execute_task, tasks))
+        try:
+            self.producer.begin_transaction()
+            for msg, reason in poison:
+                dead_letter(self.producer, self.topics.dlq, msg, "worker", reason)
+            for result in results:
+                self.producer.produce(self.topics.runs, key=result.run_id.encode(), value=codec.encode(result),
+                                      headers=codec.headers_for(result))
+            self.producer.send_offsets_to_transaction(consumed_offsets(msgs),
+                                                      self.consumer.consumer_group_metadata(), 30)
+            self.producer.commit_transaction(60)
+        except KafkaException as exc:
+            if is_fatal(exc):
+                raise
+            log.warning("worker: batch of %d tasks aborted, will run again: %s", len(msgs), exc)
+            try:
+                self.producer.abort_transaction(30)
+            except KafkaException as abort_exc:
+                if is_fatal(abort_exc):
+                    raise
+            rewind(self.consumer, msgs)
+            return 0
+        self.stats["tasks"] += len(tasks)
+        self.stats["failed"] += sum(1 for r in results if not r.ok)
+        self.stats["dlq"] += len(poison)
+        return len(msgs)
