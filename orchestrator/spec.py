@@ -8,10 +8,14 @@ so the designer can mark the node and the API can answer 400 with all of them at
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 TRIGGER_TYPES = ("manual", "kafka", "schedule", "webhook")
+ERROR = "error"
+WARNING = "warning"
 
 
 @dataclass(frozen=True)
@@ -20,15 +24,28 @@ class Problem:
     message: str
     step_id: str | None = None
     code: str = "invalid"
+    # "error" blocks saving as valid and publishing; "warning" is shown but accepted.
+    severity: str = ERROR
 
     def as_dict(self) -> dict:
-        return {"path": self.path, "step_id": self.step_id, "code": self.code, "message": self.message}
+        return {
+            "path": self.path,
+            "step_id": self.step_id,
+            "code": self.code,
+            "message": self.message,
+            "severity": self.severity,
+        }
 
 
 class InvalidDefinition(ValueError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("; ".join(f"{p.path or '(definition)'}: {p.message}" for p in problems[:5]))
+
+
+def errors(problems: list[Problem]) -> list[Problem]:
+    """The problems that make a definition invalid (warnings left out)."""
+    return [problem for problem in problems if problem.severity == ERROR]
 
 
 @dataclass(frozen=True)
@@ -89,13 +106,17 @@ class WorkflowSpec:
 
 
 def validate(data: Any) -> list[Problem]:
-    """Every problem in `data`, in document order; an empty list means it is valid."""
-    raise NotImplementedError
+    """Every problem in `data`, errors and warnings, in document order; no errors means valid."""
+    if not isinstance(data, dict):
+        return [Problem("", f"a workflow definition must be a JSON object, not {_kind(data)}", code="not-an-object")]
+    checker = _Checker(data)
+    checker.run()
+    return checker.problems
 
 
 def parse(data: Any) -> WorkflowSpec:
-    """A validated WorkflowSpec, or InvalidDefinition with every problem."""
-    problems = validate(data)
+    """A validated WorkflowSpec, or InvalidDefinition with every error (warnings are accepted)."""
+    problems = errors(validate(data))
     if problems:
         raise InvalidDefinition(problems)
     return build(data)
@@ -139,3 +160,561 @@ def build(data: dict) -> WorkflowSpec:
         incoming={k: tuple(v) for k, v in incoming.items()},
         outgoing={k: tuple(v) for k, v in outgoing.items()},
     )
+
+
+# ---- validation ----------------------------------------------------------------------------
+# Lowercase words joined by hyphens: the slug is part of URLs and Kafka keys (`slug@version`).
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$")
+# Identifiers, so expressions can write `steps.<id>.output` without quoting.
+STEP_ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+DOCUMENT_FIELDS = ("slug", "name", "description", "trigger", "steps", "edges", "layout")
+STEP_FIELDS = ("id", "type", "name", "description", "config", "retry", "timeout_seconds")
+RETRY_FIELDS = ("max_attempts", "backoff_seconds", "backoff_multiplier", "max_backoff_seconds")
+TRIGGER_FILTER_NAMES = ("trigger", "record")
+FILTERED_TRIGGERS = ("kafka", "webhook")
+MAX_MESSAGE = 300
+
+
+def _kind(value: Any) -> str:
+    """A JSON reader's name for a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def join_path(base: str, part: Any) -> str:
+    """`steps` + 1 -> `steps[1]`; `config` + "url" -> `config.url`; odd keys are quoted."""
+    if isinstance(part, int):
+        return f"{base}[{part}]"
+    part = str(part)
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
+        return f"{base}.{part}" if base else part
+    return f"{base}[{json.dumps(part)}]"
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+class _Checker:
+    """One validation pass over a definition; collects problems instead of stopping."""
+
+    def __init__(self, data: dict):
+        from . import steps as step_types
+
+        self.data = data
+        self.registry = step_types.REGISTRY
+        self.problems: list[Problem] = []
+        # Valid, unique step ids -> (index in steps, step type or None when unknown).
+        self.step_index: dict[str, int] = {}
+        self.step_type: dict[str, Any] = {}
+        # steps.<id> references found in configs, checked against the graph at the end:
+        # (referring step, referenced id, path).
+        self.references: list[tuple[str, str, str]] = []
+        # Edges that connect two known steps: (edge index, from, port, to).
+        self.graph_edges: list[tuple[int, str, str, str]] = []
+
+    def error(self, path: str, message: str, step_id: str | None = None, code: str = "invalid") -> None:
+        self.problems.append(Problem(path, _short(message), step_id, code, ERROR))
+
+    def warning(self, path: str, message: str, step_id: str | None = None, code: str = "invalid") -> None:
+        self.problems.append(Problem(path, _short(message), step_id, code, WARNING))
+
+    def run(self) -> None:
+        self.check_document()
+        self.check_trigger()
+        self.collect_step_ids()
+        self.check_steps()
+        self.check_edges()
+        self.check_graph()
+        self.check_layout()
+
+    # ---- document ----
+    def check_document(self) -> None:
+        data = self.data
+        for key in data:
+            if key not in DOCUMENT_FIELDS:
+                self.warning(join_path("", key), f"unknown field {key!r} is ignored; fields are: {', '.join(DOCUMENT_FIELDS)}",
+                             code="unknown-field")
+        slug = data.get("slug")
+        if slug is None:
+            self.error("slug", "required: a short name such as order-fulfilment", code="required")
+        elif not isinstance(slug, str):
+            self.error("slug", f"must be a string, not {_kind(slug)}", code="type")
+        elif not SLUG_PATTERN.match(slug):
+            self.error("slug", f"{slug!r} is not a valid slug: use lowercase letters, digits and hyphens "
+                               "(not at the start or end), at most 100 characters", code="invalid-slug")
+        name = data.get("name")
+        if name is not None:
+            if not isinstance(name, str):
+                self.error("name", f"must be a string, not {_kind(name)}", code="type")
+            elif not name.strip():
+                self.error("name", "must not be blank (leave it out to use the slug)", code="blank")
+            elif len(name) > 200:
+                self.error("name", f"is {len(name)} characters long; at most 200", code="too-long")
+        description = data.get("description")
+        if description is not None and not isinstance(description, str):
+            self.error("description", f"must be a string, not {_kind(description)}", code="type")
+
+    # ---- trigger ----
+    def check_trigger(self) -> None:
+        trigger = self.data.get("trigger")
+        if trigger is None:
+            self.error("trigger", 'required: how runs start, e.g. {"type": "manual"}', code="required")
+            return
+        if not isinstance(trigger, dict):
+            self.error("trigger", f"must be an object, not {_kind(trigger)}", code="type")
+            return
+        kind = trigger.get("type")
+        if kind is None:
+            self.error("trigger.type", f"required: one of {', '.join(TRIGGER_TYPES)}", code="required")
+        elif not isinstance(kind, str) or kind not in TRIGGER_TYPES:
+            self.error("trigger.type", f"unknown trigger type {kind!r}; use one of {', '.join(TRIGGER_TYPES)}",
+                       code="unknown-type")
+        if kind == "kafka":
+            topic = trigger.get("topic")
+            if topic in (None, ""):
+                self.error("trigger.topic", "required: the Kafka topic whose records start runs", code="required")
+            elif not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
+                self.error("trigger.topic", f"{topic!r} is not a Kafka topic name (letters, digits, '.', '_', '-')",
+                           code="invalid-topic")
+        if kind == "schedule":
+            self.check_cron(trigger.get("cron"))
+            timezone = trigger.get("timezone")
+            if timezone is not None:
+                self.check_timezone(timezone)
+        filter_expression = trigger.get("filter")
+        if filter_expression not in (None, ""):
+            if not isinstance(filter_expression, str):
+                self.error("trigger.filter", f"must be an expression string, not {_kind(filter_expression)}", code="type")
+            else:
+                self.check_expression("trigger.filter", filter_expression, TRIGGER_FILTER_NAMES, None)
+                if kind in TRIGGER_TYPES and kind not in FILTERED_TRIGGERS:
+                    self.warning("trigger.filter", f"a {kind} trigger has no incoming event to filter; the filter is ignored",
+                                 code="ignored")
+
+    def check_cron(self, cron: Any) -> None:
+        from croniter import croniter
+
+        if cron in (None, ""):
+            self.error("trigger.cron", "required: a cron expression such as '*/5 * * * *'", code="required")
+        elif not isinstance(cron, str):
+            self.error("trigger.cron", f"must be a string, not {_kind(cron)}", code="type")
+        elif len(cron.split()) != 5:
+            self.error("trigger.cron", f"{cron!r} must have 5 fields: minute hour day-of-month month day-of-week",
+                       code="bad-cron")
+        elif not croniter.is_valid(cron):
+            self.error("trigger.cron", f"{cron!r} is not a valid cron expression", code="bad-cron")
+
+    def check_timezone(self, timezone: Any) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            if not isinstance(timezone, str) or not timezone:
+                raise ValueError
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.error("trigger.timezone", f"{timezone!r} is not a time zone name such as 'Europe/Paris'", code="bad-timezone")
+
+    # ---- steps ----
+    def collect_step_ids(self) -> None:
+        """First pass, so expressions and edges can refer to steps defined later."""
+        steps = self.data.get("steps")
+        if not isinstance(steps, list):
+            return
+        for index, raw in enumerate(steps):
+            if not isinstance(raw, dict):
+                continue
+            step_id = raw.get("id")
+            if isinstance(step_id, str) and STEP_ID_PATTERN.match(step_id) and step_id not in self.step_index:
+                self.step_index[step_id] = index
+                type_name = raw.get("type")
+                self.step_type[step_id] = self.registry.get(type_name) if isinstance(type_name, str) else None
+
+    def check_steps(self) -> None:
+        steps = self.data.get("steps")
+        if steps is None:
+            self.error("steps", "required: a list of steps", code="required")
+            return
+        if not isinstance(steps, list):
+            self.error("steps", f"must be a list of steps, not {_kind(steps)}", code="type")
+            return
+        if not steps:
+            self.error("steps", "a workflow needs at least one step", code="empty")
+            return
+        for index, raw in enumerate(steps):
+            self.check_step(index, raw)
+
+    def check_step(self, index: int, raw: Any) -> None:
+        path = join_path("steps", index)
+        if not isinstance(raw, dict):
+            self.error(path, f"a step must be an object, not {_kind(raw)}", code="type")
+            return
+        step_id = raw.get("id")
+        # Problems carry the id only when it names this step and no other.
+        own_id = step_id if isinstance(step_id, str) and self.step_index.get(step_id) == index else None
+        if step_id is None or step_id == "":
+            self.error(join_path(path, "id"), "required: a unique id such as charge_card", code="required")
+        elif not isinstance(step_id, str):
+            self.error(join_path(path, "id"), f"must be a string, not {_kind(step_id)}", code="type")
+        elif not STEP_ID_PATTERN.match(step_id):
+            self.error(join_path(path, "id"), f"{step_id!r} is not a valid step id: use letters, digits and "
+                       "underscores, not starting with a digit, at most 64 (so steps.<id>.output works)",
+                       code="invalid-id")
+        elif own_id is None:
+            self.error(join_path(path, "id"), f"duplicate step id {step_id!r} (also steps[{self.step_index[step_id]}])",
+                       step_id=step_id, code="duplicate-id")
+        for key in raw:
+            if key not in STEP_FIELDS:
+                self.warning(join_path(path, key), f"unknown step field {key!r} is ignored; fields are: {', '.join(STEP_FIELDS)}",
+                             own_id, code="unknown-field")
+        name = raw.get("name")
+        if name is not None and not isinstance(name, str):
+            self.error(join_path(path, "name"), f"must be a string, not {_kind(name)}", own_id, code="type")
+
+        type_name = raw.get("type")
+        step_type = None
+        if type_name is None:
+            self.error(join_path(path, "type"), f"required: one of {', '.join(self.registry)}", own_id, code="required")
+        elif not isinstance(type_name, str) or type_name not in self.registry:
+            self.error(join_path(path, "type"), f"unknown step type {type_name!r}; types are: {', '.join(self.registry)}",
+                       own_id, code="unknown-type")
+        else:
+            step_type = self.registry[type_name]
+
+        config = raw.get("config")
+        config_path = join_path(path, "config")
+        if config is None:
+            config = {}
+        if not isinstance(config, dict):
+            self.error(config_path, f"must be an object, not {_kind(config)}", own_id, code="type")
+        elif step_type is not None:
+            self.check_config(config_path, config, step_type, own_id)
+            self.check_config_expressions(config_path, config, step_type, own_id)
+
+        self.check_retry(path, raw.get("retry"), step_type, own_id)
+        timeout = raw.get("timeout_seconds")
+        if timeout is not None and (not _is_number(timeout) or timeout <= 0):
+            self.error(join_path(path, "timeout_seconds"), f"must be a number of seconds > 0, not {timeout!r}",
+                       own_id, code="invalid-timeout")
+
+    def check_config(self, config_path: str, config: dict, step_type: Any, step_id: str | None) -> None:
+
+        validator = _validator(step_type)
+        for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
+            location = config_path
+            for part in error.absolute_path:
+                location = join_path(location, part)
+            if error.validator == "required":
+                missing = [name for name in error.validator_value if isinstance(error.instance, dict)
+                           and name not in error.instance and f"{name!r} is a required property" == error.message]
+                for name in missing:
+                    title = error.schema.get("properties", {}).get(name, {}).get("title", name)
+                    self.error(join_path(location, name), f"required: {title}", step_id, code="required")
+            elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+                known = error.schema.get("properties", {})
+                for name in error.instance:
+                    if name not in known:
+                        self.error(join_path(location, name),
+                                   f"unknown field {name!r}; fields are: {', '.join(known) or 'none'}",
+                                   step_id, code="unknown-field")
+            elif error.validator in ("anyOf", "oneOf") and error.context:
+                reasons = "; or ".join(dict.fromkeys(sub.message for sub in error.context))
+                self.error(location, f"{error.instance!r} does not fit: {reasons}", step_id, code="schema")
+            else:
+                self.error(location, error.message, step_id, code="schema")
+        for field_path, message in step_type.check_config(config):
+            self.error(f"{config_path}.{field_path}" if not field_path.startswith("[") else config_path + field_path,
+                       message, step_id, code="invalid-config")
+
+    def check_config_expressions(self, config_path: str, config: dict, step_type: Any, step_id: str | None) -> None:
+        for key, value in config.items():
+            names = step_type.names_for(key)
+            path = join_path(config_path, key)
+            if key in step_type.condition_fields:
+                if isinstance(value, str) and value.strip():
+                    self.check_expression(path, value, names, step_id, step_type)
+            else:
+                self.check_templates(path, value, names, step_id, step_type)
+
+    def check_templates(self, path: str, value: Any, names: tuple, step_id: str | None, step_type: Any) -> None:
+        from . import expressions
+
+        if isinstance(value, str):
+            if not expressions.is_template(value):
+                return
+            try:
+                references = expressions.template_references(value)
+            except expressions.ExpressionError as exc:
+                self.error(path, str(exc), step_id, code="bad-template")
+                return
+            self.check_references(path, references, names, step_id, step_type)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self.check_templates(join_path(path, key), item, names, step_id, step_type)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                self.check_templates(join_path(path, index), item, names, step_id, step_type)
+
+    def check_expression(self, path: str, expression: str, names: tuple, step_id: str | None,
+                         step_type: Any = None) -> None:
+        from . import expressions
+
+        try:
+            references = expressions.expression_references(expression)
+        except expressions.ExpressionError as exc:
+            self.error(path, str(exc), step_id, code="bad-expression")
+            return
+        self.check_references(path, references, names, step_id, step_type)
+
+    def check_references(self, path: str, references: Any, names: tuple, step_id: str | None, step_type: Any) -> None:
+        for name in sorted(references.names):
+            if name not in names:
+                self.error(path, f"unknown name {name!r}; available here: {', '.join(names)}", step_id, code="unknown-name")
+        if "secret" in references.names and "secret" in names and step_type is not None and step_type.runs_on != "worker":
+            self.warning(path, f"secret() is resolved only by worker steps (http, python); a {step_type.name} step "
+                         "would pass the marker on, not the value", step_id, code="secret-not-resolved")
+        if "steps" in references.names and "steps" in names:
+            for referenced in sorted(references.step_ids):
+                if referenced not in self.step_index:
+                    known = ", ".join(self.step_index) or "none"
+                    self.error(path, f"steps.{referenced} refers to no step; step ids are: {known}", step_id,
+                               code="unknown-step")
+                elif step_id is not None:
+                    self.references.append((step_id, referenced, path))
+
+    def check_retry(self, step_path: str, retry: Any, step_type: Any, step_id: str | None) -> None:
+        if retry is None:
+            return
+        path = join_path(step_path, "retry")
+        if not isinstance(retry, dict):
+            self.error(path, f"must be an object, not {_kind(retry)}", step_id, code="type")
+            return
+        for key in retry:
+            if key not in RETRY_FIELDS:
+                self.error(join_path(path, key), f"unknown retry field {key!r}; fields are: {', '.join(RETRY_FIELDS)}",
+                           step_id, code="unknown-field")
+        attempts = retry.get("max_attempts")
+        if attempts is not None:
+            if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 100:
+                self.error(join_path(path, "max_attempts"), f"must be a whole number from 1 to 100, not {attempts!r}",
+                           step_id, code="invalid-retry")
+            elif attempts > 1 and step_type is not None and not step_type.retryable:
+                self.warning(join_path(path, "max_attempts"), f"{step_type.name} steps are never retried", step_id,
+                             code="ignored")
+        backoff = retry.get("backoff_seconds")
+        backoff_ok = backoff is None or (_is_number(backoff) and backoff >= 0)
+        if not backoff_ok:
+            self.error(join_path(path, "backoff_seconds"), f"must be a number of seconds >= 0, not {backoff!r}",
+                       step_id, code="invalid-retry")
+        multiplier = retry.get("backoff_multiplier")
+        if multiplier is not None and (not _is_number(multiplier) or multiplier < 1):
+            self.error(join_path(path, "backoff_multiplier"), f"must be a number >= 1, not {multiplier!r}",
+                       step_id, code="invalid-retry")
+        ceiling = retry.get("max_backoff_seconds")
+        if ceiling is not None:
+            floor = RetryPolicy.backoff_seconds if backoff is None else backoff
+            if not _is_number(ceiling) or ceiling < 0:
+                self.error(join_path(path, "max_backoff_seconds"), f"must be a number of seconds >= 0, not {ceiling!r}",
+                           step_id, code="invalid-retry")
+            elif backoff_ok and ceiling < floor:
+                self.error(join_path(path, "max_backoff_seconds"),
+                           f"{ceiling!r} is less than backoff_seconds ({floor!r})", step_id, code="invalid-retry")
+
+    # ---- edges ----
+    def check_edges(self) -> None:
+        edges = self.data.get("edges")
+        if edges is None:
+            return
+        if not isinstance(edges, list):
+            self.error("edges", f"must be a list of edges, not {_kind(edges)}", code="type")
+            return
+        seen: dict[tuple[str, str, str], int] = {}
+        for index, edge in enumerate(edges):
+            path = join_path("edges", index)
+            if not isinstance(edge, dict):
+                self.error(path, f"an edge must be an object like {{\"from\": \"a\", \"to\": \"b\"}}, not {_kind(edge)}",
+                           code="type")
+                continue
+            source, target = edge.get("from"), edge.get("to")
+            source_ok = self.check_endpoint(join_path(path, "from"), source, target)
+            target_ok = self.check_endpoint(join_path(path, "to"), target, source)
+            port = edge.get("port")
+            port_ok = True
+            if source_ok:
+                ports = self.step_type[source].ports if self.step_type.get(source) is not None else None
+                if port is None:
+                    port = "out"
+                    if ports is not None and "out" not in ports:
+                        self.error(join_path(path, "port"), f"required: {source} has the ports {', '.join(ports)}",
+                                   source, code="required")
+                        port_ok = False
+                elif not isinstance(port, str) or (ports is not None and port not in ports):
+                    listed = ", ".join(ports) if ports else "out"
+                    self.error(join_path(path, "port"), f"{source} has no port {port!r}; its ports are: {listed}",
+                               source, code="unknown-port")
+                    port_ok = False
+            if not (source_ok and target_ok and port_ok):
+                continue
+            if source == target:
+                self.error(path, f"edge from {source} to itself", source, code="self-loop")
+                continue
+            key = (source, port, target)
+            if key in seen:
+                self.error(path, f"duplicate of edges[{seen[key]}] ({source} -> {target})", source, code="duplicate-edge")
+                continue
+            seen[key] = index
+            self.graph_edges.append((index, source, port, target))
+
+    def check_endpoint(self, path: str, step_id: Any, other: Any) -> bool:
+        other_id = other if isinstance(other, str) and other in self.step_index else None
+        if step_id is None or step_id == "":
+            self.error(path, "required: a step id", other_id, code="required")
+            return False
+        if not isinstance(step_id, str):
+            self.error(path, f"must be a step id string, not {_kind(step_id)}", other_id, code="type")
+            return False
+        if step_id not in self.step_index:
+            known = ", ".join(self.step_index) or "none"
+            self.error(path, f"no step has the id {step_id!r} (dangling edge); step ids are: {known}", other_id,
+                       code="unknown-step")
+            return False
+        return True
+
+    # ---- graph ----
+    def check_graph(self) -> None:
+        outgoing: dict[str, list[tuple[int, str]]] = {step_id: [] for step_id in self.step_index}
+        connected: set[str] = set()
+        for index, source, _port, target in self.graph_edges:
+            outgoing[source].append((index, target))
+            connected.update((source, target))
+        acyclic = self.check_cycles(outgoing)
+        if len(self.step_index) > 1:
+            for step_id, index in self.step_index.items():
+                if step_id not in connected and not self.has_invalid_edge(step_id):
+                    self.warning(join_path("steps", index), f"{step_id} is connected to no other step: it runs on its own "
+                                 "at the start of every run; connect it or remove it", step_id, code="unreachable")
+        if acyclic:
+            self.check_upstream_references(outgoing)
+
+    def has_invalid_edge(self, step_id: str) -> bool:
+        """Whether an edge (left out of the graph because of its own problem) touches the step."""
+        edges = self.data.get("edges")
+        if not isinstance(edges, list):
+            return False
+        return any(isinstance(edge, dict) and step_id in (edge.get("from"), edge.get("to")) for edge in edges)
+
+    def check_cycles(self, outgoing: dict[str, list[tuple[int, str]]]) -> bool:
+        """Report each cycle once, naming its steps in order; True if there is none.
+
+        Iterative depth-first search (a long chain must not hit Python's recursion limit);
+        a back edge closes a cycle made of the steps on the stack from its target on.
+        """
+        WHITE, GREY, BLACK = 0, 1, 2
+        colour = {step_id: WHITE for step_id in outgoing}
+        in_reported_cycle: set[str] = set()
+        acyclic = True
+        for root in outgoing:
+            if colour[root] != WHITE:
+                continue
+            stack: list[tuple[str, int]] = [(root, 0)]
+            path: list[str] = [root]
+            colour[root] = GREY
+            while stack:
+                node, position = stack[-1]
+                if position < len(outgoing[node]):
+                    stack[-1] = (node, position + 1)
+                    edge_index, target = outgoing[node][position]
+                    if colour[target] == WHITE:
+                        colour[target] = GREY
+                        stack.append((target, 0))
+                        path.append(target)
+                    elif colour[target] == GREY:
+                        acyclic = False
+                        cycle = path[path.index(target):]
+                        if not in_reported_cycle.issuperset(cycle):
+                            in_reported_cycle.update(cycle)
+                            self.error(join_path("edges", edge_index),
+                                       "cycle: " + " -> ".join(cycle + [target]) + " (workflows are acyclic graphs)",
+                                       target, code="cycle")
+                else:
+                    colour[node] = BLACK
+                    stack.pop()
+                    path.pop()
+        return acyclic
+
+    def check_upstream_references(self, outgoing: dict[str, list[tuple[int, str]]]) -> None:
+        """Warn where a step reads steps.<id> of a step that does not run before it."""
+        incoming: dict[str, list[str]] = {step_id: [] for step_id in outgoing}
+        for source, targets in outgoing.items():
+            for _index, target in targets:
+                incoming[target].append(source)
+        ancestors: dict[str, set[str]] = {}
+
+        def upstream(step_id: str) -> set[str]:
+            # Iterative post-order so deep graphs do not recurse.
+            pending = [step_id]
+            while pending:
+                current = pending[-1]
+                missing = [parent for parent in incoming[current] if parent not in ancestors]
+                if missing:
+                    pending.extend(missing)
+                    continue
+                pending.pop()
+                if current not in ancestors:
+                    result: set[str] = set()
+                    for parent in incoming[current]:
+                        result.add(parent)
+                        result |= ancestors[parent]
+                    ancestors[current] = result
+            return ancestors[step_id]
+
+        for step_id, referenced, path in self.references:
+            if referenced not in upstream(step_id):
+                self.warning(path, f"steps.{referenced} does not run before {step_id} (no path of edges from it), "
+                             "so its output is empty here", step_id, code="not-upstream")
+
+    # ---- layout ----
+    def check_layout(self) -> None:
+        layout = self.data.get("layout")
+        if layout is None:
+            return
+        if not isinstance(layout, dict):
+            self.error("layout", f"must be an object of step id -> {{x, y}}, not {_kind(layout)}", code="type")
+            return
+        for step_id, position in layout.items():
+            path = join_path("layout", step_id)
+            if step_id not in self.step_index:
+                self.warning(path, f"position for {step_id!r}, which is not a step; it is ignored", code="unknown-step")
+                continue
+            if not isinstance(position, dict) or not all(_is_number(position.get(axis)) for axis in ("x", "y")):
+                self.error(path, f"must be {{\"x\": number, \"y\": number}}, not {json.dumps(position)[:80]}", step_id,
+                           code="type")
+
+
+_validators: dict[str, Any] = {}
+
+
+def _validator(step_type: Any):
+    """One compiled JSON schema validator per step type (schemas are constant)."""
+    from jsonschema import Draft202012Validator
+
+    validator = _validators.get(step_type.name)
+    if validator is None:
+        validator = _validators[step_type.name] = Draft202012Validator(step_type.config_schema)
+    return validator
