@@ -414,9 +414,8 @@ class _Checker:
                        own_id, code="invalid-timeout")
 
     def check_config(self, config_path: str, config: dict, step_type: Any, step_id: str | None) -> None:
-
         validator = _validator(step_type)
-        for error in sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path)):
+        for error in sorted(validator.iter_errors(config), key=lambda e: [str(part) for part in e.absolute_path]):
             location = config_path
             for part in error.absolute_path:
                 location = join_path(location, part)
