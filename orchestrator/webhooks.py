@@ -1,0 +1,200 @@
+"""The `webhook` trigger: POST /hooks/<slug>/ with a JSON body starts a run of the live version.
+
+Webhook callers (GitHub, Stripe, a cron job elsewhere) have no login session, so a per-workflow
+secret token is the permission check: header `X-Sluice-Token` (preferred: query strings end up
+in proxy logs) or `?token=`. Only a SHA-256 digest is stored; the plain token is shown once
+when issued (on the first publish of a webhook-triggered version, by `manage.py webhook_token`
+or by POST /hooks/<slug>/token/ for users allowed to publish).
+
+Answers are JSON in the API's error shape `{"detail", "code", "errors"}`: 401 no token,
+403 wrong token, 404 no live webhook trigger, 400 body not JSON, 413 body too large,
+503 Kafka unreachable, 202 `{"run_id", "workflow", "version"}` when the start was acknowledged.
+
+`Idempotency-Key: K` makes the run id a function of (slug, K): a caller retrying a delivery
+starts the same run, which the engine ignores the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import uuid
+
+from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import RequestDataTooBig
+from django.db import IntegrityError
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from .models import WebhookEndpoint
+from .runtime import commands
+
+log = logging.getLogger(__name__)
+
+TOKEN_HEADER = "X-Sluice-Token"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 200
+# uuid5 namespace for run ids derived from idempotency keys (a fixed, arbitrary UUID).
+RUN_ID_NAMESPACE = uuid.UUID("6f1c5c52-3f2e-4b8e-9a57-5b0c1d7e9a10")
+# Headers never copied into the run's trigger: credentials would otherwise reach Kafka and the DB.
+DROPPED_HEADERS = {"authorization", "proxy-authorization", "cookie", TOKEN_HEADER.lower(), "content-length"}
+SECRET_WORDS = ("token", "secret", "password", "api-key", "apikey", "signature")
+
+
+# ---- tokens ------------------------------------------------------------------------------
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(slug: str) -> str:
+    """Create or rotate the token of `slug`; returns the new plain token (the old one stops working)."""
+    token = secrets.token_urlsafe(32)
+    endpoint, created = WebhookEndpoint.objects.get_or_create(slug=slug, defaults={"token_hash": hash_token(token)})
+    if not created:
+        endpoint.token_hash = hash_token(token)
+        endpoint.rotated_at = timezone.now()
+        endpoint.save(update_fields=["token_hash", "rotated_at"])
+    return token
+
+
+def ensure_endpoint(slug: str) -> str | None:
+    """Give `slug` a token if it has none; returns the new token, or None if one existed already."""
+    if WebhookEndpoint.objects.filter(slug=slug).exists():
+        return None
+    token = secrets.token_urlsafe(32)
+    try:
+        WebhookEndpoint.objects.create(slug=slug, token_hash=hash_token(token))
+    except IntegrityError:  # a concurrent publish created it first; that token stands
+        return None
+    return token
+
+
+def sync_webhook(slug: str, definition: dict | None) -> str | None:
+    """Call after publishing: a webhook-triggered live version gets a token on its first publish.
+
+    Returns the plain token when one was just created (show it to the publisher once), else None.
+    The endpoint is kept when the trigger changes, so switching back does not break callers.
+    """
+    if definition and (definition.get("trigger") or {}).get("type") == "webhook":
+        return ensure_endpoint(slug)
+    return None
+
+
+def token_matches(slug: str, token: str) -> bool:
+    endpoint = WebhookEndpoint.objects.filter(slug=slug).first()
+    # Compare against a dummy digest when there is no endpoint so timing says nothing either way.
+    expected = endpoint.token_hash if endpoint else hash_token(secrets.token_urlsafe(32))
+    return hmac.compare_digest(expected, hash_token(token)) and endpoint is not None
+
+
+# ---- request handling --------------------------------------------------------------------
+def error(status: int, detail: str, code: str, path: str = "") -> JsonResponse:
+    return JsonResponse({"detail": detail, "code": code,
+                         "errors": [{"path": path, "step_id": None, "code": code, "message": detail}]},
+                        status=status)
+
+
+def run_id_for(slug: str, idempotency_key: str | None) -> str:
+    if idempotency_key is None:
+        return commands.new_run_id()
+    return uuid.uuid5(RUN_ID_NAMESPACE, f"webhook:{slug}:{idempotency_key}").hex
+
+
+def selected_headers(request) -> dict[str, str]:
+    """The request headers a workflow may look at (lower-case names), credentials removed."""
+    return {
+        name.lower(): value
+        for name, value in request.headers.items()
+        if name.lower() not in DROPPED_HEADERS and not any(word in name.lower() for word in SECRET_WORDS)
+    }
+
+
+def live_webhook_version(slug: str):
+    """(workflow, live version) when `slug`'s live version has a webhook trigger, else None."""
+    from designer.models import Workflow
+
+    workflow = Workflow.objects.select_related("live_version").filter(slug=slug, archived=False).first()
+    if workflow is None or workflow.live_version is None:
+        return None
+    trigger = (workflow.live_version.definition or {}).get("trigger") or {}
+    if trigger.get("type") != "webhook":
+        return None
+    return workflow, workflow.live_version
+
+
+@login_not_required  # no session by nature: the token below is the permission check
+@csrf_exempt
+@require_POST
+def receive(request, slug: str):
+    token = request.headers.get(TOKEN_HEADER) or request.GET.get("token")
+    if not token:
+        return error(401, f"Send the workflow's webhook token in the {TOKEN_HEADER} header", "not_authenticated",
+                     path=f"headers.{TOKEN_HEADER}")
+    if not token_matches(slug, token):
+        return error(403, "The webhook token is not valid for this workflow", "permission_denied",
+                     path=f"headers.{TOKEN_HEADER}")
+    live = live_webhook_version(slug)
+    if live is None:
+        return error(404, f"Workflow '{slug}' has no live version with a webhook trigger", "not_found")
+    workflow, version = live
+
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
+        return error(400, f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters",
+                     "invalid", path=f"headers.{IDEMPOTENCY_HEADER}")
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        return error(413, "The request body is too large", "too_large", path="body")
+    if raw.strip():
+        try:
+            payload = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            return error(400, f"The request body is not valid JSON: {exc}", "parse_error", path="body")
+    else:
+        payload = {}  # an empty POST is a bare "go" signal
+
+    received_at = timezone.now()
+    trigger = {"type": "webhook", "headers": selected_headers(request), "received_at": received_at.isoformat()}
+    run_id = run_id_for(slug, key)
+    try:
+        commands.start_run(slug, version.number, payload, started_by="webhook", trigger=trigger, run_id=run_id)
+    except commands.CommandError as exc:
+        log.warning("webhook start of %s failed: %s", slug, exc)
+        return error(503, "Kafka did not acknowledge the start; try again", "unavailable")
+    _record_pending_run(run_id, slug, version.number, payload, trigger, received_at)
+    return JsonResponse({"run_id": run_id, "workflow": slug, "version": version.number}, status=202)
+
+
+def _record_pending_run(run_id, slug, version, payload, trigger, created_at) -> None:
+    """A pending Run row so GET /api/runs/<id>/ answers at once (the projector fills in the rest)."""
+    from monitor.models import Run, RunStatus
+
+    try:
+        Run.objects.get_or_create(id=run_id, defaults={
+            "workflow": slug, "version": version, "status": RunStatus.PENDING, "input": payload,
+            "trigger": trigger, "started_by": "webhook", "created_at": created_at,
+        })
+    except IntegrityError:  # the projector inserted it first; its row is newer
+        pass
+
+
+@require_POST
+def rotate_token(request, slug: str):
+    """Issue a new token for users who may publish the workflow (the old token stops working)."""
+    from designer.models import Workflow
+
+    if not request.user.is_authenticated:
+        return error(401, "Sign in first", "not_authenticated")
+    if not request.user.has_perm("designer.publish_workflow"):
+        return error(403, "Only users who may publish workflows can see webhook tokens", "permission_denied")
+    if not Workflow.objects.filter(slug=slug).exists():
+        return error(404, f"No workflow '{slug}'", "not_found")
+    token = issue_token(slug)
+    return JsonResponse({"workflow": slug, "token": token, "header": TOKEN_HEADER,
+                         "url": request.build_absolute_uri(f"/hooks/{slug}/")})

@@ -1,0 +1,243 @@
+"""The webhook trigger against the real embedded broker: tokens, errors, idempotency, the record sent."""
+
+import json
+import uuid
+from io import StringIO
+
+import pytest
+from confluent_kafka import Consumer
+from django.contrib.auth.models import Permission, User
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from designer.models import Workflow, WorkflowVersion
+from monitor.models import Run
+from orchestrator import webhooks
+from orchestrator.messages import StartRun
+from orchestrator.models import WebhookEndpoint
+from orchestrator.runtime import codec
+
+pytestmark = [pytest.mark.django_db, pytest.mark.kafka]
+
+
+def definition(slug, trigger):
+    return {"slug": slug, "name": slug, "trigger": trigger,
+            "steps": [{"id": "echo", "type": "transform", "config": {"output": {"got": "{{ trigger }}"}}}],
+            "edges": []}
+
+
+def make_live(slug, trigger, number=1):
+    workflow, _ = Workflow.objects.get_or_create(slug=slug, defaults={"name": slug})
+    version = WorkflowVersion.objects.create(workflow=workflow, number=number, definition=definition(slug, trigger))
+    workflow.live_version = version
+    workflow.save()
+    return workflow
+
+
+def read_starts(kafka_broker, topic, expected, timeout=15.0):
+    """Every StartRun on `topic` (stops after `expected` records or the timeout)."""
+    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": uuid.uuid4().hex,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    found = []
+    try:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(found) < expected:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            command = codec.decode_run_command(msg.value(), msg.headers())
+            assert msg.key().decode() == command.run_id
+            found.append(command)
+    finally:
+        consumer.close()
+    return found
+
+
+@pytest.fixture
+def hook(kafka):
+    make_live("orders-in", {"type": "webhook"})
+    token = webhooks.sync_webhook("orders-in", definition("orders-in", {"type": "webhook"}))
+    assert token
+    return token
+
+
+def post(client, slug, body, token=None, query_token=None, **headers):
+    url = f"/hooks/{slug}/" + (f"?token={query_token}" if query_token else "")
+    if token:
+        headers["HTTP_X_SLUICE_TOKEN"] = token
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return Client().post(url, data=data, content_type="application/json", **headers)
+
+
+def test_post_starts_a_run_of_the_live_version(kafka, kafka_broker, hook):
+    response = post(None, "orders-in", {"id": 7, "total": 120}, token=hook,
+                    HTTP_USER_AGENT="shop/1.0", HTTP_X_REQUEST_ID="r-1", HTTP_AUTHORIZATION="Bearer nope",
+                    HTTP_X_API_SECRET="hidden")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert body["workflow"] == "orders-in" and body["version"] == 1
+    [start] = read_starts(kafka_broker, kafka.runs, 1)
+    assert isinstance(start, StartRun)
+    assert start.run_id == body["run_id"]
+    assert (start.workflow, start.version, start.input) == ("orders-in", 1, {"id": 7, "total": 120})
+    assert start.started_by == "webhook"
+    assert start.trigger["type"] == "webhook" and start.trigger["received_at"]
+    headers = start.trigger["headers"]
+    assert headers["user-agent"] == "shop/1.0" and headers["x-request-id"] == "r-1"
+    # Credentials never reach Kafka.
+    assert "x-sluice-token" not in headers and "authorization" not in headers and "x-api-secret" not in headers
+    assert hook not in json.dumps(start.trigger)
+    run = Run.objects.get(id=body["run_id"])
+    assert run.status == "pending" and run.input == {"id": 7, "total": 120}
+
+
+def test_token_in_query_string_works_too(kafka, kafka_broker, hook):
+    response = post(None, "orders-in", {"a": 1}, query_token=hook)
+    assert response.status_code == 202
+    assert read_starts(kafka_broker, kafka.runs, 1)[0].input == {"a": 1}
+
+
+def test_missing_and_wrong_tokens_are_refused_and_nothing_is_sent(kafka, kafka_broker, hook):
+    missing = post(None, "orders-in", {"a": 1})
+    assert missing.status_code == 401
+    assert missing.json()["code"] == "not_authenticated"
+    assert missing.json()["errors"][0]["path"] == "headers.X-Sluice-Token"
+    wrong = post(None, "orders-in", {"a": 1}, token="not-the-token")
+    assert wrong.status_code == 403
+    # A valid token of another workflow does not open this one.
+    make_live("other", {"type": "webhook"})
+    other_token = webhooks.issue_token("other")
+    assert post(None, "orders-in", {"a": 1}, token=other_token).status_code == 403
+    assert post(None, "no-such-flow", {"a": 1}, token=hook).status_code == 403
+    assert read_starts(kafka_broker, kafka.runs, 1, timeout=3) == []
+
+
+def test_non_json_body_is_a_400_with_the_field(kafka, hook):
+    response = post(None, "orders-in", "{not json", token=hook)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["path"] == "body"
+    assert "not valid JSON" in response.json()["detail"]
+
+
+def test_get_is_not_allowed(kafka, hook):
+    assert Client().get("/hooks/orders-in/", HTTP_X_SLUICE_TOKEN=hook).status_code == 405
+
+
+def test_workflow_whose_live_version_has_no_webhook_trigger_is_404(kafka, kafka_broker, hook):
+    workflow = Workflow.objects.get(slug="orders-in")
+    version = WorkflowVersion.objects.create(workflow=workflow, number=2,
+                                             definition=definition("orders-in", {"type": "manual"}))
+    workflow.live_version = version
+    workflow.save()
+    response = post(None, "orders-in", {"a": 1}, token=hook)
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    workflow.live_version = None
+    workflow.save()
+    assert post(None, "orders-in", {"a": 1}, token=hook).status_code == 404
+    assert read_starts(kafka_broker, kafka.runs, 1, timeout=3) == []
+
+
+def test_idempotency_key_gives_one_run_id(kafka, kafka_broker, hook):
+    first = post(None, "orders-in", {"n": 1}, token=hook, HTTP_IDEMPOTENCY_KEY="delivery-42")
+    again = post(None, "orders-in", {"n": 1}, token=hook, HTTP_IDEMPOTENCY_KEY="delivery-42")
+    other = post(None, "orders-in", {"n": 2}, token=hook, HTTP_IDEMPOTENCY_KEY="delivery-43")
+    plain1 = post(None, "orders-in", {"n": 3}, token=hook)
+    plain2 = post(None, "orders-in", {"n": 3}, token=hook)
+    ids = [r.json()["run_id"] for r in (first, again, other, plain1, plain2)]
+    assert ids[0] == ids[1]
+    assert len(set(ids)) == 4
+    starts = read_starts(kafka_broker, kafka.runs, 5)
+    # Both deliveries are sent (two partitions: no total order); the engine keeps the first.
+    assert sorted(s.run_id for s in starts) == sorted(ids)
+    assert Run.objects.filter(id=ids[0]).count() == 1
+    too_long = post(None, "orders-in", {}, token=hook, HTTP_IDEMPOTENCY_KEY="k" * 201)
+    assert too_long.status_code == 400 and too_long.json()["errors"][0]["path"] == "headers.Idempotency-Key"
+
+
+def test_empty_body_starts_with_empty_input(kafka, kafka_broker, hook):
+    response = Client().post("/hooks/orders-in/", data=b"", content_type="application/json",
+                             HTTP_X_SLUICE_TOKEN=hook)
+    assert response.status_code == 202
+    assert read_starts(kafka_broker, kafka.runs, 1)[0].input == {}
+
+
+def test_unreachable_kafka_is_503_not_500(kafka, hook, settings):
+    from orchestrator.runtime import commands
+    from orchestrator.runtime.broker import free_port
+
+    settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{free_port()}"
+    settings.KAFKA_CLIENT_CONFIG = {"message.timeout.ms": 1500}
+    commands.reset_producer()
+    original = commands._produce
+
+    def quick(topic, key, message, timeout=10.0):
+        return original(topic, key, message, timeout=2.0)
+
+    commands._produce = quick
+    try:
+        response = post(None, "orders-in", {"a": 1}, token=hook)
+    finally:
+        commands._produce = original
+        commands.reset_producer()
+    assert response.status_code == 503
+    assert response.json()["code"] == "unavailable"
+
+
+def test_tokens_are_stored_hashed_and_rotation_invalidates_the_old_one(kafka, hook):
+    endpoint = WebhookEndpoint.objects.get(slug="orders-in")
+    assert hook not in endpoint.token_hash
+    assert endpoint.token_hash == webhooks.hash_token(hook)
+    assert webhooks.sync_webhook("orders-in", definition("orders-in", {"type": "webhook"})) is None
+    new = webhooks.issue_token("orders-in")
+    assert new != hook
+    assert post(None, "orders-in", {}, token=hook).status_code == 403
+    assert post(None, "orders-in", {}, token=new).status_code == 202
+
+
+def test_sync_webhook_ignores_other_triggers(db):
+    assert webhooks.sync_webhook("plain", definition("plain", {"type": "manual"})) is None
+    assert webhooks.sync_webhook("plain", None) is None
+    assert not WebhookEndpoint.objects.filter(slug="plain").exists()
+
+
+def test_token_view_needs_login_and_publish_permission(kafka, hook):
+    url = "/hooks/orders-in/token/"
+    anonymous = Client().post(url)
+    assert anonymous.status_code == 401
+    viewer = User.objects.create_user("viewer", password="pw-viewer-123")
+    client = Client()
+    client.force_login(viewer)
+    assert client.post(url).status_code == 403
+    publisher = User.objects.create_user("publisher", password="pw-publisher-123")
+    publisher.user_permissions.add(Permission.objects.get(codename="publish_workflow"))
+    client = Client()
+    client.force_login(publisher)
+    assert client.get(url).status_code == 405
+    response = client.post(url)
+    assert response.status_code == 200
+    token = response.json()["token"]
+    assert response.json()["url"].endswith("/hooks/orders-in/")
+    assert post(None, "orders-in", {}, token=token).status_code == 202
+    assert post(None, "orders-in", {}, token=hook).status_code == 403
+    assert client.post("/hooks/missing-flow/token/").status_code == 404
+
+
+def test_webhook_token_command(kafka):
+    make_live("cmd-flow", {"type": "webhook"})
+    out, err = StringIO(), StringIO()
+    call_command("webhook_token", "cmd-flow", stdout=out, stderr=err)
+    token = out.getvalue().strip()
+    assert webhooks.token_matches("cmd-flow", token)
+    assert token not in err.getvalue()
+    with pytest.raises(CommandError, match="--rotate"):
+        call_command("webhook_token", "cmd-flow", stdout=StringIO(), stderr=StringIO())
+    out = StringIO()
+    call_command("webhook_token", "cmd-flow", "--rotate", stdout=out, stderr=StringIO())
+    assert webhooks.token_matches("cmd-flow", out.getvalue().strip())
+    assert not webhooks.token_matches("cmd-flow", token)
+    with pytest.raises(CommandError, match="no workflow"):
+        call_command("webhook_token", "nope", stdout=StringIO(), stderr=StringIO())
