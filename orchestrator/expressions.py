@@ -285,6 +285,8 @@ def _parse_template(text: str) -> nodes.Template:
 
 def _references(tree: nodes.Template) -> References:
     names = set(meta.find_undeclared_variables(tree))
+    # Jinja leaves environment globals (our `secret`) out of the undeclared names.
+    names |= {node.name for node in tree.find_all(nodes.Name) if node.ctx == "load" and node.name in _env.globals}
     step_ids: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         if isinstance(node.node, nodes.Name) and node.node.name == "steps":
