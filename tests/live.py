@@ -22,6 +22,13 @@ class LiveServer:
     port: int
 
 
+@pytest.fixture(autouse=True)
+def _live_server_helper():
+    """Replaces pytest-django's autouse helper of the same name, which expects ITS live_server
+    (it calls `_live_server_modified_settings` on whatever `live_server` is) and breaks on ours."""
+    yield
+
+
 @pytest.fixture
 def live_server(transactional_db, settings):
     from channels.testing.live import make_application, set_database_connection

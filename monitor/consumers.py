@@ -1,0 +1,135 @@
+"""Websockets of the monitor: one run's history (run detail) and every visible run (lists, dashboard).
+
+Both require a signed-in user and check workflow visibility (monitor.permissions) before joining
+any group; a refused socket is closed before it is accepted, so it never receives an event.
+
+Run sockets (`ws/runs/<run_id>/?since=N`, N = the highest seq the client has) catch up: the
+server sends every event after N (projected rows plus this process's buffer of events the
+projector may not have written yet), then {"type": "caught_up", "seq": M}, then live events.
+The group is joined before the catch-up query and group messages are only dispatched after
+connect() returns, so nothing falls in between; live events at or below the last seq sent are
+dropped, so the client sees each seq once, in order (it still dedupes, to be safe). A client can
+also ask again with {"type": "catch_up", "since": N}.
+"""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from . import live
+from .models import Run
+from .permissions import can_view_workflow, visible_workflow_slugs
+
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+@database_sync_to_async
+def _run_if_visible(user, run_id: str) -> tuple[Run | None, int]:
+    run = Run.objects.filter(id=run_id).first()
+    if run is None:
+        return None, CLOSE_NOT_FOUND
+    if not can_view_workflow(user, run.workflow):
+        return None, CLOSE_FORBIDDEN
+    return run, 0
+
+
+@database_sync_to_async
+def _history_after(run: Run, since: int) -> list[dict]:
+    return [live.entry_payload(entry, run) for entry in run.history.filter(seq__gt=since).order_by("seq")]
+
+
+class RunHistoryConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self):
+        user = self.scope.get("user")
+        if not (user and user.is_authenticated):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.run_id = self.scope["url_route"]["kwargs"]["run_id"]
+        self.run, refusal = await _run_if_visible(user, self.run_id)
+        if refusal:
+            await self.close(code=refusal)
+            return
+        since = _query_param(self.scope, "since") or "0"
+        self.last_sent = 0
+        self.fanout = live.ensure_started()
+        await self.channel_layer.group_add(live.run_group(self.run_id), self.channel_name)
+        await self.accept()
+        if not since.isdigit():
+            await self.send_json({"type": "error", "error": "since: must be a non-negative integer (the last seq you have)"})
+            return
+        await self._catch_up(int(since))
+
+    async def disconnect(self, code):
+        if getattr(self, "fanout", None) is not None:
+            await self.channel_layer.group_discard(live.run_group(self.run_id), self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        if not isinstance(content, dict) or content.get("type") != "catch_up":
+            await self.send_json({"type": "error", "error": 'expected {"type": "catch_up", "since": <seq>}'})
+            return
+        since = content.get("since", 0)
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            await self.send_json({"type": "error", "error": "since: must be a non-negative integer (the last seq you have)"})
+            return
+        await self._catch_up(since)
+
+    async def _catch_up(self, since: int) -> None:
+        events = {event["seq"]: event for event in await _history_after(self.run, since)}
+        for event in self.fanout.recent(self.run_id, since):
+            events.setdefault(event["seq"], event)
+        for seq in sorted(events):
+            await self.send_json({"type": "history", "event": events[seq]})
+        self.last_sent = max(self.last_sent, max(events, default=since))
+        await self.send_json({"type": "caught_up", "seq": self.last_sent})
+
+    async def history_event(self, message):
+        event = message["event"]
+        if event["seq"] <= self.last_sent:
+            return  # already sent by the catch-up (or a redelivery)
+        self.last_sent = event["seq"]
+        await self.send_json({"type": "history", "event": event})
+
+
+class RunsFeedConsumer(AsyncJsonWebsocketConsumer):
+    """`ws/monitor/` (optionally `?workflow=slug`): events of every run the user may watch."""
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if not (user and user.is_authenticated):
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        slugs = await database_sync_to_async(visible_workflow_slugs)(user)
+        wanted = _query_param(self.scope, "workflow")
+        if wanted:
+            if slugs is not None and wanted not in slugs:
+                await self.close(code=CLOSE_FORBIDDEN)
+                return
+            self.groups_joined = [live.workflow_group(wanted)]
+        elif slugs is None:
+            self.groups_joined = [live.ALL_RUNS_GROUP]
+        else:
+            self.groups_joined = [live.workflow_group(slug) for slug in sorted(slugs)]
+        live.ensure_started()
+        for group in self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        await self.send_json({"type": "error", "error": "this socket only sends; nothing to receive"})
+
+    async def history_event(self, message):
+        await self.send_json({"type": "history", "event": message["event"]})
+
+
+def _query_param(scope, name: str) -> str:
+    from urllib.parse import parse_qs
+
+    values = parse_qs(scope.get("query_string", b"").decode()).get(name)
+    return values[0] if values else ""

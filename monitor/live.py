@@ -1,0 +1,210 @@
+"""Live history fan-out: one Kafka consumer of `wf.history` per web process, into Channels groups.
+
+Each web process needs every event (its websockets may watch any run), so the consumer is not
+in a consumer group: it assigns itself every partition, starting a little in the past
+(LOOKBACK_SECONDS) so the recent-events buffer can bridge the projector's lag on catch-up.
+daphne has no ASGI lifespan, so the consumer starts lazily on the first websocket scope, in a
+thread that hands each polled batch to the event loop (`run_coroutine_threadsafe`): the
+in-memory channel layer's queues belong to that loop.
+
+Group names carry a per-process token: with a shared layer (Redis) and several web processes,
+every process runs its own consumer, and without the token each client would get every event
+once per process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+
+from channels.layers import get_channel_layer
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+from django.conf import settings
+
+from orchestrator.runtime import codec
+from orchestrator.runtime.kafka import base_config
+from orchestrator.runtime.topics import Topics
+
+log = logging.getLogger(__name__)
+
+PROCESS_TOKEN = uuid.uuid4().hex[:8]
+ALL_RUNS_GROUP = f"runs-all.{PROCESS_TOKEN}"
+LOOKBACK_SECONDS = 120
+BUFFER_PER_RUN = 1000
+BUFFERED_RUNS = 5000
+IDLE_PAUSE_SECONDS = 0.03
+ASSIGNMENT_GRACE_SECONDS = 2.0
+_GROUP_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,60}$")
+
+
+def _safe(name: str) -> str:
+    # Channels group names allow only [A-Za-z0-9_.-] and < 100 characters.
+    return name if _GROUP_SAFE.match(name) else hashlib.sha1(name.encode()).hexdigest()
+
+
+def run_group(run_id: str) -> str:
+    return f"run.{_safe(run_id)}.{PROCESS_TOKEN}"
+
+
+def workflow_group(slug: str) -> str:
+    return f"wf.{_safe(slug)}.{PROCESS_TOKEN}"
+
+
+def event_payload(event) -> dict:
+    """A HistoryEvent as the JSON the websockets send (also what catch-up rebuilds from rows)."""
+    return codec.to_builtins(event)
+
+
+def entry_payload(entry, run) -> dict:
+    """A projected HistoryEntry row in the same shape as a live event."""
+    data = {key: value for key, value in (entry.data or {}).items() if not key.startswith("_")}
+    return {
+        "run_id": run.id, "seq": entry.seq, "kind": entry.kind, "ts": entry.ts.timestamp(),
+        "workflow": entry.data.get("_workflow", run.workflow), "version": entry.data.get("_version", run.version),
+        "step_id": entry.step_id, "step_type": entry.data.get("_step_type", ""),
+        "attempt": entry.data.get("_attempt", 0), "data": data,
+    }
+
+
+class HistoryFanout:
+    """Reads `wf.history` in a thread and group_sends each event to its run and workflow groups."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, topics: Topics | None = None, channel_layer=None,
+                 lookback_seconds: float = LOOKBACK_SECONDS):
+        self.loop = loop
+        self.topics = topics or Topics(settings.SLUICE_TOPIC_PREFIX)
+        self.channel_layer = channel_layer or get_channel_layer()
+        self.lookback_seconds = lookback_seconds
+        self._recent: OrderedDict[str, deque] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.ready = threading.Event()  # set once partitions are assigned and positioned
+        self.delivered = 0
+        self.undecodable = 0
+        self._thread = threading.Thread(target=self._run, name="sluice-history-fanout", daemon=True)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> "HistoryFanout":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def recent(self, run_id: str, after_seq: int) -> list[dict]:
+        """Buffered events of a run with seq > after_seq (the projector may not have them yet)."""
+        with self._lock:
+            events = list(self._recent.get(run_id, ()))
+        return [event for event in events if event["seq"] > after_seq]
+
+    def _remember(self, payload: dict) -> None:
+        with self._lock:
+            events = self._recent.get(payload["run_id"])
+            if events is None:
+                events = self._recent[payload["run_id"]] = deque(maxlen=BUFFER_PER_RUN)
+                while len(self._recent) > BUFFERED_RUNS:
+                    self._recent.popitem(last=False)
+            else:
+                self._recent.move_to_end(payload["run_id"])
+            events.append(payload)
+
+    def _assign(self, consumer: Consumer) -> list[TopicPartition]:
+        metadata = consumer.list_topics(self.topics.history, timeout=10)
+        topic = metadata.topics.get(self.topics.history)
+        if topic is None or topic.error is not None or not topic.partitions:
+            raise RuntimeError(f"topic {self.topics.history} not found")
+        since_ms = int((time.time() - self.lookback_seconds) * 1000)
+        wanted = [TopicPartition(self.topics.history, p, since_ms) for p in sorted(topic.partitions)]
+        try:
+            starts = consumer.offsets_for_times(wanted, timeout=10)
+        except Exception as exc:  # a broker without ListOffsets-by-time: start at the end
+            log.warning("live history: offsets_for_times failed (%s); starting at the end", exc)
+            starts = [TopicPartition(tp.topic, tp.partition, OFFSET_END) for tp in wanted]
+        # -1 means no record at or after that time: nothing to catch up on that partition.
+        starts = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+                  for tp in starts]
+        consumer.assign(starts)
+        return starts
+
+    def _run(self) -> None:
+        consumer = Consumer(base_config(**{
+            # Never joins or commits: assign() bypasses the group; librdkafka still wants an id.
+            "group.id": f"sluice-live-{PROCESS_TOKEN}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": False,
+        }))
+        try:
+            while not self._stop.is_set():
+                try:
+                    assignment = self._assign(consumer)
+                    break
+                except Exception as exc:
+                    log.warning("live history: cannot assign %s yet: %s", self.topics.history, exc)
+                    self._stop.wait(2)
+            else:
+                return
+            assigned_at = time.monotonic()
+            self.ready.set()
+            log.info("live history fan-out reading %s (%d partitions)", self.topics.history, len(assignment))
+            while not self._stop.is_set():
+                batch = consumer.consume(500, timeout=0.2)
+                if not batch:
+                    if settings.SLUICE_EMBEDDED_BROKER and time.monotonic() - assigned_at > ASSIGNMENT_GRACE_SECONDS:
+                        # The embedded broker ignores long-poll waits: pause instead of spinning.
+                        consumer.pause(assignment)
+                        self._stop.wait(IDLE_PAUSE_SECONDS)
+                        consumer.resume(assignment)
+                    continue
+                payloads = []
+                for msg in batch:
+                    if msg.error():
+                        continue
+                    try:
+                        payload = event_payload(codec.decode_history(msg.value(), msg.headers()))
+                    except (codec.DecodeError, ValueError, TypeError):
+                        self.undecodable += 1
+                        continue
+                    self._remember(payload)
+                    payloads.append(payload)
+                if payloads:
+                    asyncio.run_coroutine_threadsafe(self._broadcast(payloads), self.loop)
+        except Exception:
+            log.exception("live history fan-out stopped")
+        finally:
+            consumer.close()
+
+    async def _broadcast(self, payloads: list[dict]) -> None:
+        for payload in payloads:
+            message = {"type": "history.event", "event": payload}
+            try:
+                await self.channel_layer.group_send(run_group(payload["run_id"]), message)
+                await self.channel_layer.group_send(workflow_group(payload["workflow"]), message)
+                await self.channel_layer.group_send(ALL_RUNS_GROUP, message)
+            except Exception:  # one full channel must not stop the fan-out for everyone else
+                log.exception("live history: group_send failed for run %s", payload["run_id"])
+            self.delivered += 1
+
+
+_fanout: HistoryFanout | None = None
+
+
+def ensure_started() -> HistoryFanout:
+    """Start this process's fan-out on first use (call from async code running on the server loop)."""
+    global _fanout
+    if _fanout is None or not _fanout.alive:
+        _fanout = HistoryFanout(asyncio.get_running_loop()).start()
+    return _fanout
+
+
+def current() -> HistoryFanout | None:
+    return _fanout
