@@ -14,6 +14,7 @@ import logging
 from django.db.models import Max, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from drf_spectacular.views import SpectacularAPIView
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
@@ -49,12 +50,14 @@ ErrorSerializer = inline_serializer("Error", fields={
     "code": serializers.CharField(),
     "errors": serializers.ListField(child=inline_serializer("Problem", fields={
         "path": serializers.CharField(), "step_id": serializers.CharField(allow_null=True),
-        "code": serializers.CharField(), "message": serializers.CharField()})),
+        "code": serializers.CharField(), "message": serializers.CharField(),
+        "severity": serializers.ChoiceField(choices=["error", "warning"])})),
 })
 
 
 def problem(path: str, message: str, code: str = "invalid", step_id: str | None = None) -> dict:
-    return {"path": path, "step_id": step_id, "code": code, "message": str(message)}
+    """One entry of an error body, the same shape as orchestrator.spec.Problem.as_dict()."""
+    return {"path": path, "step_id": step_id, "code": code, "message": str(message), "severity": "error"}
 
 
 def _flatten(detail, path: str = "") -> list[dict]:
@@ -213,6 +216,12 @@ def _body_message(data: dict) -> str:
     return message
 
 
+def _saved(version) -> dict:
+    """A save's answer: the version, plus the validator's warnings (accepted, but worth fixing)."""
+    return {**VersionSerializer(version).data,
+            "warnings": [p.as_dict() for p in services.check_definition(version.definition)]}
+
+
 def _workflow(slug: str) -> Workflow:
     return get_object_or_404(Workflow.objects.select_related("live_version", "created_by"), slug=slug)
 
@@ -253,7 +262,7 @@ class WorkflowListView(SluiceAPIView):
         definition = self.json_object()
         message = _body_message(definition)
         version = services.create_workflow(definition, request.user, message=message)
-        return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED)
+        return Response(_saved(version), status=status.HTTP_201_CREATED)
 
 
 class WorkflowDetailView(SluiceAPIView):
@@ -278,7 +287,7 @@ class WorkflowDetailView(SluiceAPIView):
         definition.pop("base_version", None)
         version = services.save_version(workflow, definition, request.user, message=message,
                                         base_version=base_version)
-        return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED)
+        return Response(_saved(version), status=status.HTTP_201_CREATED)
 
 
 class VersionListView(SluiceAPIView):
@@ -349,6 +358,15 @@ class StepTypesView(SluiceAPIView):
         from orchestrator.steps import describe_all
 
         return Response(describe_all())
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI document (YAML, or JSON with ?format=json); its errors in JSON like the rest."""
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if response.status_code >= 400:
+            request.accepted_renderer, request.accepted_media_type = JSONRenderer(), "application/json"
+        return super().finalize_response(request, response, *args, **kwargs)
 
 
 class NotFoundView(SluiceAPIView):

@@ -105,11 +105,13 @@ def record_audit(user, action: str, target: str, details: dict | None = None) ->
     record(user, action, target, details or {})
 
 
-def check_definition(definition: Any) -> None:
-    """Raise InvalidDefinition with every problem, or return if the definition is valid."""
+def check_definition(definition: Any) -> list[Problem]:
+    """Raise InvalidDefinition with every error; return the warnings (accepted, worth showing)."""
     problems = spec.validate(definition)
-    if problems:
-        raise InvalidDefinition(problems)
+    errors = spec.errors(problems)
+    if errors:
+        raise InvalidDefinition(errors)
+    return [problem for problem in problems if problem not in errors]
 
 
 def _check_slug_matches(workflow: Workflow, definition: dict) -> None:

@@ -2,7 +2,7 @@
 
 from django.contrib.auth.decorators import login_required
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from designer import api as designer_api
 from monitor import api as monitor_api
@@ -24,7 +24,7 @@ urlpatterns = [
     re_path(rf"^runs/{RUN_ID}/cancel/?$", monitor_api.CancelRunView.as_view(), name="api-run-cancel"),
     re_path(rf"^runs/{RUN_ID}/retry/?$", monitor_api.RetryRunView.as_view(), name="api-run-retry"),
     re_path(rf"^runs/{RUN_ID}/signal/?$", monitor_api.SignalRunView.as_view(), name="api-run-signal"),
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("schema/", designer_api.SchemaView.as_view(), name="api-schema"),
     # The docs page is for people in a browser: send them to the login page rather than a 403.
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
     re_path(r"^.*$", designer_api.NotFoundView.as_view(), name="api-not-found"),
