@@ -12,7 +12,7 @@ Behaviour:
 - a child that exits while the supervisor is running is reported and restarted after a
   backoff that doubles per crash (initial .. maximum) and resets once a child stayed up long
   enough;
-- stop: SIGTERM to each child's process group, wait up to its stop timeout, then SIGKILL.
+- stop: SIGTERM to each child, wait up to its stop timeout, then SIGKILL its whole process group.
 """
 
 from __future__ import annotations
@@ -166,7 +166,9 @@ class Supervisor:
                 continue
             if process.poll() is None:
                 self.say(f"stopping {child.spec.name} (pid {process.pid})")
-                self._signal_group(process, signal.SIGTERM)
+                # SIGTERM to the leader only: it stops its own helpers in order (celery's pool,
+                # for one, would log errors if they were signalled behind its back).
+                process.send_signal(signal.SIGTERM)
                 try:
                     process.wait(child.spec.stop_timeout)
                 except subprocess.TimeoutExpired:

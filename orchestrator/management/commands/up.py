@@ -1,0 +1,174 @@
+"""`manage.py up`: run all of Sluice on one machine with one command (what `make up` calls).
+
+Order of events: embedded broker (unless KAFKA_BOOTSTRAP_SERVERS names a cluster) -> topics ->
+migrate -> examples and the first admin user -> supervised children (web, runner(s), bridge,
+celery worker, celery beat) -> banner once the web answers. Ctrl-C or SIGTERM stops the
+children in reverse order and then the broker with SIGTERM, so it snapshots its data and the
+next `up` resumes in-flight runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+from django.conf import settings
+from django.core.management import get_commands
+from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
+
+from orchestrator import bootstrap
+from orchestrator.runtime import commands
+from orchestrator.runtime.broker import EmbeddedBroker, port_open
+from orchestrator.supervisor import ProcessSpec, Supervisor
+
+
+class Command(BaseCommand):
+    help = "Run Sluice: embedded broker, web, runner, history bridge, celery worker and beat, supervised."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--web-port", type=int, default=int(os.environ.get("SLUICE_WEB_PORT", "8000")),
+                            help="port of the web process (default: SLUICE_WEB_PORT or 8000)")
+        parser.add_argument("--runners", type=int, default=1, help="number of runner processes (default 1)")
+        parser.add_argument("--no-celery", action="store_true",
+                            help="do not start the celery worker and beat (no schedules, no celery_task steps)")
+        parser.add_argument("--no-examples", action="store_true", help="do not load the example workflows")
+
+    def handle(self, *args, web_port: int, runners: int, no_celery: bool, no_examples: bool, **options):
+        if runners < 1:
+            raise CommandError("--runners must be at least 1")
+        if port_open(web_port):
+            raise CommandError(f"port {web_port} is already in use; pass --web-port or set SLUICE_WEB_PORT")
+
+        stop = threading.Event()
+
+        def request_stop(signum, _frame):
+            if not stop.is_set():
+                self.stdout.write(f"\nreceived {signal.Signals(signum).name}; stopping Sluice")
+            stop.set()
+
+        # Until the children run, Ctrl-C must still stop the broker: KeyboardInterrupt + finally.
+        broker = None
+        supervisor = None
+        try:
+            if settings.SLUICE_EMBEDDED_BROKER:
+                broker = self._start_broker()
+            else:
+                self.stdout.write(f"using the Kafka cluster at {settings.KAFKA_BOOTSTRAP_SERVERS}")
+            created = bootstrap.create_topics()
+            self.stdout.write(f"topics ready ({len(created)} created)")
+            bootstrap.migrate()
+            self.stdout.write("database ready")
+            if not no_examples and bootstrap.first_run():
+                bootstrap.load_examples(self.stdout)
+            password = bootstrap.ensure_admin()
+            if not no_celery:
+                bootstrap.ensure_retention_schedule()
+            # The children open their own connections; ours would only hold SQLite locks and
+            # a Kafka producer that complains when the broker goes away at the end.
+            connections.close_all()
+            commands.reset_producer()
+
+            supervisor = Supervisor(self._specs(web_port, runners, no_celery))
+            signal.signal(signal.SIGINT, request_stop)
+            signal.signal(signal.SIGTERM, request_stop)
+            supervisor.start()
+            threading.Thread(target=self._banner, args=(supervisor, web_port, password, stop),
+                             daemon=True, name="banner").start()
+            supervisor.watch(stop)
+        except KeyboardInterrupt:
+            self.stdout.write("\ninterrupted during start-up; stopping")
+        finally:
+            # A second Ctrl-C must not abort the orderly stop half way.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if supervisor is not None:
+                supervisor.stop()
+            if broker is not None:
+                self.stdout.write("stopping the embedded broker (it saves its data)")
+                broker.stop()
+            self.stdout.write("Sluice stopped")
+
+    # ---- pieces ------------------------------------------------------------------------------
+    def _start_broker(self) -> EmbeddedBroker:
+        data_dir = settings.DATA_DIR / "kafka"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # The broker's own chatter goes to a file; the terminal is for Sluice's processes.
+        log_file = open(settings.DATA_DIR / "kafka.log", "ab")
+        broker = EmbeddedBroker(data_dir, settings.KAFKA_PORT, log_file=log_file)
+        self.stdout.write(f"starting the embedded broker on {broker.bootstrap_servers} (data in {data_dir})")
+        try:
+            broker.start()
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from exc
+        return broker
+
+    def _specs(self, web_port: int, runners: int, no_celery: bool) -> list[ProcessSpec]:
+        python = sys.executable
+        manage = str(settings.BASE_DIR / "manage.py")
+        cwd = str(settings.BASE_DIR)
+        # Children must agree with us on where everything is, whatever their own defaults.
+        env = {
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "orchestrator.settings"),
+            "SLUICE_DATA_DIR": str(settings.DATA_DIR),
+            "SLUICE_KAFKA_PORT": str(settings.KAFKA_PORT),
+            "SLUICE_EMBEDDED_BROKER": "1" if settings.SLUICE_EMBEDDED_BROKER else "0",
+        }
+        installed = get_commands()
+        specs = [
+            ProcessSpec("web", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
+                                "orchestrator.asgi_static:application"], env=env, cwd=cwd),
+        ]
+        if "runner" in installed:
+            for index in range(1, runners + 1):
+                name = "runner" if runners == 1 else f"runner-{index}"
+                # A stable instance id per slot: static group membership survives restarts.
+                specs.append(ProcessSpec(name, [python, manage, "runner"], cwd=cwd,
+                                         env={**env, "SLUICE_INSTANCE_ID": f"local-runner-{index}"}))
+        else:
+            self.stderr.write("the runner command is not installed: workflows will not run")
+        if "bridge" in installed:
+            specs.append(ProcessSpec("bridge", [python, manage, "bridge"], env=env, cwd=cwd))
+        else:
+            self.stderr.write("the bridge command is not installed: the monitor will not update")
+        if not no_celery:
+            # kombu's Kafka transport: no broadcast (gossip/mingle/heartbeat) and one consumer per
+            # partition, hence concurrency 1 (FIELD-NOTES.md, Celery).
+            specs.append(ProcessSpec("celery", [python, "-m", "celery", "-A", "orchestrator", "worker",
+                                                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                                                "-Q", "sluice", "--concurrency", "1", "-l", "INFO"],
+                                     env=env, cwd=cwd))
+            specs.append(ProcessSpec("beat", [python, "-m", "celery", "-A", "orchestrator", "beat", "-l", "INFO",
+                                              "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
+                                     env=env, cwd=cwd))
+        return specs
+
+    def _banner(self, supervisor: Supervisor, web_port: int, password: str | None, stop: threading.Event):
+        base = f"http://127.0.0.1:{web_port}"
+        if not bootstrap.wait_for_http(f"{base}/accounts/login/", timeout=180, stop=stop):
+            if not stop.is_set():
+                supervisor.say(f"the web process did not answer on {base} within 180s; see the web lines above")
+            if password is None or stop.is_set():
+                return
+        kafka = (f"{settings.KAFKA_BOOTSTRAP_SERVERS} (embedded, data in {settings.DATA_DIR / 'kafka'})"
+                 if settings.SLUICE_EMBEDDED_BROKER else settings.KAFKA_BOOTSTRAP_SERVERS)
+        lines = [
+            "Sluice is up",
+            "",
+            f"  designer   {base}/",
+            f"  monitor    {base}/monitor/",
+            f"  admin      {base}/admin/",
+            f"  API docs   {base}/api/docs/",
+            f"  kafka      {kafka}",
+        ]
+        if password:
+            lines += [
+                "",
+                f"  first user created:  username {bootstrap.ADMIN_USERNAME}  password {password}",
+                "  shown this once only: sign in and change it (admin > users)",
+            ]
+        lines += ["", "Ctrl-C stops everything; `make up` again resumes where it stopped."]
+        for line in bootstrap.box(lines).splitlines():
+            supervisor.say(line)

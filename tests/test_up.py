@@ -1,0 +1,227 @@
+"""`manage.py up` end to end: a real subprocess with its own data dir and free ports.
+
+First start: broker, topics, migrations, examples, an `admin` user with a printed password,
+web + runner + bridge + celery + beat. A run of the approval example is left waiting; SIGINT
+stops everything; the broker's snapshot exists. Second start on the same data: no new user,
+the same password signs in, and the waiting run finishes once approved, i.e. nothing in flight
+was lost.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestrator.runtime.broker import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = re.compile(r"first user created:\s+username admin\s+password (\S+)")
+STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
+
+
+class Up:
+    """One `manage.py up` process with its output collected line by line."""
+
+    def __init__(self, env: dict, web_port: int):
+        self.web_port = web_port
+        self.base = f"http://127.0.0.1:{web_port}"
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "up", "--web-port", str(web_port)], cwd=ROOT, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for raw in iter(self.process.stdout.readline, b""):
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, needle: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text:
+            if self.process.poll() is not None:
+                raise AssertionError(f"up exited with {self.process.returncode} before {needle!r}:\n{self.text}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {needle!r} within {timeout}s:\n{self.text}")
+            time.sleep(0.2)
+
+    def child_pids(self) -> list[int]:
+        return [int(pid) for _name, pid in STARTED.findall(self.text)]
+
+    def interrupt(self, timeout: float) -> float:
+        began = time.monotonic()
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(timeout)
+        self.reader.join(5)
+        return time.monotonic() - began
+
+    def kill_leftovers(self):
+        """Only on a failed test: never leave our processes behind (the children have own sessions)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        for pid in self.child_pids():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.fixture
+def up_env(tmp_path):
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("KAFKA_", "DATABASE_URL", "REDIS_URL", "SLUICE_", "DJANGO_"))}
+    env.update({"SLUICE_DATA_DIR": str(tmp_path / "data"), "SLUICE_KAFKA_PORT": str(free_port()),
+                "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+@pytest.fixture
+def start_up(up_env):
+    started: list[Up] = []
+
+    def start() -> Up:
+        up = Up(up_env, free_port())
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        up.kill_leftovers()
+
+
+def sign_in(base: str, password: str) -> httpx.Client:
+    client = httpx.Client(base_url=base, timeout=10)
+    client.get("/accounts/login/")
+    response = client.post("/accounts/login/", data={
+        "username": "admin", "password": password, "csrfmiddlewaretoken": client.cookies["csrftoken"],
+    }, headers={"Referer": f"{base}/accounts/login/"})
+    assert response.status_code == 302, response.text[:500]
+    assert "sessionid" in client.cookies
+    return client
+
+
+def api_token(env: dict) -> str:
+    done = subprocess.run([sys.executable, "manage.py", "issue_token", "admin"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def wait_for_run(client: httpx.Client, run_id: str, predicate, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    run = None
+    while time.monotonic() < deadline:
+        response = client.get(f"/api/runs/{run_id}/")
+        if response.status_code == 200:
+            run = response.json()
+            if predicate(run):
+                return run
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} never reached the wanted state; last seen: {run}")
+
+
+def test_up_runs_everything_and_a_second_up_resumes(start_up, up_env):
+    data_dir = Path(up_env["SLUICE_DATA_DIR"])
+
+    # ---- first start --------------------------------------------------------------------
+    up = start_up()
+    up.wait_for("Sluice is up", timeout=180)
+    password = PASSWORD.search(up.text)
+    assert password, up.text
+    password = password.group(1)
+    assert len(password) >= 20
+    assert up.text.count(password) == 1  # printed once, in the box
+    for name in ("web", "runner", "bridge", "celery", "beat"):
+        assert re.search(rf"started {name} \(pid \d+\)", up.text), f"{name} was not started:\n{up.text}"
+    # Never written to a file: not the data dir, not the broker log.
+    for path in data_dir.rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert password.encode() not in path.read_bytes(), f"the admin password leaked into {path}"
+
+    client = sign_in(up.base, password)
+    assert client.get("/admin/").status_code == 200
+    assert sign_in_fails(up.base, "wrong-password")
+
+    api = httpx.Client(base_url=up.base, timeout=10, headers={"Authorization": f"Token {api_token(up_env)}"})
+    listed = api.get("/api/workflows/")
+    assert listed.status_code == 200, listed.text
+    slugs = {w["slug"] for w in listed.json()["results"]}
+    assert "expense-approval" in slugs, slugs  # the examples were loaded and published
+    started = api.post("/api/workflows/expense-approval/runs/", json={"input": {"employee": "ada", "amount": 42}})
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+    waiting = wait_for_run(api, run_id, lambda run: any(
+        step["step_id"] == "approve" and step["status"] == "waiting" for step in run["steps"]))
+    assert waiting["status"] == "running"
+    # Each child's lines carry its padded name.
+    for name in ("web", "runner", "bridge", "celery", "beat"):
+        assert re.search(rf"^{name}\s*\| ", up.text, re.M), f"no prefixed {name} lines:\n{up.text}"
+
+    crashed = re.findall(r"(\S+) exited with code", up.text)
+    assert crashed == [], f"children crashed while up: {crashed}\n{up.text}"
+
+    took = up.interrupt(timeout=90)
+    assert up.process.returncode == 0, up.text
+    assert took < 60, f"stopping took {took:.1f}s"
+    stop_order = re.findall(r"stopping (\S+) \(pid", up.text)
+    assert stop_order == ["beat", "celery", "bridge", "runner", "web"]
+    assert "Sluice stopped" in up.text
+    assert (data_dir / "kafka" / "kafka.json").exists()
+    for pid in up.child_pids():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+    # ---- second start on the same data ----------------------------------------------------
+    again = start_up()
+    again.wait_for("Sluice is up", timeout=180)
+    assert "first user created" not in again.text
+    assert "created (version" not in again.text  # examples are loaded on the first run only
+    client = sign_in(again.base, password)
+    assert client.get("/admin/").status_code == 200
+    api = httpx.Client(base_url=again.base, timeout=10, headers={"Authorization": f"Token {api_token(up_env)}"})
+    signalled = api.post(f"/api/runs/{run_id}/signal/", json={"name": "approve", "payload": {"approved": True}})
+    assert signalled.status_code == 202, signalled.text
+    done = wait_for_run(api, run_id, lambda run: run["status"] in {"succeeded", "failed", "cancelled"}, timeout=90)
+    assert done["status"] == "succeeded", done
+    assert {s["step_id"]: s["status"] for s in done["steps"]}["pay"] == "succeeded"
+    again.interrupt(timeout=90)
+    assert again.process.returncode == 0
+
+
+def sign_in_fails(base: str, password: str) -> bool:
+    client = httpx.Client(base_url=base, timeout=10)
+    client.get("/accounts/login/")
+    response = client.post("/accounts/login/", data={
+        "username": "admin", "password": password, "csrfmiddlewaretoken": client.cookies["csrftoken"],
+    }, headers={"Referer": f"{base}/accounts/login/"})
+    return response.status_code == 200 and "sessionid" not in client.cookies
+
+
+def test_up_refuses_a_busy_web_port(up_env):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "manage.py", "up", "--web-port", str(port)], cwd=ROOT, env=up_env,
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"port {port} is already in use" in done.stderr
+    assert not (Path(up_env["SLUICE_DATA_DIR"]) / "kafka").exists()  # nothing was started
