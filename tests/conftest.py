@@ -45,4 +45,4 @@ def kafka(kafka_broker, settings):
     commands.reset_producer()
 
 
-pytest_plugins = ["tests.live"]
+pytest_plugins = ["tests.live", "tests.runtime_support"]

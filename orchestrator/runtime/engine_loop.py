@@ -62,8 +62,8 @@ class EngineLoop:
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
-        self.producer = transactional_producer(f"sluice-engine-{self.instance_id}")
-        self.consumer = Consumer(consumer_config("sluice-engine", **{
+        self.producer = transactional_producer(f"{self.topics.prefix}engine-{self.instance_id}")
+        self.consumer = Consumer(consumer_config(self.topics.group("engine"), **{
             "group.instance.id": f"{self.instance_id}-engine",
             "session.timeout.ms": 30000,
             "max.poll.interval.ms": 300000,

@@ -46,6 +46,14 @@ class Topics:
     def tasks(self, queue: str) -> str:
         return f"{self.prefix}tasks.{queue}"
 
+    def group(self, role: str) -> str:
+        """Consumer group id for a role ("engine", "workers.default", "projector", ...).
+
+        Scoped by the prefix: two Sluice installations sharing a cluster must not share groups
+        (and the embedded broker never forgets a static member of a group).
+        """
+        return f"{self.prefix}{role}"
+
     def layout(self, partitions: int, queues: tuple[str, ...] = ("default",)) -> dict[str, tuple[int, dict]]:
         """Every topic Sluice needs: name -> (partitions, topic config)."""
         compacted = {"cleanup.policy": "compact"}

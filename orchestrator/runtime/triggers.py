@@ -132,8 +132,8 @@ class TriggerLoop:
 
     def open(self) -> None:
         name = f"{self.instance_id}-triggers"
-        self.producer = transactional_producer(f"sluice-{name}")
-        self.consumer = Consumer(consumer_config("sluice-triggers", **{
+        self.producer = transactional_producer(f"{self.topics.prefix}{name}")
+        self.consumer = Consumer(consumer_config(self.topics.group("triggers"), **{
             "group.instance.id": name,
             "session.timeout.ms": 30000,
             "topic.metadata.refresh.interval.ms": 5000,

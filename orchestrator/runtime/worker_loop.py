@@ -85,8 +85,8 @@ class WorkerLoop:
 
     def open(self) -> None:
         name = f"{self.instance_id}-worker-{self.queue}-{self.index}"
-        self.producer = transactional_producer(f"sluice-{name}")
-        self.consumer = Consumer(consumer_config(f"sluice-workers-{self.queue}", **{
+        self.producer = transactional_producer(f"{self.topics.prefix}{name}")
+        self.consumer = Consumer(consumer_config(self.topics.group(f"workers.{self.queue}"), **{
             "group.instance.id": name,
             "session.timeout.ms": 30000,
             "max.poll.interval.ms": 600000,

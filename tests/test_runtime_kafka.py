@@ -1,0 +1,191 @@
+"""The runtime against the real embedded broker: runs, retries, crashes, triggers, dead letters."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+
+import pytest
+from confluent_kafka import Consumer
+
+from orchestrator.runtime import commands
+from orchestrator.runtime.triggers import trigger_run_id
+from tests.runtime_support import RunnerProcess, produce, publish, start_thread
+
+pytestmark = pytest.mark.kafka
+
+
+def three_steps(slug="three"):
+    return {
+        "slug": slug, "name": "Three steps", "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "prepare", "type": "transform", "config": {"output": {"n": "{{ trigger.n + 1 }}"}}},
+            {"id": "echo", "type": "python", "config": {"handler": "demo.echo", "input": "{{ steps.prepare.output }}"}},
+            {"id": "finish", "type": "transform", "config": {"output": {"result": "{{ steps.echo.output.n * 10 }}"}}},
+        ],
+        "edges": [{"from": "prepare", "to": "echo"}, {"from": "echo", "to": "finish"}],
+    }
+
+
+def test_runs_flow_through_engine_and_workers(kafka, runner, history):
+    publish(three_steps())
+    run_ids = [commands.start_run("three", 1, {"n": n}) for n in range(20)]
+    history.wait_finished(run_ids, timeout=60)
+    outputs = {e.run_id: e.data["output"] for e in history.events if e.kind == "run_succeeded"}
+    assert [outputs[run_id] for run_id in run_ids] == [{"result": (n + 1) * 10} for n in range(20)]
+
+
+def test_publish_then_start_at_once_never_fails(kafka, runner, history):
+    """The runner has not read version 2 when its start arrives: it catches up first."""
+    publish(three_steps())
+    history.wait_until(lambda _: runner.registry.get("three", 1) is not None, 30, "version 1 to be read")
+    definition = three_steps()
+    definition["steps"][2]["config"]["output"] = {"result": "v2"}
+    publish(definition, version=2)
+    run_id = commands.start_run("three", 2, {"n": 1})
+    history.wait_finished([run_id], timeout=30)
+    assert history.finished()[run_id][0].data["output"] == {"result": "v2"}
+
+
+def test_flaky_step_succeeds_after_retries_with_backoff_recorded(kafka, runner, history):
+    publish({
+        "slug": "flaky", "name": "Flaky", "trigger": {"type": "manual"},
+        "steps": [{"id": "wobbly", "type": "python", "config": {"handler": "demo.flaky", "input": {"fail_times": 2}},
+                   "retry": {"max_attempts": 4, "backoff_seconds": 0.2, "backoff_multiplier": 2}}],
+        "edges": [],
+    })
+    run_id = commands.start_run("flaky", 1, {})
+    history.wait_finished([run_id], timeout=30)
+    events = history.by_run[run_id]
+    retrying = [e for e in events if e.kind == "step_retrying"]
+    assert [e.data["backoff_seconds"] for e in retrying] == [0.2, 0.4]
+    assert [e.attempt for e in retrying] == [1, 2]
+    assert "flaky failure on attempt 1" in retrying[0].data["error"]
+    started = [e.ts for e in events if e.kind == "step_started"]
+    assert started[1] - started[0] >= 0.2 and started[2] - started[1] >= 0.4
+    assert history.finished()[run_id][0].kind == "run_succeeded"
+
+
+def test_always_failing_step_fails_the_run_after_max_attempts(kafka, runner, history):
+    publish({
+        "slug": "doomed", "name": "Doomed", "trigger": {"type": "manual"},
+        "steps": [{"id": "nope", "type": "python", "config": {"handler": "demo.fail", "input": {"message": "card declined"}},
+                   "retry": {"max_attempts": 3, "backoff_seconds": 0.1}}],
+        "edges": [],
+    })
+    run_id = commands.start_run("doomed", 1, {})
+    history.wait_finished([run_id], timeout=30)
+    finished = history.finished()[run_id][0]
+    assert finished.kind == "run_failed"
+    assert "card declined (attempt 3)" in finished.data["error"]
+    assert [e.attempt for e in history.by_run[run_id] if e.kind == "step_started"] == [1, 2, 3]
+
+
+def test_undecodable_record_goes_to_the_dead_letter_topic_and_the_loop_goes_on(kafka, runner, history):
+    publish(three_steps())
+    produce(kafka.runs, [b"\x00not json at all"], key=b"garbage")
+    produce(kafka.runs, [json.dumps({"type": "start", "run_id": "x"}).encode()], key=b"x")  # missing fields
+    run_id = commands.start_run("three", 1, {"n": 1})
+    history.wait_finished([run_id], timeout=30)
+    unknown = commands.start_run("no-such-workflow", 1, {})
+
+    dlq = Consumer({"bootstrap.servers": kafka_bootstrap(), "group.id": "dlq-reader", "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed"})
+    dlq.subscribe([kafka.dlq])
+    letters, deadline = [], time.monotonic() + 30
+    while len(letters) < 3 and time.monotonic() < deadline:
+        letters += [m for m in dlq.consume(10, timeout=0.5) if not m.error()]
+    dlq.close()
+    assert [m.key() for m in letters] == [b"garbage", b"x", unknown.encode()]
+    headers = [dict(m.headers()) for m in letters]
+    assert b"undecodable" in headers[0]["sluice-error"]
+    assert headers[0]["sluice-stage"] == b"engine" and headers[0]["sluice-source-topic"] == kafka.runs.encode()
+    assert b"no-such-workflow@1 is not published" in headers[2]["sluice-error"]
+    assert letters[0].value() == b"\x00not json at all"  # the record itself, untouched
+
+
+def kafka_bootstrap():
+    from django.conf import settings
+
+    return settings.KAFKA_BOOTSTRAP_SERVERS
+
+
+def test_kill_9_in_the_middle_of_200_runs_loses_and_repeats_nothing(kafka, history):
+    publish({
+        "slug": "crashy", "name": "Crash test", "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "start", "type": "transform", "config": {"output": "{{ trigger }}"}},
+            {"id": "flaky", "type": "python", "config": {"handler": "demo.flaky", "input": {"fail_times": 1}},
+             "retry": {"max_attempts": 3, "backoff_seconds": 0.3}},
+            {"id": "pause", "type": "delay", "config": {"seconds": 1}},
+            {"id": "echo", "type": "python", "config": {"handler": "demo.echo", "input": "{{ trigger }}"}},
+            {"id": "end", "type": "transform", "config": {"output": "{{ steps.echo.output }}"}},
+        ],
+        "edges": [{"from": "start", "to": "flaky"}, {"from": "flaky", "to": "pause"},
+                  {"from": "pause", "to": "echo"}, {"from": "echo", "to": "end"}],
+    })
+    run_ids = [commands.new_run_id() for _ in range(200)]
+
+    def start_steadily():  # 50 runs a second, so runs are at every stage when the kill comes
+        for i, run_id in enumerate(run_ids):
+            commands.start_run("crashy", 1, {"i": i}, run_id=run_id)
+            time.sleep(0.02)
+
+    first = RunnerProcess("crash-test").start()
+    try:
+        history.wait_finished([commands.start_run("crashy", 1, {"warm": "up"})], timeout=60)
+        starter = start_thread(start_steadily)
+        history.wait_until(lambda log: len(log.finished()) >= 40, 120, "40 runs to finish before the kill")
+        first.kill()
+    finally:
+        first.stop()
+    starter.join()
+    in_flight = len(set(run_ids) - set(history.finished()))
+    assert in_flight > 0, "every run finished before the kill: the test proves nothing"
+    second = RunnerProcess("crash-test").start()
+    try:
+        history.wait_finished(run_ids, timeout=180)
+    finally:
+        second.stop()
+    finished = {run_id: events for run_id, events in history.finished().items() if run_id in run_ids}
+    assert all(len(events) == 1 and events[0].kind == "run_succeeded" for events in finished.values())
+    assert {e.run_id: e.data["output"] for events in finished.values() for e in events} == {
+        run_id: {"i": i} for i, run_id in enumerate(run_ids)}
+    applied = Counter((e.run_id, e.step_id) for e in history.events
+                      if e.kind == "step_succeeded" and e.run_id in run_ids)
+    assert set(applied.values()) == {1}
+    assert len(applied) == 200 * 5
+
+
+def test_kafka_trigger_starts_one_run_per_matching_record_across_a_restart(kafka, history):
+    publish({
+        "slug": "big-orders", "name": "Big orders",
+        "trigger": {"type": "kafka", "topic": f"{kafka.prefix}orders", "filter": "trigger.total > 100",
+                    "start_from": "earliest"},
+        "steps": [{"id": "note", "type": "transform", "config": {"output": {"order": "{{ trigger.id }}"}}}],
+        "edges": [],
+    })
+    orders = [json.dumps({"id": i, "total": 150 if i % 2 else 50}).encode() for i in range(1000)]
+    produce(f"{kafka.prefix}orders", orders[:500])
+    first = RunnerProcess("trigger-test").start()
+    try:
+        history.wait_until(lambda log: len(log.finished()) >= 100, 120, "the first runs")
+        first.kill()  # mid-way, without warning
+    finally:
+        first.stop()
+    produce(f"{kafka.prefix}orders", orders[500:])
+    second = RunnerProcess("trigger-test").start()
+    try:
+        history.wait_until(lambda log: len(log.finished()) >= 500, 180, "500 runs")
+        time.sleep(3)  # anything extra would show up now
+        history.poll()
+    finally:
+        second.stop()
+    started = [e for e in history.events if e.kind == "run_started"]
+    assert len(started) == 500
+    assert sorted(e.data["input"]["id"] for e in started) == list(range(1, 1000, 2))
+    first_record = started[0].data["trigger"]
+    assert first_record["type"] == "kafka" and first_record["topic"] == f"{kafka.prefix}orders"
+    assert started[0].run_id == trigger_run_id("big-orders", first_record["topic"], first_record["partition"],
+                                               first_record["offset"])
