@@ -19,6 +19,8 @@ MAX_BODY_BYTES = 256 * 1024
 ERROR_BODY_CHARS = 500
 DEFAULT_TIMEOUT_SECONDS = 30.0
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+# Headers whose values are never credentials, so error texts may keep them readable.
+PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type", "user-agent"})
 STATUS_RANGE_PATTERN = r"^([1-5]xx|[1-5][0-9]{2}-[1-5][0-9]{2})$"
 
 
@@ -170,7 +172,8 @@ class Http(StepType):
             raise HttpStepError(f"method {method!r} is not one of {', '.join(METHODS)}")
         headers = {str(name): as_text(value) for name, value in (config.get("headers") or {}).items()}
         query = {str(name): value for name, value in (config.get("query") or {}).items()}
-        sensitive = list(headers.values()) + [as_text(value) for value in query.values()]
+        sensitive = [value for name, value in headers.items() if name.lower() not in PLAIN_HEADERS]
+        sensitive += [as_text(value) for value in query.values()]
         try:
             url = httpx.URL(as_text(config.get("url") or ""))
         except (httpx.InvalidURL, TypeError) as exc:
@@ -201,7 +204,9 @@ class Http(StepType):
         decoded = _decode_body(raw, response, truncated)
         if not status_expected(response.status_code, config.get("expected_status")):
             text = decoded if isinstance(decoded, str) else json.dumps(decoded)
-            raise UnexpectedStatus(method, shown, response.status_code, response.reason_phrase, text)
+            # Some servers echo the request back in errors: keep our header values out.
+            raise UnexpectedStatus(method, shown, response.status_code, response.reason_phrase,
+                                   _scrub(text[: ERROR_BODY_CHARS * 4], sensitive))
         output = {
             "status": response.status_code,
             "headers": {name: ", ".join(response.headers.get_list(name)) for name in response.headers.keys()},
