@@ -8,7 +8,9 @@ or by POST /hooks/<slug>/token/ for users allowed to publish).
 
 Answers are JSON in the API's error shape `{"detail", "code", "errors"}`: 401 no token,
 403 wrong token, 404 no live webhook trigger, 400 body not JSON, 413 body too large,
-503 Kafka unreachable, 202 `{"run_id", "workflow", "version"}` when the start was acknowledged.
+422 trigger filter failed on the body, 503 Kafka unreachable; 202 `{"run_id", "workflow",
+"version", "started": true}` when the start was acknowledged, 200 with `"started": false` when
+the body did not pass the trigger's `filter` (names: `trigger` = body, `record` = request).
 
 `Idempotency-Key: K` makes the run id a function of (slug, K): a caller retrying a delivery
 starts the same run, which the engine ignores the second time.
@@ -31,6 +33,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from . import expressions
 from .models import WebhookEndpoint
 from .runtime import commands
 
@@ -161,6 +164,18 @@ def receive(request, slug: str):
 
     received_at = timezone.now()
     trigger = {"type": "webhook", "headers": selected_headers(request), "received_at": received_at.isoformat()}
+    condition = ((version.definition or {}).get("trigger") or {}).get("filter")
+    if condition:
+        # Same names as a Kafka trigger's filter: `trigger` is the payload, `record` the request.
+        try:
+            wanted = expressions.truthy(condition, {"trigger": payload, "record": trigger})
+        except expressions.ExpressionError as exc:
+            return error(422, f"The trigger filter could not be evaluated on this body: {exc}", "filter_error",
+                         path="trigger.filter")
+        if not wanted:
+            return JsonResponse({"run_id": None, "workflow": slug, "version": version.number,
+                                 "started": False, "detail": "The body did not pass the trigger filter"},
+                                status=200)
     run_id = run_id_for(slug, key)
     try:
         commands.start_run(slug, version.number, payload, started_by="webhook", trigger=trigger, run_id=run_id)
@@ -168,7 +183,8 @@ def receive(request, slug: str):
         log.warning("webhook start of %s failed: %s", slug, exc)
         return error(503, "Kafka did not acknowledge the start; try again", "unavailable")
     _record_pending_run(run_id, slug, version.number, payload, trigger, received_at)
-    return JsonResponse({"run_id": run_id, "workflow": slug, "version": version.number}, status=202)
+    return JsonResponse({"run_id": run_id, "workflow": slug, "version": version.number, "started": True},
+                        status=202)
 
 
 def _record_pending_run(run_id, slug, version, payload, trigger, created_at) -> None:

@@ -241,3 +241,27 @@ def test_webhook_token_command(kafka):
     assert not webhooks.token_matches("cmd-flow", token)
     with pytest.raises(CommandError, match="no workflow"):
         call_command("webhook_token", "nope", stdout=StringIO(), stderr=StringIO())
+
+
+def test_trigger_filter_decides_which_bodies_start_runs(kafka, kafka_broker):
+    trigger = {"type": "webhook", "filter": "trigger.total > 100 and record.headers['x-shop'] == 'eu'"}
+    make_live("big-orders", trigger)
+    token = webhooks.sync_webhook("big-orders", definition("big-orders", trigger))
+    small = post(None, "big-orders", {"total": 5}, token=token, HTTP_X_SHOP="eu")
+    assert small.status_code == 200 and small.json()["started"] is False and small.json()["run_id"] is None
+    other_shop = post(None, "big-orders", {"total": 500}, token=token, HTTP_X_SHOP="us")
+    assert other_shop.json()["started"] is False
+    big = post(None, "big-orders", {"total": 500}, token=token, HTTP_X_SHOP="eu")
+    assert big.status_code == 202 and big.json()["started"] is True
+    starts = read_starts(kafka_broker, kafka.runs, 2, timeout=5)
+    assert [s.run_id for s in starts] == [big.json()["run_id"]]
+    assert starts[0].input == {"total": 500}
+
+
+def test_filter_that_cannot_be_evaluated_is_a_422_naming_the_filter(kafka):
+    trigger = {"type": "webhook", "filter": "trigger.total > 100"}
+    make_live("strict", trigger)
+    token = webhooks.sync_webhook("strict", definition("strict", trigger))
+    response = post(None, "strict", {"total": "lots"}, token=token)
+    assert response.status_code == 422, response.content
+    assert response.json()["errors"][0]["path"] == "trigger.filter"
