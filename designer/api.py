@@ -15,7 +15,7 @@ from django.db.models import Max, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.views import SpectacularAPIView
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import JSONParser

@@ -12,21 +12,20 @@ every problem), `VersionConflict`, `NotPublished`, `WorkflowArchived`, `PublishF
 from __future__ import annotations
 
 import copy
-import logging
+import time
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from monitor import audit
 from monitor.models import Run, RunStatus
 from orchestrator import spec
-from orchestrator.messages import LiveVersion
+from orchestrator.messages import LiveVersion, PublishedDefinition
 from orchestrator.runtime import commands
 from orchestrator.spec import InvalidDefinition, Problem
 
 from .models import Workflow, WorkflowVersion
-
-log = logging.getLogger(__name__)
 
 # Version states as users see them (a version row itself only knows whether it was published).
 DRAFT = "draft"
@@ -95,14 +94,9 @@ def _db_user(user):
     return user if user is not None and getattr(user, "is_authenticated", False) else None
 
 
-def record_audit(user, action: str, target: str, details: dict | None = None) -> None:
-    """Record the action in the audit log (monitor.audit, written by the monitor side)."""
-    try:
-        from monitor.audit import record
-    except ImportError:  # the audit module is not there yet: keep working without it
-        log.info("audit %s %s by %s: %s", action, target, _username(user) or "-", details or {})
-        return
-    record(user, action, target, details or {})
+def record_audit(user, action: str, target, details: dict | None = None) -> None:
+    """One entry in the audit log (monitor.audit); target is a ("workflow", slug) or ("run", id) pair."""
+    audit.record(user, action, target, details or {})
 
 
 def check_definition(definition: Any) -> list[Problem]:
@@ -163,7 +157,7 @@ def create_workflow(definition: dict, user, message: str = "") -> WorkflowVersio
             )
     except IntegrityError as exc:  # two creates of one slug raced; the other one won
         raise SlugTaken(slug) from exc
-    record_audit(user, "workflow.create", slug, {"version": 1})
+    record_audit(user, "create", ("workflow", slug), {"version": 1})
     return version
 
 
@@ -199,7 +193,7 @@ def save_version(workflow: Workflow, definition: dict, user, message: str = "",
         raise VersionConflict(workflow, base_version if base_version is not None else latest.number - 1,
                               latest) from exc
     workflow.refresh_from_db()
-    record_audit(user, "workflow.save", workflow.slug, {"version": version.number, "message": message})
+    record_audit(user, "save", ("workflow", workflow.slug), {"version": version.number, "message": message})
     return version
 
 
@@ -228,7 +222,7 @@ def publish(workflow: Workflow, version_number: int | None, user) -> WorkflowVer
         version.save(update_fields=["published_at", "published_by"])
         Workflow.objects.filter(pk=workflow.pk).update(live_version=version, updated_at=timezone.now())
     workflow.refresh_from_db()
-    record_audit(user, "workflow.publish", workflow.slug, {"version": version.number})
+    record_audit(user, "publish", ("workflow", workflow.slug), {"version": version.number})
     return version
 
 
@@ -257,15 +251,59 @@ def start_run(workflow: Workflow, input: Any, user, version: int | None = None) 
         run_id = commands.start_run(workflow.slug, number, input, started_by=by, trigger=trigger)
     except commands.CommandError as exc:
         raise StartFailed(f"Could not start '{workflow.slug}': Kafka did not acknowledge ({exc})") from exc
+    _create_run_row(run_id, workflow.slug, number, input, trigger, by)
+    record_audit(user, "start", ("run", run_id), {"workflow": workflow.slug, "version": number})
+    return run_id
+
+
+def _offer_to_runners(workflow: Workflow, version: WorkflowVersion, user) -> None:
+    """Put a draft on `wf.definitions` under its `slug@version` key only, without a live record.
+
+    Runners can then run it, while triggers keep using the live version. runtime.commands only
+    publishes with a live record, hence the lower-level produce here.
+    """
+    if version.published_at is not None:
+        return  # already on wf.definitions
+    commands._produce(commands.topics().definitions, f"{workflow.slug}@{version.number}",
+                      PublishedDefinition(slug=workflow.slug, version=version.number, definition=version.definition,
+                                          published_at=time.time(), published_by=_username(user)))
+
+
+def start_test_run(workflow: Workflow, number: int, input: Any, user, record: dict | None = None) -> str:
+    """Run a saved version (draft or not) once with sample input, without making it live.
+
+    `record` (optional) describes a sample Kafka record (topic, partition, offset, key,
+    timestamp) so trigger-dependent expressions see what a real trigger would give them.
+    """
+    if workflow.archived:
+        raise WorkflowArchived(workflow, "test-run")
+    version = get_version(workflow, number)
+    check_definition(version.definition)
+    trigger = {"type": "test"}
+    if isinstance(record, dict):
+        trigger.update({key: record.get(key) for key in ("topic", "partition", "offset", "key", "timestamp")})
+    input = {} if input is None else input
+    by = _username(user)
+    try:
+        _offer_to_runners(workflow, version, user)
+        run_id = commands.start_run(workflow.slug, version.number, input, started_by=by, trigger=trigger)
+    except commands.CommandError as exc:
+        raise StartFailed(f"Could not start a test run of '{workflow.slug}' version {number}: "
+                          f"Kafka did not acknowledge ({exc})") from exc
+    _create_run_row(run_id, workflow.slug, version.number, input, trigger, by)
+    record_audit(user, "test_run", ("run", run_id), {"workflow": workflow.slug, "version": version.number})
+    return run_id
+
+
+def _create_run_row(run_id: str, slug: str, number: int, input: Any, trigger: dict, by: str) -> None:
+    """The pending Run row, unless the projector wrote one first (its row is newer: keep it)."""
     try:
         Run.objects.get_or_create(id=run_id, defaults={
-            "workflow": workflow.slug, "version": number, "status": RunStatus.PENDING, "input": input,
+            "workflow": slug, "version": number, "status": RunStatus.PENDING, "input": input,
             "trigger": trigger, "started_by": by, "created_at": timezone.now(),
         })
-    except IntegrityError:  # the projector inserted it first: its row is newer, keep it
+    except IntegrityError:  # both inserted at once; the projector's row stays
         pass
-    record_audit(user, "run.start", run_id, {"workflow": workflow.slug, "version": number})
-    return run_id
 
 
 def duplicate_workflow(workflow: Workflow, new_slug: str, user, name: str | None = None) -> WorkflowVersion:
@@ -274,7 +312,7 @@ def duplicate_workflow(workflow: Workflow, new_slug: str, user, name: str | None
     definition["slug"] = new_slug
     definition["name"] = name or f"{definition.get('name') or workflow.slug} (copy)"
     version = create_workflow(definition, user, message=f"Duplicated from {workflow.slug}")
-    record_audit(user, "workflow.duplicate", workflow.slug, {"new_slug": new_slug})
+    record_audit(user, "duplicate", ("workflow", workflow.slug), {"new_slug": new_slug})
     return version
 
 
@@ -290,7 +328,7 @@ def archive_workflow(workflow: Workflow, user) -> Workflow:
             ) from exc
     Workflow.objects.filter(pk=workflow.pk).update(archived=True, live_version=None, updated_at=timezone.now())
     workflow.refresh_from_db()
-    record_audit(user, "workflow.archive", workflow.slug, {})
+    record_audit(user, "archive", ("workflow", workflow.slug), {})
     return workflow
 
 
@@ -307,7 +345,7 @@ def unarchive_workflow(workflow: Workflow, user) -> Workflow:
     """Bring an archived workflow back as editable; it stays unpublished until published again."""
     Workflow.objects.filter(pk=workflow.pk).update(archived=False, updated_at=timezone.now())
     workflow.refresh_from_db()
-    record_audit(user, "workflow.unarchive", workflow.slug, {})
+    record_audit(user, "unarchive", ("workflow", workflow.slug), {})
     return workflow
 
 

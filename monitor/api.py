@@ -1,13 +1,12 @@
 """REST API for runs: list, detail with steps, and the operator actions cancel, retry and signal.
 
-Actions are commands on Kafka (`wf.runs`), answered 202 once the broker acknowledged them; the
-runner decides and the history projector updates the rows. The Run row is read first only to
-refuse actions that cannot apply (cancelling a finished run) with a clear 409.
+Who sees which runs and who may act on them is monitor.permissions' rule, and the actions are
+monitor.operations' (Kafka command + audit entry), so the API, the monitor pages and the admin
+behave the same. Actions answer 202 once the broker acknowledged the command; the runner
+decides what happens and the history projector updates the rows.
 """
 
 from __future__ import annotations
-
-import time
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -15,11 +14,11 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 
 from designer.api import ErrorSerializer, SluiceAPIView
-from designer.services import record_audit
-from orchestrator.messages import CancelRun, RetryRun, SignalRun
-from orchestrator.runtime import commands
+from orchestrator.runtime.commands import CommandError
 
+from . import operations
 from .models import Run, RunStatus
+from .permissions import visible_runs
 from .serializers import (
     AcceptedSerializer,
     CancelRequestSerializer,
@@ -28,15 +27,13 @@ from .serializers import (
     SignalRequestSerializer,
 )
 
-FINISHED = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
-RETRYABLE = {RunStatus.FAILED, RunStatus.CANCELLED}
-
 
 class RunListView(SluiceAPIView):
-    permissions_by_method = {"GET": "monitor.view_run"}
+    # Any signed-in user; the list holds only runs they may watch (monitor.permissions).
+    permissions_by_method = {}
 
     @extend_schema(
-        summary="Runs, newest first",
+        summary="Runs the caller may watch, newest first",
         parameters=[
             OpenApiParameter("workflow", str, description="Workflow slug"),
             OpenApiParameter("status", str, enum=list(RunStatus.values)),
@@ -45,7 +42,7 @@ class RunListView(SluiceAPIView):
         responses=RunSerializer(many=True),
     )
     def get(self, request):
-        runs = Run.objects.all()
+        runs = visible_runs(request.user)
         workflow = request.query_params.get("workflow")
         if workflow:
             runs = runs.filter(workflow=workflow)
@@ -58,38 +55,47 @@ class RunListView(SluiceAPIView):
         return self.paginate(runs.order_by("-created_at", "id"), RunSerializer)
 
 
+def _visible_run(request, run_id: str, queryset=None) -> Run:
+    """The run, or 404 also when it exists but the caller may not watch it (no existence leak)."""
+    runs = visible_runs(request.user) if queryset is None else queryset
+    return get_object_or_404(runs, id=run_id)
+
+
 class RunDetailView(SluiceAPIView):
-    permissions_by_method = {"GET": "monitor.view_run"}
+    permissions_by_method = {}
 
     @extend_schema(summary="A run with its input, output and steps", responses=RunDetailSerializer)
     def get(self, request, run_id):
-        run = get_object_or_404(Run.objects.prefetch_related("steps"), id=run_id)
+        run = _visible_run(request, run_id, visible_runs(request.user).prefetch_related("steps"))
         return Response(RunDetailSerializer(run).data)
 
 
 class RunActionView(SluiceAPIView):
-    """Base of the actions: find the run, check it can take the action, send the command."""
+    """Base of the actions: validate the body, find the run, let monitor.operations act."""
 
     permissions_by_method = {"POST": "monitor.operate_run"}
     action_name = ""
-
-    def run(self, run_id: str) -> Run:
-        return get_object_or_404(Run, id=run_id)
 
     def validated(self, serializer_class, allowed: set[str]) -> dict:
         serializer = serializer_class(data=self.json_object(allowed=allowed))
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
-    def accepted(self, run: Run, command, details: dict | None = None) -> Response:
-        commands.send_command(command)
-        record_audit(self.request.user, f"run.{self.action_name}", run.id, details or {})
+    def act(self, request, run_id: str, operation, *args) -> Response:
+        run = _visible_run(request, run_id)
+        try:
+            operation(request.user, run, *args)
+        except operations.OperationForbidden as exc:
+            raise exceptions.PermissionDenied(str(exc)) from exc
+        except operations.OperationError as exc:
+            if isinstance(exc.__cause__, CommandError):
+                error = exceptions.APIException(str(exc), code="kafka_unavailable")
+                error.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+            else:  # the run's state does not allow it (finished, not failed, ...)
+                error = exceptions.APIException(str(exc), code="conflict")
+                error.status_code = status.HTTP_409_CONFLICT
+            raise error from exc
         return Response({"id": run.id, "accepted": self.action_name}, status=status.HTTP_202_ACCEPTED)
-
-    def conflict(self, message: str):
-        error = exceptions.APIException(message, code="conflict")
-        error.status_code = status.HTTP_409_CONFLICT
-        return error
 
 
 class CancelRunView(RunActionView):
@@ -98,12 +104,8 @@ class CancelRunView(RunActionView):
     @extend_schema(summary="Cancel a run that has not finished", request=CancelRequestSerializer,
                    responses={202: AcceptedSerializer, 404: ErrorSerializer, 409: ErrorSerializer})
     def post(self, request, run_id):
-        run = self.run(run_id)
         data = self.validated(CancelRequestSerializer, {"reason"})
-        if run.status in FINISHED:
-            raise self.conflict(f"Run {run.id} already finished ({run.status}): there is nothing to cancel")
-        return self.accepted(run, CancelRun(run_id=run.id, reason=data["reason"], by=request.user.get_username(),
-                                            ts=time.time()), {"reason": data["reason"]})
+        return self.act(request, run_id, operations.cancel, data["reason"])
 
 
 class RetryRunView(RunActionView):
@@ -112,11 +114,8 @@ class RetryRunView(RunActionView):
     @extend_schema(summary="Retry a failed or cancelled run from its failed steps", request=None,
                    responses={202: AcceptedSerializer, 404: ErrorSerializer, 409: ErrorSerializer})
     def post(self, request, run_id):
-        run = self.run(run_id)
         self.json_object(allowed=set())
-        if run.status not in RETRYABLE:
-            raise self.conflict(f"Run {run.id} is {run.status}: only failed or cancelled runs can be retried")
-        return self.accepted(run, RetryRun(run_id=run.id, by=request.user.get_username(), ts=time.time()))
+        return self.act(request, run_id, operations.retry)
 
 
 class SignalRunView(RunActionView):
@@ -127,10 +126,5 @@ class SignalRunView(RunActionView):
                    responses={202: AcceptedSerializer, 400: ErrorSerializer, 404: ErrorSerializer,
                               409: ErrorSerializer})
     def post(self, request, run_id):
-        run = self.run(run_id)
         data = self.validated(SignalRequestSerializer, {"name", "payload"})
-        if run.status in FINISHED:
-            raise self.conflict(f"Run {run.id} already finished ({run.status}): it takes no more signals")
-        return self.accepted(run, SignalRun(run_id=run.id, name=data["name"], payload=data["payload"],
-                                            by=request.user.get_username(), ts=time.time()),
-                             {"name": data["name"]})
+        return self.act(request, run_id, operations.signal, data["name"], data["payload"])

@@ -93,9 +93,9 @@ def test_retry_of_a_failed_run_sends_retry(kafka, operator):
 
 
 @pytest.mark.parametrize("status,action,body,phrase", [
-    ("succeeded", "cancel", {}, "already finished (succeeded): there is nothing to cancel"),
-    ("cancelled", "cancel", {}, "already finished (cancelled)"),
-    ("failed", "signal", {"name": "approve"}, "already finished (failed): it takes no more signals"),
+    ("succeeded", "cancel", {}, "run r-x already succeeded: nothing to cancel"),
+    ("cancelled", "cancel", {}, "already cancelled"),
+    ("failed", "signal", {"name": "approve"}, "run r-x already failed: it waits for no signal"),
     ("running", "retry", {}, "is running: only failed or cancelled runs can be retried"),
     ("succeeded", "retry", {}, "only failed or cancelled runs can be retried"),
 ])
@@ -112,6 +112,29 @@ def test_viewer_cannot_operate(db):
     assert viewer.get("/api/runs/r-1/").status_code == 200
     response = viewer.post("/api/runs/r-1/cancel/", {}, format="json")
     assert response.status_code == 403 and "monitor.operate_run" in response.json()["detail"]
+
+
+def test_without_view_run_only_runs_of_own_workflows_are_visible(db):
+    from designer import services
+    from tests.test_api_workflows import definition
+
+    client, author = make_client("author", "designer.view_workflow", "designer.add_workflow")
+    services.create_workflow(definition("mine"), author)
+    make_run("r-mine", workflow="mine")
+    make_run("r-theirs", workflow="theirs")
+    assert [r["id"] for r in client.get("/api/runs/").json()["results"]] == ["r-mine"]
+    assert client.get("/api/runs/r-mine/").status_code == 200
+    assert client.get("/api/runs/r-theirs/").status_code == 404  # existence is not revealed
+
+
+def test_operator_cannot_act_on_runs_they_cannot_see(db):
+    from designer import services
+    from tests.test_api_workflows import definition
+
+    client, author = make_client("author", "designer.view_workflow", "monitor.operate_run")
+    services.create_workflow(definition("mine"), author)
+    make_run("r-theirs", workflow="theirs")
+    assert client.post("/api/runs/r-theirs/cancel/", {}, format="json").status_code == 404
 
 
 def test_unknown_status_filter_lists_the_valid_ones(operator):

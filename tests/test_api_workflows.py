@@ -250,7 +250,6 @@ def test_wrong_token_is_401(db):
     (("designer.view_workflow", "designer.publish_workflow"), "post", "/api/workflows/greet/runs/", {},
      "monitor.operate_run"),
     (("monitor.operate_run",), "post", "/api/workflows/greet/runs/", {}, "designer.view_workflow"),
-    (("designer.view_workflow",), "get", "/api/runs/", None, "monitor.view_run"),
     (("monitor.view_run",), "post", "/api/runs/abc/cancel/", {}, "monitor.operate_run"),
     (("monitor.view_run",), "post", "/api/runs/abc/signal/", {"name": "go"}, "monitor.operate_run"),
     (("monitor.view_run",), "get", "/api/step-types/", None, "designer.view_workflow"),

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from designer import services
 from designer.models import Workflow
 from monitor.models import Run
-from orchestrator.messages import LiveVersion, StartRun
+from orchestrator.messages import LiveVersion, PublishedDefinition, StartRun
 from orchestrator.runtime import codec, commands
 from orchestrator.runtime.broker import free_port
 from orchestrator.spec import InvalidDefinition
@@ -176,3 +176,20 @@ def test_archive_unpublishes_and_blocks_changes(kafka, ada):
             action()
     services.unarchive_workflow(workflow, ada)
     assert services.save_version(workflow, definition(), ada).number == 2
+
+
+@pytest.mark.kafka
+def test_test_run_offers_the_draft_without_making_it_live(kafka, ada):
+    workflow = services.create_workflow(definition(), ada).workflow
+    run_id = services.start_test_run(workflow, 1, {"n": 5}, ada, record={"topic": "orders", "offset": 7})
+    offered, msg = read_records(kafka.definitions, codec.decode_definition,
+                                lambda v, _m: isinstance(v, PublishedDefinition))
+    assert msg.key() == b"greet@1" and offered.definition["slug"] == "greet"
+    command, _ = read_records(kafka.runs, codec.decode_run_command, lambda v, _m: isinstance(v, StartRun))
+    assert (command.run_id, command.version, command.input) == (run_id, 1, {"n": 5})
+    assert command.trigger["type"] == "test" and command.trigger["offset"] == 7
+    workflow.refresh_from_db()
+    assert workflow.live_version is None and Run.objects.get(id=run_id).trigger["topic"] == "orders"
+    # Only the version record went out: no "live" record that would switch triggers over.
+    with pytest.raises(AssertionError, match="no matching record"):
+        read_records(kafka.definitions, codec.decode_definition, lambda v, _m: isinstance(v, LiveVersion), timeout=3)
