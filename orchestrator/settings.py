@@ -172,6 +172,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several "status" fields: give each enum a stable, readable name in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "monitor.models.RunStatus",
+        "StepStatusEnum": "monitor.models.StepStatus",
+        "VersionStatusEnum": ["draft", "live", "published"],
+        "WorkflowStatusEnum": ["archived", "draft", "live", "changed"],
+    },
 }
 
 # ---- Kafka -------------------------------------------------------------------------------
