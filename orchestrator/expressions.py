@@ -17,6 +17,7 @@ through the engine, Kafka and history untouched; only a worker about to call out
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from typing import Any
@@ -250,9 +251,9 @@ def redact(text: str, secret_values: list[str]) -> str:
 class References:
     """What an expression or template refers to: top-level names and `steps.<id>` ids."""
 
-    def __init__(self, names: set[str], step_ids: set[str]):
-        self.names = names
-        self.step_ids = step_ids
+    def __init__(self, names: frozenset[str], step_ids: frozenset[str]):
+        self.names = frozenset(names)
+        self.step_ids = frozenset(step_ids)
 
     def __repr__(self) -> str:
         return f"References(names={sorted(self.names)}, step_ids={sorted(self.step_ids)})"
@@ -297,11 +298,14 @@ def _references(tree: nodes.Template) -> References:
     return References(names, step_ids)
 
 
+# The designer validates on every edit: cache the analysis of texts already seen.
+@functools.lru_cache(maxsize=8192)
 def expression_references(expression: str) -> References:
     """Names used by a bare expression; ExpressionError if it does not parse."""
     return _references(_parse_expression(expression))
 
 
+@functools.lru_cache(maxsize=8192)
 def template_references(text: str) -> References:
     """Names used by a template (loop and `set` variables excluded); ExpressionError if invalid."""
     return _references(_parse_template(text))
