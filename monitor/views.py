@@ -1,0 +1,358 @@
+"""Monitor pages: dashboard, run list, run detail with actions, dead letters, audit log.
+
+Every view requires login; run pages show only runs of workflows the user may watch
+(monitor.permissions); actions need monitor.operate_run and are audited (monitor.operations).
+Bad input comes back as a message on the page (or a 400 with the field named), never a 500.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from . import operations, stats
+from .kafka_lag import consumer_lag
+from .models import AuditEntry, DeadLetter, Run, RunStatus
+from .permissions import can_operate, can_view_workflow, visible_runs, visible_workflow_slugs
+
+PAGE_SIZE = 25
+TRIGGER_TYPES = ["manual", "kafka", "schedule", "webhook", "replay"]
+
+
+# ---- dashboard ------------------------------------------------------------------------------
+@login_required
+@require_GET
+def dashboard(request):
+    return render(request, "monitor/dashboard.html", {"data": _dashboard_data(request.user)})
+
+
+@login_required
+@require_GET
+def dashboard_data(request):
+    return JsonResponse(_dashboard_data(request.user))
+
+
+def _dashboard_data(user) -> dict:
+    data = stats.dashboard(visible_runs(user))
+    if not user.has_perm("monitor.view_deadletter"):
+        data["dead_letters"] = None
+    # Consumer groups and runner hosts describe the installation, not one workflow: operators only.
+    if user.has_perm("monitor.view_run"):
+        data["lag"] = consumer_lag()
+    else:
+        data["lag"] = {"groups": [], "error": "needs monitor.view_run"}
+        data["runners"] = []
+    return data
+
+
+# ---- run list -------------------------------------------------------------------------------
+class FilterError(ValueError):
+    pass
+
+
+def _parse_time(value: str, field: str):
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise FilterError(f"{field}: not a date/time ({value!r}); use YYYY-MM-DDTHH:MM") from exc
+    return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
+
+
+def filter_runs(user, params) -> tuple:
+    """The visible runs matching the list's filters; raises FilterError naming the bad field."""
+    runs = visible_runs(user)
+    workflow = params.get("workflow", "").strip()
+    if workflow:
+        runs = runs.filter(workflow=workflow)
+    status = params.get("status", "").strip()
+    if status:
+        if status not in RunStatus.values:
+            raise FilterError(f"status: must be one of {', '.join(RunStatus.values)}")
+        runs = runs.filter(status=status)
+    since, until = _parse_time(params.get("since", ""), "since"), _parse_time(params.get("until", ""), "until")
+    if since:
+        runs = runs.filter(created_at__gte=since)
+    if until:
+        runs = runs.filter(created_at__lte=until)
+    trigger = params.get("trigger", "").strip()
+    if trigger:
+        runs = runs.filter(trigger__type=trigger)
+    topic = params.get("topic", "").strip()
+    if topic:
+        runs = runs.filter(trigger__topic=topic)
+    for field in ("partition", "offset"):
+        value = params.get(field, "").strip()
+        if value:
+            if not value.lstrip("-").isdigit():
+                raise FilterError(f"{field}: must be a whole number")
+            runs = runs.filter(**{f"trigger__{field}": int(value)})
+    query = params.get("q", "").strip()
+    if query:
+        # Run id, or anything inside the input (searched as JSON text, on SQLite and PostgreSQL).
+        runs = runs.annotate(input_text=Cast("input", TextField())).filter(
+            Q(id__icontains=query) | Q(input_text__icontains=query))
+    return runs.order_by("-created_at")
+
+
+@login_required
+@require_GET
+def run_list(request):
+    error = ""
+    try:
+        runs = filter_runs(request.user, request.GET)
+    except FilterError as exc:
+        error, runs = str(exc), Run.objects.none()
+    page = Paginator(runs, PAGE_SIZE).get_page(request.GET.get("page"))
+    slugs = visible_workflow_slugs(request.user)
+    workflows = sorted(set(Run.objects.values_list("workflow", flat=True).distinct())
+                       if slugs is None else slugs)
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"page": page, "error": error, "filters": request.GET, "statuses": RunStatus.values,
+               "workflows": workflows, "trigger_types": TRIGGER_TYPES, "query": query.urlencode()}
+    template = "monitor/_run_rows.html" if request.htmx else "monitor/run_list.html"
+    response = render(request, template, context, status=400 if error else 200)
+    return response
+
+
+# ---- run detail -----------------------------------------------------------------------------
+def _visible_run(user, run_id: str) -> Run:
+    run = Run.objects.filter(id=run_id).first()
+    if run is None:
+        raise Http404(f"no run {run_id}")
+    if not can_view_workflow(user, run.workflow):
+        raise PermissionDenied(f"you may not watch runs of workflow '{run.workflow}'")
+    return run
+
+
+def _definition(run: Run) -> dict | None:
+    from designer.models import WorkflowVersion
+
+    version = WorkflowVersion.objects.filter(workflow__slug=run.workflow, number=run.version).first()
+    return version.definition if version else None
+
+
+def _step_payload(step) -> dict:
+    return {"step_id": step.step_id, "type": step.type, "status": step.status, "attempts": step.attempts,
+            "input": step.input, "output": step.output, "error": step.error, "port": step.port,
+            "started_at": step.started_at.isoformat() if step.started_at else None,
+            "ended_at": step.ended_at.isoformat() if step.ended_at else None}
+
+
+def _approval_signals(definition: dict | None) -> dict:
+    """step id -> signal name for approval steps (the step id unless the config names one)."""
+    if not definition:
+        return {}
+    return {step["id"]: (step.get("config") or {}).get("signal") or step["id"]
+            for step in definition.get("steps", []) if step.get("type") == "approval"}
+
+
+@login_required
+@require_GET
+def run_detail(request, run_id):
+    run = _visible_run(request.user, run_id)
+    definition = _definition(run)
+    steps = list(run.steps.all())
+    history = list(run.history.order_by("seq"))
+    from .live import entry_payload
+
+    page_data = {
+        "run": {"id": run.id, "workflow": run.workflow, "version": run.version, "status": run.status,
+                "last_seq": run.last_seq, "created_at": run.created_at.isoformat(),
+                "started_at": run.started_at.isoformat() if run.started_at else None,
+                "ended_at": run.ended_at.isoformat() if run.ended_at else None},
+        "definition": definition,
+        "steps": [_step_payload(step) for step in steps],
+        "history": [entry_payload(entry, run) for entry in history],
+        "approvals": _approval_signals(definition),
+        "ws_path": f"/ws/runs/{run.id}/",
+    }
+    return render(request, "monitor/run_detail.html", {
+        "run": run, "steps": steps, "history": history, "definition": definition, "page_data": page_data,
+        "can_operate": can_operate(request.user, run.workflow),
+        "input_json": json.dumps(run.input, indent=2), "trigger_json": json.dumps(run.trigger, indent=2),
+        "output_json": json.dumps(run.output, indent=2) if run.output is not None else "",
+        "waiting_approvals": [(step.step_id, page_data["approvals"][step.step_id]) for step in steps
+                              if step.status == "waiting" and step.step_id in page_data["approvals"]],
+    })
+
+
+def _operate(request, run_id, action):
+    run = _visible_run(request.user, run_id)
+    try:
+        result = action(run)
+    except operations.OperationForbidden as exc:
+        raise PermissionDenied(str(exc)) from exc
+    except operations.OperationError as exc:
+        messages.error(request, str(exc))
+        return redirect("monitor:run_detail", run_id=run.id)
+    return result or redirect("monitor:run_detail", run_id=run.id)
+
+
+@login_required
+@require_POST
+def run_cancel(request, run_id):
+    def action(run):
+        operations.cancel(request.user, run, reason=request.POST.get("reason", "")[:500])
+        messages.success(request, f"Cancel sent for run {run.id}.")
+    return _operate(request, run_id, action)
+
+
+@login_required
+@require_POST
+def run_retry(request, run_id):
+    def action(run):
+        operations.retry(request.user, run)
+        messages.success(request, f"Retry sent: run {run.id} resumes from its failed steps.")
+    return _operate(request, run_id, action)
+
+
+@login_required
+@require_POST
+def run_rerun(request, run_id):
+    """Retry with edited input: a new run of the same version, trigger {"type": "replay", "of": id}."""
+    def action(run):
+        try:
+            new_input = json.loads(request.POST.get("input", ""))
+        except json.JSONDecodeError as exc:
+            raise operations.OperationError(f"input: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        new_id = operations.retry_with_input(request.user, run, new_input)
+        messages.success(request, f"Started run {new_id} with the edited input.")
+        return redirect("monitor:run_detail", run_id=new_id)
+    return _operate(request, run_id, action)
+
+
+@login_required
+@require_POST
+def run_signal(request, run_id):
+    def action(run):
+        name = request.POST.get("name", "").strip()
+        decision = request.POST.get("decision", "")
+        if decision:
+            if decision not in ("approve", "reject"):
+                raise operations.OperationError("decision: must be approve or reject")
+            payload = {"decision": decision, "comment": request.POST.get("comment", "")[:1000]}
+        else:
+            raw = request.POST.get("payload", "").strip()
+            try:
+                payload = json.loads(raw) if raw else None
+            except json.JSONDecodeError as exc:
+                raise operations.OperationError(f"payload: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        operations.signal(request.user, run, name, payload)
+        messages.success(request, f"Signal '{name}' sent" + (f" ({decision})" if decision else "") + ".")
+    return _operate(request, run_id, action)
+
+
+# ---- dead letters ---------------------------------------------------------------------------
+@login_required
+@permission_required("monitor.view_deadletter", raise_exception=True)
+@require_GET
+def dead_letters(request):
+    status = request.GET.get("status", DeadLetter.Status.NEW)
+    letters = DeadLetter.objects.all()
+    if status in DeadLetter.Status.values:
+        letters = letters.filter(status=status)
+    page = Paginator(letters, PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "monitor/dead_letters.html", {
+        "page": page, "status": status, "statuses": DeadLetter.Status.values,
+        "can_operate": request.user.has_perm("monitor.operate_run"),
+        "new_count": DeadLetter.objects.filter(status=DeadLetter.Status.NEW).count()})
+
+
+@login_required
+@permission_required("monitor.view_deadletter", raise_exception=True)
+def dead_letter_detail(request, pk):
+    letter = get_object_or_404(DeadLetter, pk=pk)
+    pretty = letter.value
+    try:
+        pretty = json.dumps(json.loads(letter.value), indent=2)
+    except ValueError:
+        pass
+    return render(request, "monitor/dead_letter_detail.html", {
+        "letter": letter, "pretty_value": pretty, "can_operate": request.user.has_perm("monitor.operate_run")})
+
+
+def _dead_letter_action(request, action):
+    try:
+        action()
+    except operations.OperationForbidden as exc:
+        raise PermissionDenied(str(exc)) from exc
+    except operations.OperationError as exc:
+        messages.error(request, str(exc))
+        return False
+    return True
+
+
+@login_required
+@require_POST
+def dead_letter_replay(request, pk):
+    letter = get_object_or_404(DeadLetter, pk=pk)
+    edited = request.POST.get("value")
+    if edited is not None and edited.strip() == letter.value.strip():
+        edited = None
+    if edited is not None and request.POST.get("json") == "1":
+        try:
+            json.loads(edited)
+        except json.JSONDecodeError as exc:
+            messages.error(request, f"value: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+            return redirect("monitor:dead_letter_detail", pk=pk)
+    if _dead_letter_action(request, lambda: operations.replay_dead_letter(request.user, letter, edited)):
+        messages.success(request, f"Dead letter {pk} replayed into {operations.commands.topics().runs}.")
+        return redirect("monitor:dead_letters")
+    return redirect("monitor:dead_letter_detail", pk=pk)
+
+
+@login_required
+@require_POST
+def dead_letter_discard(request, pk):
+    letter = get_object_or_404(DeadLetter, pk=pk)
+    if _dead_letter_action(request, lambda: operations.discard_dead_letter(request.user, letter)):
+        messages.success(request, f"Dead letter {pk} discarded.")
+    return redirect("monitor:dead_letters")
+
+
+@login_required
+@require_POST
+def dead_letters_replay_all(request):
+    letters = list(DeadLetter.objects.filter(status=DeadLetter.Status.NEW).order_by("failed_at", "offset")[:1000])
+    done = 0
+    for letter in letters:
+        if not _dead_letter_action(request, lambda letter=letter: operations.replay_dead_letter(request.user, letter)):
+            break
+        done += 1
+    messages.success(request, f"Replayed {done} of {len(letters)} dead letters.")
+    return redirect("monitor:dead_letters")
+
+
+# ---- audit ----------------------------------------------------------------------------------
+@login_required
+@permission_required("monitor.view_auditentry", raise_exception=True)
+@require_GET
+def audit_log(request):
+    entries = AuditEntry.objects.all()
+    action = request.GET.get("action", "").strip()
+    if action:
+        entries = entries.filter(action=action)
+    who = request.GET.get("user", "").strip()
+    if who:
+        entries = entries.filter(username=who)
+    target = request.GET.get("target", "").strip()
+    if target:
+        entries = entries.filter(target_id__icontains=target)
+    page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    return render(request, "monitor/audit.html", {
+        "page": page, "filters": request.GET,
+        "actions": AuditEntry.objects.order_by().values_list("action", flat=True).distinct()})
