@@ -41,16 +41,32 @@ def _secret(name: str) -> str:
     return f"«secret:{name}»"
 
 
-# Bounds on what one operator may build, so a definition cannot stall the engine with
-# `{{ 9 ** 9 ** 9 }}` or `{{ 'x' * 10 ** 10 }}` (Jinja's sandbox does not limit arithmetic).
+# Bounds on what one operator or filter may build, so a definition cannot stall the engine
+# (or validation, which compiles templates) with `{{ 9 ** 9999999 }}`, `{{ 'x' * 10 ** 10 }}`,
+# `{{ '%999999999d' % 1 }}` or `{{ 'x' | center(10 ** 9) }}`: Jinja's sandbox limits none of them.
 MAX_POWER_BITS = 4096
 MAX_SEQUENCE_LENGTH = 1_000_000
+MAX_FORMAT_WIDTH = 10_000
+# A width or precision in a %-format or str.format spec ("%08.3f", "{:>20}").
+_FORMAT_NUMBER = re.compile(r"(?:%[-#0 +]*|\{[^{}]*:[^{}]*?)(\*|\d+)")
+
+
+def _check_format(text: Any) -> None:
+    if isinstance(text, str):
+        for number in _FORMAT_NUMBER.findall(text):
+            if number == "*" or int(number) > MAX_FORMAT_WIDTH:
+                raise SecurityError(f"format width {number} is too large (at most {MAX_FORMAT_WIDTH})")
+
+
+def _check_size(size: int, what: str) -> None:
+    if size > MAX_SEQUENCE_LENGTH:
+        raise SecurityError(f"{what} would build {size} items or characters (at most {MAX_SEQUENCE_LENGTH})")
 
 
 class _Environment(ImmutableSandboxedEnvironment):
     # Intercepting these also stops Jinja from folding constant expressions at compile time,
     # which would otherwise hang validation itself.
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Definitions work on JSON objects: `trigger.items` must be the "items" key of the
@@ -72,11 +88,64 @@ class _Environment(ImmutableSandboxedEnvironment):
                 if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
                     if len(sequence) * count > MAX_SEQUENCE_LENGTH:
                         raise SecurityError(f"repeating a sequence {count} times is too large")
+        if operator == "%":
+            _check_format(left)
         return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any):
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        _check_format(value.__self__)  # "{:>999999999}".format(1)
+        return wrapped
+
+
+def _guarded_filters(filters: dict) -> dict:
+    """Jinja's filters, with the ones that can multiply their input's size bounded first."""
+    center, indent, format_, replace, join, wordwrap = (
+        filters[name] for name in ("center", "indent", "format", "replace", "join", "wordwrap"))
+
+    def safe_center(value, width=80):
+        _check_size(int(width), "center")
+        return center(value, width)
+
+    def safe_indent(value, width=4, *args, **kwargs):
+        if isinstance(width, int):
+            _check_size(width * (str(value).count("\n") + 1), "indent")
+        elif isinstance(width, str):
+            _check_size(len(width) * (str(value).count("\n") + 1), "indent")
+        return indent(value, width, *args, **kwargs)
+
+    def safe_format(value, *args, **kwargs):
+        _check_format(value)
+        return format_(value, *args, **kwargs)
+
+    def safe_replace(eval_ctx, value, old, new, count=None):
+        text = str(value)
+        occurrences = text.count(str(old)) if str(old) else len(text) + 1
+        _check_size(len(text) + occurrences * len(str(new)), "replace")
+        return replace(eval_ctx, value, old, new, count)
+
+    def safe_join(eval_ctx, value, d="", attribute=None):
+        if isinstance(value, (list, tuple)):
+            _check_size(len(value) * (len(str(d)) + 1), "join")
+        return join(eval_ctx, value, d, attribute)
+
+    def safe_wordwrap(environment, s, width=79, break_long_words=True, wrapstring=None, *args, **kwargs):
+        if wrapstring is not None:
+            _check_size(len(str(s)) * (len(str(wrapstring)) + 1), "wordwrap")
+        return wordwrap(environment, s, width, break_long_words, wrapstring, *args, **kwargs)
+
+    # Keep Jinja's pass_eval_context / pass_environment markers on the wrappers.
+    for original, wrapper in ((replace, safe_replace), (join, safe_join), (wordwrap, safe_wordwrap)):
+        wrapper.jinja_pass_arg = original.jinja_pass_arg
+    return {**filters, "center": safe_center, "indent": safe_indent, "format": safe_format,
+            "replace": safe_replace, "join": safe_join, "wordwrap": safe_wordwrap}
 
 
 _env = _Environment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
 _env.globals = {"secret": _secret}  # drop Jinja's default globals (range, cycler, ...)
+_env.filters = _guarded_filters(_env.filters)
 _compiled_expressions: dict[str, Any] = {}
 _compiled_templates: dict[str, Any] = {}
 
