@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db.models import Max, Q
 from django.http import Http404
-from django.shortcuts import get_object_or_404
 from drf_spectacular.views import SpectacularAPIView
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -118,6 +119,9 @@ def exception_handler(exc, context):
     if isinstance(exc, CommandError):
         return _error_response(status.HTTP_503_SERVICE_UNAVAILABLE, f"Kafka did not acknowledge: {exc}",
                                "kafka_unavailable")
+    if isinstance(exc, RequestDataTooBig):
+        return _error_response(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                               f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes", "too_large")
     if isinstance(exc, Http404):
         exc = exceptions.NotFound(str(exc) if exc.args else None)
     response = drf_exception_handler(exc, context)
@@ -161,10 +165,20 @@ class Pagination(PageNumberPagination):
     max_page_size = 500
 
 
+class StrictJSONParser(JSONParser):
+    """JSON bodies only; nesting too deep for Python's decoder is a parse error, not a crash."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError("JSON parse error - nested too deeply") from None
+
+
 class SluiceAPIView(APIView):
     """JSON only: a form post or a body without a JSON content type is refused, not misread."""
 
-    parser_classes = [JSONParser]
+    parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
     permission_classes = [MethodPermission]
     permissions_by_method: dict[str, str] = {}
@@ -195,13 +209,17 @@ class SluiceAPIView(APIView):
         return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 
+# Version numbers are stored as 32-bit integers on every database Sluice supports.
+MAX_VERSION = 2**31 - 1
+
+
 def _body_int(data: dict, key: str) -> int | None:
     """An optional positive integer field of a JSON body (booleans are not integers here)."""
     value = data.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise exceptions.ValidationError({key: [f"Must be a positive integer, not {value!r}"]})
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VERSION:
+        raise exceptions.ValidationError({key: [f"Must be a whole number from 1 to {MAX_VERSION}, not {value!r}"]})
     return value
 
 
@@ -223,7 +241,10 @@ def _saved(version) -> dict:
 
 
 def _workflow(slug: str) -> Workflow:
-    return get_object_or_404(Workflow.objects.select_related("live_version", "created_by"), slug=slug)
+    workflow = Workflow.objects.select_related("live_version", "created_by").filter(slug=slug).first()
+    if workflow is None:
+        raise exceptions.NotFound(f"No workflow '{slug}'")
+    return workflow
 
 
 # ---- endpoints ---------------------------------------------------------------------------
@@ -305,7 +326,10 @@ class VersionDetailView(SluiceAPIView):
 
     @extend_schema(summary="One version with its definition", responses=VersionDetailSerializer)
     def get(self, request, slug, number):
-        return Response(VersionDetailSerializer(services.get_version(_workflow(slug), number)).data)
+        workflow = _workflow(slug)
+        if int(number) > MAX_VERSION:
+            raise services.VersionNotFound(workflow, int(number))
+        return Response(VersionDetailSerializer(services.get_version(workflow, int(number))).data)
 
 
 class PublishView(SluiceAPIView):

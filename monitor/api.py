@@ -8,7 +8,6 @@ decides what happens and the history projector updates the rows.
 
 from __future__ import annotations
 
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -58,7 +57,10 @@ class RunListView(SluiceAPIView):
 def _visible_run(request, run_id: str, queryset=None) -> Run:
     """The run, or 404 also when it exists but the caller may not watch it (no existence leak)."""
     runs = visible_runs(request.user) if queryset is None else queryset
-    return get_object_or_404(runs, id=run_id)
+    run = runs.filter(id=run_id).first()
+    if run is None:
+        raise exceptions.NotFound(f"No run '{run_id}'")
+    return run
 
 
 class RunDetailView(SluiceAPIView):

@@ -131,6 +131,30 @@ def test_malformed_json_is_400(api, raw):
     assert response.json()["code"] == "parse_error" and errors_at(response) == [""]
 
 
+def test_pathologically_nested_json_is_a_parse_error(api):
+    raw = "[" * 100_000 + "]" * 100_000
+    response = api.generic("POST", "/api/workflows/", raw, content_type="application/json")
+    assert response.status_code == 400 and response.json()["code"] == "parse_error"
+
+
+def test_body_over_the_upload_limit_is_413(api, settings):
+    body = json.dumps({**definition(), "description": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)})
+    response = api.post("/api/workflows/", body, content_type="application/json")
+    assert response.status_code == 413 and response.json()["code"] == "too_large"
+    assert Workflow.objects.count() == 0
+
+
+@pytest.mark.parametrize("url,detail", [
+    ("/api/workflows/nope/", "No workflow 'nope'"),
+    ("/api/workflows/greet/versions/99999999999999999999999/", "has no version 99999999999999999999999"),
+    ("/api/runs/nope/", "No run 'nope'"),
+])
+def test_not_found_says_what_is_missing(api, url, detail):
+    api.post("/api/workflows/", definition(), format="json")
+    response = api.get(url)
+    assert response.status_code == 404 and detail in response.json()["detail"]
+
+
 @pytest.mark.parametrize("content_type,raw", [
     ("text/plain", json.dumps(definition())),
     ("application/x-www-form-urlencoded", "slug=greet&name=Greet"),
@@ -158,10 +182,12 @@ BAD_REQUESTS = [
     ("post", "/api/workflows/greet/publish/", {"version": True}, "version"),
     ("post", "/api/workflows/greet/publish/", {"versoin": 1}, "versoin"),
     ("post", "/api/workflows/greet/publish/", [1], ""),
+    ("post", "/api/workflows/greet/publish/", {"version": 2**40}, "version"),
     ("post", "/api/workflows/greet/runs/", {"inputs": {}}, "inputs"),
     ("post", "/api/workflows/greet/runs/", "just text", ""),
     ("put", "/api/workflows/greet/", {**definition(), "base_version": "one"}, "base_version"),
     ("put", "/api/workflows/greet/", {**definition(), "base_version": -1}, "base_version"),
+    ("put", "/api/workflows/greet/", {**definition(), "base_version": 10**30}, "base_version"),
     ("post", "/api/runs/r1/signal/", {}, "name"),
     ("post", "/api/runs/r1/signal/", {"name": ""}, "name"),
     ("post", "/api/runs/r1/signal/", {"name": "go", "extra": 1}, "extra"),
