@@ -1,0 +1,211 @@
+"""Side-panel forms generated from a step type's JSON schema (or the trigger's).
+
+`fields_for(...)` turns a schema into field descriptors the template renders one widget per
+type (string -> template input, condition field -> expression input, number/integer, boolean,
+enum -> select, anything else -> JSON textarea). `read_step_form(...)` reads the POSTed panel
+back into a step dict, collecting per-field errors (unparsable numbers or JSON, schema
+violations) instead of raising, so the panel can show them inline next to the field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from orchestrator.spec import TRIGGER_TYPES
+
+# Fields every step has besides its config (DESIGN.md section 4).
+STEP_FIELDS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "title": "Display name", "x-widget": "text",
+                 "description": "Shown on the canvas instead of the step id"},
+        "timeout_seconds": {"type": "number", "minimum": 0, "title": "Timeout (seconds)"},
+    },
+}
+RETRY_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "max_attempts": {"type": "integer", "minimum": 1, "title": "Max attempts"},
+        "backoff_seconds": {"type": "number", "minimum": 0, "title": "Backoff (seconds)"},
+        "backoff_multiplier": {"type": "number", "minimum": 1, "title": "Backoff multiplier"},
+        "max_backoff_seconds": {"type": "number", "minimum": 0, "title": "Max backoff (seconds)"},
+    },
+}
+TRIGGER_SCHEMA = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "enum": list(TRIGGER_TYPES), "title": "Trigger"},
+        "topic": {"type": "string", "title": "Topic", "description": "Kafka topic whose records start runs"},
+        "filter": {"type": "string", "title": "Filter",
+                   "description": "Only records for which this condition is true start a run"},
+        "cron": {"type": "string", "title": "Schedule (cron)", "description": "e.g. */5 * * * *"},
+    },
+}
+# Which trigger fields belong to which trigger type.
+TRIGGER_FIELDS = {"manual": (), "webhook": (), "kafka": ("topic", "filter"), "schedule": ("cron",)}
+TRIGGER_CONDITIONS = ("filter",)
+
+
+@dataclass
+class Field:
+    name: str  # form field name, e.g. "config.url"
+    key: str  # key inside its section, e.g. "url"
+    label: str
+    widget: str  # template | condition | text | number | integer | boolean | select | json
+    value: Any = ""
+    help: str = ""
+    required: bool = False
+    choices: list = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    minimum: Any = None
+    placeholder: str = ""
+
+
+def _schema_kind(prop: dict) -> str:
+    kinds = prop.get("type")
+    if isinstance(kinds, list):
+        kinds = [k for k in kinds if k != "null"]
+        kinds = kinds[0] if len(kinds) == 1 else "json"
+    return kinds or "json"
+
+
+# Step types may name the widget outright (`"x-widget": "template" | "expression" | "json"`).
+X_WIDGETS = {"text": "text", "template": "template", "expression": "condition", "condition": "condition", "json": "json"}
+
+
+def widget_for(prop: dict, key: str, conditions: tuple | list) -> str:
+    if "enum" in prop:
+        return "select"
+    if prop.get("x-widget") in X_WIDGETS:
+        return X_WIDGETS[prop["x-widget"]]
+    kind = _schema_kind(prop)
+    if kind == "string":
+        return "condition" if key in conditions else "template"
+    if kind in ("number", "integer", "boolean"):
+        return kind
+    return "json"
+
+
+def _display_value(widget: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    if widget == "json":
+        return json.dumps(value, indent=2)
+    return value
+
+
+def fields_for(schema: dict, values: dict, prefix: str, conditions=(), only=None) -> list[Field]:
+    """One Field per schema property (in schema order), filled from `values`."""
+    required = set(schema.get("required") or [])
+    result = []
+    for key, prop in (schema.get("properties") or {}).items():
+        if only is not None and key not in only:
+            continue
+        widget = widget_for(prop, key, conditions)
+        value = values.get(key)
+        default = prop.get("default")
+        # Defaults show as placeholders: submitting the form must not copy them into the config.
+        placeholder = "" if default in (None, "", {}, []) else (
+            json.dumps(default) if widget == "json" else str(default))
+        result.append(Field(
+            name=f"{prefix}.{key}", key=key, label=prop.get("title") or key.replace("_", " ").capitalize(),
+            widget=widget, value=_display_value(widget, value), help=prop.get("description", ""),
+            required=key in required, choices=list(prop.get("enum") or []), minimum=prop.get("minimum"),
+            placeholder=placeholder,
+        ))
+    return result
+
+
+def _read_value(f: Field, raw: str | None, posted: bool):
+    """(value, present) from the POSTed text; raises ValueError with a user-facing message."""
+    if f.widget == "boolean":
+        return (raw in ("on", "true", "1"), posted)
+    if raw is None or raw.strip() == "":
+        return (None, False)
+    if f.widget == "integer":
+        try:
+            return (int(raw), True)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+    if f.widget == "number":
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValueError("must be a number") from None
+        return (int(number) if number.is_integer() else number, True)
+    if f.widget == "json":
+        try:
+            return (json.loads(raw), True)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    return (raw, True)
+
+
+def read_section(fields: list[Field], post, schema: dict, old: dict) -> dict:
+    """The section's new values; fields that cannot be read keep their old value and get an error."""
+    values: dict = {}
+    for f in fields:
+        raw = post.get(f.name)
+        try:
+            value, present = _read_value(f, raw, f"{f.name}.present" in post)
+        except ValueError as exc:
+            f.errors.append(f"{f.label} {exc}")
+            f.value = raw
+            if f.key in old:
+                values[f.key] = old[f.key]
+            continue
+        if present:
+            values[f.key] = value
+        f.value = raw if f.widget == "json" and raw is not None else _display_value(f.widget, value)
+    # Keys the schema does not describe (free-form configs) are kept as they were.
+    for key, value in old.items():
+        if key not in values and key not in (schema.get("properties") or {}):
+            values[key] = value
+    by_key = {f.key: f for f in fields}
+    for error in jsonschema.Draft202012Validator(schema).iter_errors(values):
+        key = error.path[0] if error.path else None
+        if key is None and error.validator == "required":
+            key = error.message.split("'")[1] if "'" in error.message else None
+        target = by_key.get(key)
+        message = _friendly(error)
+        if target is not None:
+            if not target.errors:
+                target.errors.append(message)
+        elif fields:
+            fields[0].errors.append(message)
+    return values
+
+
+def _friendly(error: jsonschema.ValidationError) -> str:
+    if error.validator == "required":
+        return "This field is required"
+    if error.validator == "enum":
+        return "Choose one of: " + ", ".join(map(str, error.validator_value))
+    return error.message[:1].upper() + error.message[1:]
+
+
+def context_names(definition: dict, step_id: str | None) -> list[str]:
+    """Names an expression in `step_id` can use: the trigger, run, and outputs of upstream steps."""
+    trigger = (definition.get("trigger") or {}).get("type", "manual")
+    names = ["trigger"] + (["record"] if trigger == "kafka" else []) + ["run"]
+    if step_id is not None:
+        parents: dict[str, set] = {}
+        for edge in definition.get("edges") or []:
+            if isinstance(edge, dict):
+                parents.setdefault(edge.get("to"), set()).add(edge.get("from"))
+        seen, todo = set(), list(parents.get(step_id, ()))
+        while todo:
+            current = todo.pop()
+            if current in seen or current == step_id:
+                continue
+            seen.add(current)
+            todo.extend(parents.get(current, ()))
+        order = [s.get("id") for s in definition.get("steps") or [] if isinstance(s, dict)]
+        names += [f"steps.{sid}.output" for sid in order if sid in seen]
+    names.append("secret('NAME')")
+    return names
