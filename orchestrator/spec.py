@@ -4,6 +4,17 @@ The JSON format is the public contract of DESIGN.md section 4. `validate(data)` 
 problem found, each naming the field path (`steps[1].config.url`) and the step id it concerns,
 so the designer can mark the node and the API can answer 400 with all of them at once.
 `parse(data)` returns a WorkflowSpec or raises InvalidDefinition carrying those problems.
+
+Problems have a severity: errors make a definition invalid; warnings (an orphan step, a layout
+entry for a deleted step, an unknown top-level field, a reference to a step that does not run
+before, secret() where no worker resolves it) are reported but `parse` accepts them.
+
+Codes, for clients that react to a kind of problem rather than to its text:
+  not-an-object, required, type, blank, too-long, unknown-field, invalid-slug, unknown-type,
+  invalid-topic, bad-cron, bad-timezone, empty, invalid-id, duplicate-id, schema,
+  invalid-config, bad-template, bad-expression, unknown-name, unknown-step, invalid-retry,
+  invalid-timeout, unknown-port, duplicate-edge, self-loop, cycle, ignored,
+  secret-not-resolved, not-upstream, unreachable.
 """
 
 from __future__ import annotations
@@ -14,6 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TRIGGER_TYPES = ("manual", "kafka", "schedule", "webhook")
+PROBLEM_CODES = frozenset("""
+    not-an-object required type blank too-long unknown-field invalid-slug unknown-type
+    invalid-topic bad-cron bad-timezone empty invalid-id duplicate-id schema invalid-config
+    bad-template bad-expression unknown-name unknown-step invalid-retry invalid-timeout
+    unknown-port duplicate-edge self-loop cycle ignored secret-not-resolved not-upstream unreachable
+""".split())
 ERROR = "error"
 WARNING = "warning"
 

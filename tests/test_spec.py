@@ -222,6 +222,16 @@ def test_malformed_definition_reports_the_exact_field(definition, path, step_id,
     assert any(p.path == path for p in raised.value.problems)
 
 
+def test_every_code_the_validator_emits_is_documented():
+    import pathlib
+    import re
+
+    source = pathlib.Path(spec.__file__).read_text()
+    emitted = set(re.findall(r'code="([a-z-]+)"', source))
+    assert emitted and emitted <= spec.PROBLEM_CODES
+    assert {case[4] for case in MALFORMED} <= spec.PROBLEM_CODES
+
+
 def test_there_are_at_least_thirty_distinct_malformed_cases():
     assert len({case[0] for case in MALFORMED}) >= 30
     assert len({json.dumps(case[1], sort_keys=True) for case in MALFORMED}) == len(MALFORMED)
