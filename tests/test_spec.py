@@ -393,7 +393,6 @@ def test_random_dags_are_valid_and_a_back_edge_is_always_a_cycle(data):
     definition = {"slug": "dag", "trigger": {"type": "manual"}, "steps": steps, "edges": edges}
     assert spec.validate(definition) == []
     a, b = data.draw(st.sampled_from(sorted(pairs)))
-    back_edge = len(edges)
     definition["edges"].append({"from": ids[b], "to": ids[a]})
     cycles = [p for p in spec.validate(definition) if p.code == "cycle"]
     assert cycles

@@ -1,7 +1,5 @@
 """transform: build a new JSON value from the context (engine-run, pure)."""
 
-from typing import Any
-
 from .base import Complete, StepType, fails_cleanly, json_property
 
 

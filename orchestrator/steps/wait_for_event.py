@@ -15,6 +15,7 @@ from .base import (
     Complete,
     StepConfigError,
     StepType,
+    as_number,
     expression_property,
     fails_cleanly,
     template_property,
@@ -108,7 +109,7 @@ class WaitForEvent(StepType):
             topic=rendered["topic"],
             correlation=correlation,
             key_expression=config["key_expression"],
-            timeout_seconds=None if timeout is None else float(timeout),
+            timeout_seconds=None if timeout is None else as_number(timeout, "timeout_seconds"),
         )
 
     def on_event(self, config: dict, context: dict, event: Any) -> Complete:
