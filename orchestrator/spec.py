@@ -239,6 +239,8 @@ class _Checker:
         self.problems: list[Problem] = []
         # Valid, unique step ids -> (index in steps, step type or None when unknown).
         self.step_index: dict[str, int] = {}
+        # Every string id as written, valid or not, so edges to a step with a bad id say so.
+        self.written_ids: dict[str, int] = {}
         self.step_type: dict[str, Any] = {}
         # steps.<id> references found in configs, checked against the graph at the end:
         # (referring step, referenced id, path).
@@ -358,6 +360,8 @@ class _Checker:
             if not isinstance(raw, dict):
                 continue
             step_id = raw.get("id")
+            if isinstance(step_id, str):
+                self.written_ids.setdefault(step_id, index)
             if isinstance(step_id, str) and STEP_ID_PATTERN.match(step_id) and step_id not in self.step_index:
                 self.step_index[step_id] = index
                 type_name = raw.get("type")
@@ -606,9 +610,12 @@ class _Checker:
             self.error(path, f"must be a step id string, not {_kind(step_id)}", other_id, code="type")
             return False
         if step_id not in self.step_index:
-            known = ", ".join(self.step_index) or "none"
-            self.error(path, f"no step has the id {step_id!r} (dangling edge); step ids are: {known}", other_id,
-                       code="unknown-step")
+            if step_id in self.written_ids:
+                message = f"steps[{self.written_ids[step_id]}] has the id {step_id!r}, which is not valid; fix it there"
+            else:
+                known = ", ".join(self.step_index) or "none"
+                message = f"no step has the id {step_id!r} (dangling edge); step ids are: {known}"
+            self.error(path, message, other_id, code="unknown-step")
             return False
         return True
 

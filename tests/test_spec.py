@@ -267,6 +267,16 @@ def test_every_problem_is_reported_not_only_the_first():
     assert {"slug", "steps[1].config.method", "steps[2].config.condition", "edges[4].to"} <= paths
 
 
+def test_edge_to_a_step_with_an_invalid_id_points_at_that_step():
+    definition = example()
+    definition["steps"][4]["id"] = "re-fund"
+    definition["edges"][3]["to"] = "re-fund"
+    problems = {p.path: p for p in spec.errors(spec.validate(definition))}
+    assert problems["steps[4].id"].code == "invalid-id"
+    assert problems["edges[3].to"].code == "unknown-step"
+    assert "steps[4]" in problems["edges[3].to"].message and "dangling" not in problems["edges[3].to"].message
+
+
 def test_cycle_message_names_every_step_in_order():
     definition = example()
     definition["edges"].append({"from": "route", "port": "true", "to": "charge"})
