@@ -148,11 +148,11 @@ def build(data: dict) -> WorkflowSpec:
             id=raw["id"],
             type=raw["type"],
             config=raw.get("config") or {},
-            name=raw.get("name", ""),
+            name=raw.get("name") or "",
             retry=RetryPolicy(**retry),
             timeout_seconds=raw.get("timeout_seconds"),
         )
-    edges = tuple(Edge(e["from"], e["to"], e.get("port") or "out") for e in data.get("edges", []))
+    edges = tuple(Edge(e["from"], e["to"], e.get("port") or "out") for e in data.get("edges") or [])
     incoming: dict[str, list[Edge]] = {step_id: [] for step_id in steps}
     outgoing: dict[str, list[Edge]] = {step_id: [] for step_id in steps}
     for edge in edges:
@@ -169,7 +169,7 @@ def build(data: dict) -> WorkflowSpec:
     return WorkflowSpec(
         slug=data["slug"],
         name=data.get("name") or data["slug"],
-        description=data.get("description", ""),
+        description=data.get("description") or "",
         trigger=trigger,
         steps=steps,
         edges=edges,
@@ -473,23 +473,23 @@ class _Checker:
                 self.check_templates(path, value, names, step_id, step_type)
 
     def check_templates(self, path: str, value: Any, names: tuple, step_id: str | None, step_type: Any) -> None:
+        """Check every template string inside `value` (walked without recursion: JSON may be deep)."""
         from . import expressions
 
-        if isinstance(value, str):
-            if not expressions.is_template(value):
-                return
-            try:
-                references = expressions.template_references(value)
-            except expressions.ExpressionError as exc:
-                self.error(path, str(exc), step_id, code="bad-template")
-                return
-            self.check_references(path, references, names, step_id, step_type)
-        elif isinstance(value, dict):
-            for key, item in value.items():
-                self.check_templates(join_path(path, key), item, names, step_id, step_type)
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                self.check_templates(join_path(path, index), item, names, step_id, step_type)
+        pending = [(path, value)]
+        while pending:
+            path, value = pending.pop()
+            if isinstance(value, dict):
+                pending.extend(reversed([(join_path(path, key), item) for key, item in value.items()]))
+            elif isinstance(value, list):
+                pending.extend(reversed([(join_path(path, index), item) for index, item in enumerate(value)]))
+            elif expressions.is_template(value):
+                try:
+                    references = expressions.template_references(value)
+                except expressions.ExpressionError as exc:
+                    self.error(path, str(exc), step_id, code="bad-template")
+                    continue
+                self.check_references(path, references, names, step_id, step_type)
 
     def check_expression(self, path: str, expression: str, names: tuple, step_id: str | None,
                          step_type: Any = None) -> None:

@@ -415,3 +415,61 @@ def test_random_dags_are_valid_and_a_back_edge_is_always_a_cycle(data):
         assert (ids[b], ids[a]) in hops
         index = int(cycle.path[len("edges["):-1])
         assert (definition["edges"][index]["from"], definition["edges"][index]["to"]) in hops
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _paths(item, prefix + (key,))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths(item, prefix + (index,))
+
+
+EXAMPLE_PATHS = [path for path in _paths(DESIGN_EXAMPLE) if path]
+REPLACEMENTS = [None, 0, -1, 1.5, "", "x", "{{", "{{ steps.nope.output }}", "{% for %}", [], {}, [1], {"a": 1},
+                True, "true", "out", "check", "re-fund", "route", "false", "ship", "charge"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(EXAMPLE_PATHS), st.sampled_from(REPLACEMENTS), st.booleans()),
+                min_size=1, max_size=4))
+def test_edited_example_either_reports_problems_or_builds_a_consistent_spec(edits):
+    definition = example()
+    for path, replacement, delete in edits:
+        target = definition
+        try:
+            for part in path[:-1]:
+                target = target[part]
+            if delete and isinstance(target, dict):
+                del target[path[-1]]
+            else:
+                target[path[-1]] = copy.deepcopy(replacement)
+        except (KeyError, IndexError, TypeError):
+            pass
+    problems = spec.validate(definition)
+    if not spec.errors(problems):
+        workflow = spec.parse(definition)
+        assert all(edge.source in workflow.steps and edge.target in workflow.steps for edge in workflow.edges)
+        assert all(isinstance(step.config, dict) for step in workflow.steps.values())
+
+
+def test_deeply_nested_config_is_walked_without_recursion_errors():
+    value = ["{{ trigger. }}"]
+    for _ in range(5000):
+        value = [value]
+    definition = with_step({"id": "deep", "type": "transform", "config": {"output": value}})
+    problems = spec.validate(definition)
+    assert [(p.code, p.step_id) for p in problems] == [("bad-template", "deep")]
+    assert problems[0].path.startswith("steps[0].config.output[0][0]")
+
+
+def test_null_optional_parts_build():
+    definition = example()
+    definition.update(edges=None, layout=None, description=None)
+    definition["edges"] = None
+    definition["steps"] = [definition["steps"][0]]
+    definition["steps"][0].update(name=None, retry=None, timeout_seconds=None)
+    workflow = spec.parse(definition)
+    assert workflow.edges == () and workflow.description == "" and workflow.steps["check"].name == ""
