@@ -238,6 +238,14 @@ def evaluate(expression: str, context: dict) -> Any:
 
 def render(value: Any, context: dict) -> Any:
     """Render every string inside `value` (dicts and lists recursively) as a template."""
+    try:
+        return _render(value, context)
+    except RecursionError:
+        # JSON nested deeper than Python's stack: an error for the step, not a crashed engine.
+        raise ExpressionError("the value is nested too deeply to render") from None
+
+
+def _render(value: Any, context: dict) -> Any:
     if isinstance(value, str):
         if not is_template(value):
             return value
@@ -252,9 +260,9 @@ def render(value: Any, context: dict) -> Any:
         except Exception as exc:
             raise ExpressionError(f"template {value!r} failed: {_why(exc)}") from None
     if isinstance(value, dict):
-        return {key: render(item, context) for key, item in value.items()}
+        return {key: _render(item, context) for key, item in value.items()}
     if isinstance(value, list):
-        return [render(item, context) for item in value]
+        return [_render(item, context) for item in value]
     return value
 
 

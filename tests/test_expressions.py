@@ -215,3 +215,13 @@ def test_redact_hides_secret_values_longest_first():
     assert values == ["abcdef123", "abc"]
     text = "401 for token abcdef123 and abc; zzz stays"
     assert expressions.redact(text, values) == "401 for token «secret» and «secret»; zzz stays"
+
+
+def test_too_deep_values_are_an_expression_error_not_a_crash():
+    value = "{{ trigger.id }}"
+    for _ in range(5000):
+        value = [value]
+    with pytest.raises(ExpressionError, match="nested too deeply"):
+        expressions.render(value, CONTEXT)
+    shallow = [[["{{ trigger.id }}"]]]
+    assert expressions.render(shallow, CONTEXT) == [[[7]]]
