@@ -76,7 +76,14 @@ def test_transform_renders_native_values():
 def test_transform_with_failing_expression_fails_without_retry():
     result = steps.get("transform").start({"output": "{{ trigger.order_id.__class__ }}"}, CONTEXT)
     assert isinstance(result, Fail) and not result.retryable
-    assert result.error.startswith("config.output") or "unsafe" in result.error
+    assert result.error.startswith("config.output:") and "unsafe" in result.error
+
+
+def test_render_config_names_the_failing_field_for_worker_dispatch():
+    from orchestrator.expressions import ExpressionError
+
+    with pytest.raises(ExpressionError, match=r"^config\.url: .*unsafe"):
+        steps.get("http").render_config({"method": "GET", "url": "{{ run.__class__ }}"}, CONTEXT)
 
 
 @pytest.mark.parametrize("condition, port", [

@@ -211,7 +211,14 @@ class StepType:
         """Render templates in the config; condition fields are left for the type to evaluate."""
         rendered = {}
         for key, value in (config or {}).items():
-            rendered[key] = value if key in self.condition_fields else expressions.render(value, context)
+            if key in self.condition_fields:
+                rendered[key] = value
+                continue
+            try:
+                rendered[key] = expressions.render(value, context)
+            except expressions.ExpressionError as exc:
+                # Same exception type, now naming the field, so run errors point at the form field.
+                raise expressions.ExpressionError(f"config.{key}: {exc}") from None
         return rendered
 
     def describe(self) -> dict:
