@@ -33,6 +33,7 @@ from . import services
 from .models import Workflow
 from .serializers import (
     DefinitionRequestSerializer,
+    DuplicateRequestSerializer,
     PublishRequestSerializer,
     StartedRunSerializer,
     StartRunRequestSerializer,
@@ -365,6 +366,64 @@ class StartRunView(SluiceAPIView):
             "id": run_id, "workflow": workflow.slug, "version": workflow.live_version.number,
             "status": "pending", "url": f"/api/runs/{run_id}/",
         }, status=status.HTTP_202_ACCEPTED)
+
+
+class DuplicateView(SluiceAPIView):
+    permissions_by_method = {"POST": "designer.add_workflow"}
+
+    @extend_schema(
+        summary="Copy the latest definition into a new workflow (version 1, draft)",
+        request=DuplicateRequestSerializer,
+        responses={201: VersionSerializer, 400: ErrorSerializer, 404: ErrorSerializer},
+    )
+    def post(self, request, slug):
+        if not request.user.has_perm("designer.view_workflow"):
+            raise exceptions.PermissionDenied("You do not have permission to do this (designer.view_workflow)")
+        workflow = _workflow(slug)
+        body = self.json_object(allowed={"slug", "name"})
+        new_slug, name = body.get("slug"), body.get("name")
+        if not isinstance(new_slug, str) or not new_slug:
+            raise exceptions.ValidationError({"slug": ["The new workflow's slug is required (a string)"]})
+        if name is not None and not isinstance(name, str):
+            raise exceptions.ValidationError({"name": ["Must be a string"]})
+        version = services.duplicate_workflow(workflow, new_slug, request.user, name=name)
+        return Response(_saved(version), status=status.HTTP_201_CREATED)
+
+
+class ArchiveView(SluiceAPIView):
+    """Archive (hide, stop triggers) or bring back a workflow."""
+
+    permissions_by_method = {"POST": "designer.change_workflow"}
+    archive = True
+
+    @extend_schema(request=None, responses={200: WorkflowDetailSerializer, 404: ErrorSerializer,
+                                            503: ErrorSerializer})
+    def post(self, request, slug):
+        workflow = _workflow(slug)
+        self.json_object(allowed=set())
+        if self.archive:
+            # Archiving a live workflow takes it off the air: that is a publishing decision.
+            if workflow.live_version_id and not request.user.has_perm("designer.publish_workflow"):
+                raise exceptions.PermissionDenied(
+                    f"'{slug}' is live: archiving it unpublishes it (designer.publish_workflow)")
+            services.archive_workflow(workflow, request.user)
+        else:
+            services.unarchive_workflow(workflow, request.user)
+        return Response(WorkflowDetailSerializer(_workflow(slug)).data)
+
+
+class RestoreVersionView(SluiceAPIView):
+    permissions_by_method = {"POST": "designer.change_workflow"}
+
+    @extend_schema(summary="Save an old version's definition again as the newest draft", request=None,
+                   responses={201: VersionSerializer, 404: ErrorSerializer, 409: ErrorSerializer})
+    def post(self, request, slug, number):
+        workflow = _workflow(slug)
+        self.json_object(allowed=set())
+        if int(number) > MAX_VERSION:
+            raise services.VersionNotFound(workflow, int(number))
+        version = services.restore_version(workflow, int(number), request.user)
+        return Response(_saved(version), status=status.HTTP_201_CREATED)
 
 
 class StepTypesView(SluiceAPIView):

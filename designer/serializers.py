@@ -131,6 +131,11 @@ class DefinitionRequestSerializer(serializers.Serializer):
         required=False, help_text="PUT only: the version the edit started from; 409 if a newer one exists")
 
 
+class DuplicateRequestSerializer(serializers.Serializer):
+    slug = serializers.SlugField(help_text="Slug of the new workflow")
+    name = serializers.CharField(required=False, help_text="Its name; '<name> (copy)' when omitted")
+
+
 class PublishRequestSerializer(serializers.Serializer):
     version = serializers.IntegerField(min_value=1, required=False, allow_null=True,
                                        help_text="Version to publish; the latest when omitted")

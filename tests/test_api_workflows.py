@@ -223,6 +223,8 @@ ENDPOINTS = [
     ("post", "/api/workflows/greet/runs/"), ("get", "/api/step-types/"), ("get", "/api/runs/"),
     ("get", "/api/runs/abc/"), ("post", "/api/runs/abc/cancel/"), ("post", "/api/runs/abc/retry/"),
     ("post", "/api/runs/abc/signal/"), ("get", "/api/schema/"), ("get", "/api/no-such-thing/"),
+    ("post", "/api/workflows/greet/duplicate/"), ("post", "/api/workflows/greet/archive/"),
+    ("post", "/api/workflows/greet/unarchive/"), ("post", "/api/workflows/greet/versions/1/restore/"),
 ]
 
 
@@ -359,3 +361,44 @@ def test_openapi_schema_is_valid_and_generates_without_warnings(tmp_path):
     # --validate checks the document against the OpenAPI 3 meta-schema; warnings fail too.
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
     assert "/api/workflows/{slug}/publish/:" in (tmp_path / "schema.yaml").read_text()
+
+
+# ---- duplicate, restore, archive ---------------------------------------------------------
+def test_duplicate_and_restore(admin_client):
+    admin_client.post("/api/workflows/", definition(), format="json")
+    admin_client.put("/api/workflows/greet/", definition(name="Second"), format="json")
+    copy = admin_client.post("/api/workflows/greet/duplicate/", {"slug": "greet-2"}, format="json")
+    assert copy.status_code == 201 and (copy.json()["slug"], copy.json()["version"]) == ("greet-2", 1)
+    assert copy.json()["name"] == "Second (copy)"
+    taken = admin_client.post("/api/workflows/greet/duplicate/", {"slug": "greet-2"}, format="json")
+    assert taken.status_code == 400 and errors_at(taken) == ["slug"]
+    missing = admin_client.post("/api/workflows/greet/duplicate/", {}, format="json")
+    assert missing.status_code == 400 and errors_at(missing) == ["slug"]
+
+    restored = admin_client.post("/api/workflows/greet/versions/1/restore/", {}, format="json")
+    assert restored.status_code == 201 and restored.json()["version"] == 3
+    assert admin_client.get("/api/workflows/greet/").json()["definition"]["name"] == "Greet"
+    assert admin_client.post("/api/workflows/greet/versions/9/restore/", {}, format="json").status_code == 404
+
+
+@pytest.mark.kafka
+def test_archiving_a_live_workflow_needs_publish_permission_and_unpublishes(kafka, admin_client):
+    admin_client.post("/api/workflows/", definition(), format="json")
+    admin_client.post("/api/workflows/greet/publish/", {}, format="json")
+    editor, _ = make_client("editor", "designer.view_workflow", "designer.change_workflow")
+    refused = editor.post("/api/workflows/greet/archive/", {}, format="json")
+    assert refused.status_code == 403 and "designer.publish_workflow" in refused.json()["detail"]
+
+    archived = admin_client.post("/api/workflows/greet/archive/", {}, format="json")
+    assert archived.status_code == 200
+    assert (archived.json()["status"], archived.json()["live_version"]) == ("archived", None)
+    read_records(kafka.definitions, codec.decode_definition,
+                 lambda value, _m: isinstance(value, LiveVersion) and value.version is None)
+    started = admin_client.post("/api/workflows/greet/runs/", {}, format="json")
+    assert started.status_code == 409 and "archived" in started.json()["detail"]
+    saved = admin_client.put("/api/workflows/greet/", definition(), format="json")
+    assert saved.status_code == 409 and saved.json()["code"] == "archived"
+
+    back = editor.post("/api/workflows/greet/unarchive/", {}, format="json")
+    assert back.status_code == 200 and back.json()["status"] == "draft"
+    assert editor.put("/api/workflows/greet/", definition(), format="json").status_code == 201
