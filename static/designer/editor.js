@@ -323,7 +323,9 @@
         source: { cell: source.id, port: edge.port || "out" }, target: { cell: target.id, port: "in" } }));
     }
     suppressDirty += 1;
-    const apply = () => { graph.resetCells(cells); };
+    // remove + add rather than resetCells: History records these, so a load from the code
+    // pane or an import can be undone like any other edit.
+    const apply = () => { graph.removeCells(graph.getCells()); graph.addCell(cells); };
     if (recordHistory) graph.batchUpdate("load", apply); else { history.disable(); apply(); history.enable(); }
     if (missingLayout && steps.length) autoLayout({ recordHistory });
     suppressDirty -= 1;

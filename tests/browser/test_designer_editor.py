@@ -118,8 +118,14 @@ def edges(page) -> list[tuple]:
     return [(e["from"], e.get("port", "out"), e["to"]) for e in definition(page)["edges"]]
 
 
+def press_node(page, step_id: str) -> None:
+    """Click a node on its title, away from its ports, whatever the zoom."""
+    box = page.locator(f"#canvas rect[data-step-id='{step_id}']").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.25)
+
+
 def click_node(page, step_id: str) -> None:
-    page.locator(f"#canvas rect[data-step-id='{step_id}']").click(position={"x": 120, "y": 8})
+    press_node(page, step_id)
     page.wait_for_selector(f".panel-form[data-step-id='{step_id}']")
 
 
@@ -205,7 +211,7 @@ def test_author_builds_saves_publishes_and_test_runs_a_workflow(kafka, live_serv
 
     # Undo and redo: delete a step, undo brings it (and its connection) back, redo removes it again.
     page.locator("#canvas").click(position={"x": 20, "y": 400})  # clear the selection
-    page.locator("#canvas rect[data-step-id='delay_1']").click(position={"x": 120, "y": 8})
+    press_node(page, "delay_1")
     page.locator("#canvas").focus()
     page.keyboard.press("Delete")
     wait_for(lambda: "delay_1" not in step_ids(page), what="delay_1 deleted")
