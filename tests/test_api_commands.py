@@ -102,6 +102,17 @@ def test_load_examples_updates_a_changed_example_and_reports_invalid_ones(db, tm
     assert run("load_examples", "--dir", str(tmp_path)) == "hello: updated (version 2)"
     assert Workflow.objects.get(slug="hello").name == "Hello again"
 
+    # Someone edits the example in Sluice: reloading keeps their version.
+    from designer import services
+
+    edited = dict(hello, name="Our hello")
+    services.save_version(Workflow.objects.get(slug="hello"), edited, None, message="tweaked")
+    hello["name"] = "Hello from the file"
+    (tmp_path / "hello.json").write_text(json.dumps(hello))
+    assert run("load_examples", "--dir", str(tmp_path)) == (
+        "hello: kept (version 3): edited in Sluice since it was loaded")
+    assert Workflow.objects.get(slug="hello").name == "Our hello"
+
     broken = dict(hello, slug="broken")
     broken["steps"] = [dict(hello["steps"][0], type="teleport")]
     broken["edges"] = []

@@ -24,7 +24,7 @@ EXAMPLES_DIR = Path(settings.BASE_DIR) / "examples"
 @dataclass
 class Outcome:
     slug: str
-    action: str  # created, updated, unchanged, skipped (archived), invalid
+    action: str  # created, updated, unchanged, kept (edited by a person), skipped (archived), invalid
     version: int | None = None
     published: bool = False
     detail: str = ""
@@ -41,32 +41,52 @@ def read_examples(directory: Path = EXAMPLES_DIR) -> list[tuple[Path, dict]]:
     return examples
 
 
+# Versions written by this loader carry this message prefix; any other latest version means a
+# person edited the example in Sluice, and their work is kept rather than overwritten.
+CREATED_MESSAGE = "Example from examples/"
+UPDATED_MESSAGE = "Updated from examples/"
+
+
+def _written_by_loader(version) -> bool:
+    return version.message.startswith((CREATED_MESSAGE, UPDATED_MESSAGE))
+
+
 def load_examples(directory: Path = EXAMPLES_DIR, publish: bool = False, user=None) -> list[Outcome]:
-    """Create or update the example workflows (and publish their latest versions if asked)."""
+    """Create or update the example workflows (and publish what changed, if asked).
+
+    Safe to run on every start: unchanged examples are left alone, examples edited in Sluice
+    since they were loaded are kept as they are, archived ones are skipped.
+    """
     outcomes = []
     for path, definition in read_examples(directory):
         slug = definition.get("slug") if isinstance(definition, dict) else None
         workflow = Workflow.objects.filter(slug=slug).first() if isinstance(slug, str) else None
         try:
             if workflow is None:
-                version = services.create_workflow(definition, user, message=f"Example from examples/{path.name}")
+                version = services.create_workflow(definition, user, message=f"{CREATED_MESSAGE}{path.name}")
                 outcome = Outcome(slug, "created", version.number)
             elif workflow.archived:
                 outcomes.append(Outcome(slug, "skipped", detail="archived"))
                 continue
-            elif services.get_version(workflow).definition == definition:
-                outcome = Outcome(slug, "unchanged", services.get_version(workflow).number)
             else:
-                version = services.save_version(workflow, definition, user,
-                                                message=f"Updated from examples/{path.name}")
-                outcome = Outcome(slug, "updated", version.number)
+                latest = services.get_version(workflow)
+                if latest.definition == definition:
+                    outcome = Outcome(slug, "unchanged", latest.number)
+                elif not _written_by_loader(latest):
+                    outcome = Outcome(slug, "kept", latest.number, detail="edited in Sluice since it was loaded")
+                else:
+                    version = services.save_version(workflow, definition, user,
+                                                    message=f"{UPDATED_MESSAGE}{path.name}")
+                    outcome = Outcome(slug, "updated", version.number)
         except InvalidDefinition as exc:
             details = "; ".join(f"{p.path or '(definition)'}: {p.message}" for p in exc.problems)
             outcomes.append(Outcome(str(slug or path.name), "invalid", detail=details))
             continue
         if publish:
             workflow = Workflow.objects.get(slug=slug)
-            if workflow.live_version_id is None or workflow.live_version.number != outcome.version:
+            # Publish what this call wrote, and examples never published; a person's choice of
+            # live version (a rollback, say) is theirs to keep.
+            if outcome.action in ("created", "updated") or workflow.live_version_id is None:
                 services.publish(workflow, outcome.version, user)
                 outcome.published = True
         outcomes.append(outcome)
