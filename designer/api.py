@@ -3,7 +3,7 @@
 Also home of what every Sluice API view shares (monitor/api.py builds on it):
 - `SluiceAPIView`: JSON in and out only, login required, one Django permission per HTTP method;
 - `exception_handler` (settings.REST_FRAMEWORK): every error is JSON of one shape,
-  `{"detail": str, "code": str, "errors": [{"path", "step_id", "code", "message"}]}`,
+  `{"detail": str, "code": str, "errors": [{"path", "step_id", "code", "message", "severity"}]}`,
   and service refusals map to the status a client can act on (400, 404, 409, 503).
 """
 
