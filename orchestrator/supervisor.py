@@ -164,6 +164,7 @@ class Supervisor:
             child.restart_at = None
             if process is None:
                 continue
+            began = self.clock()
             if process.poll() is None:
                 self.say(f"stopping {child.spec.name} (pid {process.pid})")
                 # SIGTERM to the leader only: it stops its own helpers in order (celery's pool,
@@ -179,7 +180,7 @@ class Supervisor:
             self._signal_group(process, signal.SIGKILL)
             for reader in child.readers:
                 reader.join(timeout=2)
-            self.say(f"{child.spec.name} stopped (code {process.returncode})")
+            self.say(f"{child.spec.name} stopped (code {process.returncode}) in {self.clock() - began:.1f}s")
             child.process = None
 
     @staticmethod

@@ -195,13 +195,28 @@ def test_up_runs_everything_and_a_second_up_resumes(start_up, up_env):
     client = sign_in(again.base, password)
     assert client.get("/admin/").status_code == 200
     api = httpx.Client(base_url=again.base, timeout=10, headers={"Authorization": f"Token {api_token(up_env)}"})
+
+    # A runner killed with SIGKILL is reported and restarted; the run it owned is not lost.
+    runner_pid = int(re.findall(r"started runner \(pid (\d+)\)", again.text)[-1])
+    os.kill(runner_pid, signal.SIGKILL)
+    again.wait_for("runner exited with code -9", timeout=30)
+    again.wait_for("restarting runner in 1s", timeout=5)
+    deadline = time.monotonic() + 30
+    while len(re.findall(r"started runner \(pid \d+\)", again.text)) < 2:
+        assert time.monotonic() < deadline, again.text
+        time.sleep(0.2)
     signalled = api.post(f"/api/runs/{run_id}/signal/", json={"name": "approve", "payload": {"approved": True}})
     assert signalled.status_code == 202, signalled.text
     done = wait_for_run(api, run_id, lambda run: run["status"] in {"succeeded", "failed", "cancelled"}, timeout=90)
     assert done["status"] == "succeeded", done
     assert {s["step_id"]: s["status"] for s in done["steps"]}["pay"] == "succeeded"
-    again.interrupt(timeout=90)
-    assert again.process.returncode == 0
+    # SIGTERM (what systemd or docker send) stops as cleanly as Ctrl-C.
+    began = time.monotonic()
+    again.process.send_signal(signal.SIGTERM)
+    again.process.wait(90)
+    assert time.monotonic() - began < 60
+    assert again.process.returncode == 0, again.text
+    assert "received SIGTERM" in again.text and "Sluice stopped" in again.text
 
 
 def sign_in_fails(base: str, password: str) -> bool:
@@ -225,3 +240,36 @@ def test_up_refuses_a_busy_web_port(up_env):
     assert done.returncode != 0
     assert f"port {port} is already in use" in done.stderr
     assert not (Path(up_env["SLUICE_DATA_DIR"]) / "kafka").exists()  # nothing was started
+
+
+def test_process_specs_follow_the_flags(settings):
+    from orchestrator.management.commands.up import Command
+
+    command = Command()
+    specs = command._specs(web_port=8123, runners=2, no_celery=True)
+    names = [spec.name for spec in specs]
+    assert names == ["web", "runner-1", "runner-2", "bridge"]
+    assert specs[0].argv[-5:] == ["-b", "127.0.0.1", "-p", "8123", "orchestrator.asgi_static:application"]
+    assert [spec.env["SLUICE_INSTANCE_ID"] for spec in specs[1:3]] == ["local-runner-1", "local-runner-2"]
+    assert all(spec.env["SLUICE_DATA_DIR"] == str(settings.DATA_DIR) for spec in specs)
+    with_celery = [spec.name for spec in command._specs(web_port=8123, runners=1, no_celery=False)]
+    assert with_celery == ["web", "runner", "bridge", "celery", "beat"]
+
+
+def test_up_uses_a_given_cluster_instead_of_starting_a_broker(kafka_broker, start_up, up_env):
+    up_env.update({"KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
+                   "SLUICE_TOPIC_PREFIX": f"up{free_port()}."})
+    up = start_up()
+    up.wait_for("Sluice is up", timeout=180)
+    assert f"using the Kafka cluster at {kafka_broker.bootstrap_servers}" in up.text
+    assert "starting the embedded broker" not in up.text
+    assert not (Path(up_env["SLUICE_DATA_DIR"]) / "kafka").exists()
+    from confluent_kafka.admin import AdminClient
+
+    topics = AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers}).list_topics(timeout=10).topics
+    assert f"{up_env['SLUICE_TOPIC_PREFIX']}runs" in topics
+    up.interrupt(timeout=90)
+    assert up.process.returncode == 0, up.text
+    assert "stopping the embedded broker" not in up.text
+    # The cluster is not ours to stop.
+    assert AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers}).list_topics(timeout=10).topics

@@ -49,7 +49,12 @@ class Command(BaseCommand):
                 self.stdout.write(f"\nreceived {signal.Signals(signum).name}; stopping Sluice")
             stop.set()
 
-        # Until the children run, Ctrl-C must still stop the broker: KeyboardInterrupt + finally.
+        def interrupt_start_up(signum, _frame):
+            raise KeyboardInterrupt
+
+        # Until the children run, Ctrl-C or SIGTERM must still stop the broker (it runs in its
+        # own session and would outlive us): both become KeyboardInterrupt, handled below.
+        signal.signal(signal.SIGTERM, interrupt_start_up)
         broker = None
         supervisor = None
         try:
