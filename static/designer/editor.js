@@ -72,7 +72,7 @@
         fontFamily: "Inter, system-ui, sans-serif" },
       sub: { refX: 0, refY: 0, x: 54, y: 41, fontSize: 11, fill: "#667085", textAnchor: "start", textVerticalAnchor: "middle",
         fontFamily: "ui-monospace, Menlo, monospace" },
-      status: { refX: "100%", x: -14, y: 14, r: 4, fill: "transparent" },
+      status: { refX: "100%", x: -14, y: 30, r: 5, fill: "transparent" },
       badge: { visibility: "hidden", transform: `translate(${NODE_W - 34}, 0)`, cursor: "pointer" },
       badgeDot: { r: 9, fill: "#d92d20", stroke: "#fff", strokeWidth: 2 },
       badgeText: { fontSize: 10, fontWeight: 700, fill: "#fff", textAnchor: "middle", textVerticalAnchor: "middle" },
@@ -80,12 +80,12 @@
     ports: {
       groups: {
         in: {
-          position: "left",
+          position: "top",
           attrs: { circle: { r: 5, magnet: true, stroke: "#98a2b3", strokeWidth: 1.5, fill: "#fff", class: "x6-port-body port-in" } },
         },
         out: {
-          position: "right",
-          label: { position: { name: "left", args: { x: -8 } } },
+          position: "bottom",
+          label: { position: { name: "right", args: { x: 4, y: 9 } } },
           attrs: {
             circle: { r: 5, magnet: true, stroke: "#3056d3", strokeWidth: 1.5, fill: "#fff", class: "x6-port-body port-out" },
             text: { fontSize: 10, fill: "#667085" },
@@ -128,7 +128,7 @@
       validateMagnet({ magnet }) {
         if (!config.canEdit) return false;
         if (magnet.getAttribute("port-group") === "in") {
-          toast("Start a connection at an output port (right side of a step); input ports receive connections.", true);
+          toast("Start a connection at an output port (bottom of a step); input ports (top) receive connections.", true);
           return false;
         }
         return true;
@@ -163,7 +163,7 @@
     // Keys typed into the name, the panel or the code pane are text, not canvas commands.
     guard: (e) => !(e.target && e.target.closest && e.target.closest("input, textarea, select, [contenteditable], dialog[open]")),
   });
-  const minimap = new X6.MiniMap({ container: $("#minimap"), width: 200, height: 130, padding: 10, scalable: false });
+  const minimap = new X6.MiniMap({ container: $("#minimap"), width: 160, height: 104, padding: 8, scalable: false });
   [history, selection, snapline, clipboard, keyboard, minimap].forEach((plugin) => graph.use(plugin));
   const dnd = new X6.Dnd({
     target: graph, scaled: false,
@@ -226,10 +226,10 @@
   }
 
   function connectionRefusal(sourceCell, sourcePort, targetCell, targetPort, targetMagnet, edge) {
-    if (!targetCell || !targetMagnet) return "Drop the connection on an input port (left side of a step).";
+    if (!targetCell || !targetMagnet) return "Drop the connection on an input port (top of a step).";
     if (sourceCell === targetCell) return "A step cannot connect to itself.";
     const targetGroup = targetMagnet.getAttribute("port-group");
-    if (targetGroup !== "in") return "Two outputs cannot be joined: connect an output to an input port (left side).";
+    if (targetGroup !== "in") return "Two outputs cannot be joined: connect an output to an input port (top of a step).";
     const duplicate = graph.getEdges().some((e) => e !== edge && e.getSourceCellId() === sourceCell.id
       && e.getTargetCellId() === targetCell.id && (e.getSourcePortId() || "out") === (sourcePort || "out"));
     if (duplicate) return `${stepOf(sourceCell).id} is already connected to ${stepOf(targetCell).id} from this port.`;
@@ -267,7 +267,8 @@
 
   // ---- definition <-> graph -----------------------------------------------------------
   function currentDefinition() {
-    const nodes = graph.getNodes();
+    // Creation order (z-index), so undo of a delete puts a step back where it was in the list.
+    const nodes = graph.getNodes().slice().sort((a, b) => (a.getZIndex() || 0) - (b.getZIndex() || 0));
     const idOf = {};
     const steps = [];
     const layout = {};
@@ -338,18 +339,62 @@
   // ---- auto-layout with dagre -----------------------------------------------------------
   function autoLayout({ recordHistory = true } = {}) {
     const g = new dagre.graphlib.Graph();
-    g.setGraph({ rankdir: "LR", nodesep: 28, ranksep: 72, marginx: 40, marginy: 72 });
+    // Top to bottom: the canvas beside palette and panel is about as tall as it is wide, and
+    // chains (the common shape) stay readable at 1280x720 instead of shrinking to fit.
+    g.setGraph({ rankdir: "TB", nodesep: 36, ranksep: 48, marginx: 40, marginy: 72 });
     g.setDefaultEdgeLabel(() => ({}));
     const nodes = graph.getNodes();
-    nodes.forEach((n) => g.setNode(n.id, { width: NODE_W, height: NODE_H }));
-    graph.getEdges().forEach((e) => { if (e.getTargetCellId()) g.setEdge(e.getSourceCellId(), e.getTargetCellId()); });
+    // dagre keeps the first-seen order of siblings: feed it nodes depth first, following each
+    // step's output ports in their declared order, so a branch's "true" child lands left of
+    // its "false" child and the edges do not cross.
+    const outgoing = {};
+    const hasIncoming = new Set();
+    const portRank = (edge) => {
+      const ports = (typeByName[stepOf(edge.getSourceCell()).type] || { ports: ["out"] }).ports;
+      return ports.indexOf(edge.getSourcePortId() || "out");
+    };
+    for (const e of graph.getEdges()) {
+      if (!e.getTargetCellId()) continue;
+      (outgoing[e.getSourceCellId()] = outgoing[e.getSourceCellId()] || []).push(e);
+      hasIncoming.add(e.getTargetCellId());
+    }
+    const ordered = [];
+    const seen = new Set();
+    const visit = (node) => {
+      if (seen.has(node.id)) return;
+      seen.add(node.id);
+      ordered.push(node);
+      (outgoing[node.id] || []).slice().sort((a, b) => portRank(a) - portRank(b))
+        .forEach((e) => visit(e.getTargetCell()));
+    };
+    nodes.filter((n) => !hasIncoming.has(n.id)).forEach(visit);
+    nodes.forEach(visit); // anything left (cycles are refused, but a pasted graph may have them)
+    ordered.forEach((n) => g.setNode(n.id, { width: NODE_W, height: NODE_H }));
+    ordered.forEach((n) => (outgoing[n.id] || []).slice().sort((a, b) => portRank(a) - portRank(b))
+      .forEach((e) => g.setEdge(e.getSourceCellId(), e.getTargetCellId())));
     dagre.layout(g);
+    // dagre may still flip siblings on ties: put the only-children of a multi-port step back
+    // in port order (true left of false), keeping the x positions dagre chose for them.
+    const incomingCount = {};
+    graph.getEdges().forEach((e) => { incomingCount[e.getTargetCellId()] = (incomingCount[e.getTargetCellId()] || 0) + 1; });
+    for (const n of ordered) {
+      const children = (outgoing[n.id] || []).slice().sort((a, b) => portRank(a) - portRank(b))
+        .map((e) => e.getTargetCellId()).filter((id, i, all) => all.indexOf(id) === i && incomingCount[id] === 1);
+      if (children.length < 2 || new Set(children.map((id) => g.node(id).y)).size !== 1) continue;
+      const xs = children.map((id) => g.node(id).x).sort((a, b) => a - b);
+      children.forEach((id, i) => { g.node(id).x = xs[i]; });
+    }
     const move = () => nodes.forEach((n) => {
       const p = g.node(n.id);
       n.position(Math.round(p.x - NODE_W / 2), Math.round(p.y - NODE_H / 2));
     });
     if (recordHistory) graph.batchUpdate("layout", move); else { history.disable(); move(); history.enable(); }
-    graph.zoomToFit({ padding: 48, maxScale: 1 });
+    fitToScreen();
+  }
+
+  function fitToScreen() {
+    // Leave room for the trigger chip (top), the problems list and the minimap (bottom).
+    graph.zoomToFit({ padding: { top: 64, bottom: 72, left: 32, right: 32 }, maxScale: 1 });
   }
 
   // ---- change tracking, validation, code pane ----------------------------------------
@@ -630,7 +675,7 @@
   keyboard.bindKey(["delete", "backspace"], (e) => { e.preventDefault(); removeSelected(); });
   keyboard.bindKey(["ctrl+a", "meta+a"], (e) => { e.preventDefault(); selection.reset(graph.getCells()); });
   keyboard.bindKey(["ctrl+s", "meta+s"], (e) => { e.preventDefault(); openSave(); });
-  keyboard.bindKey(["f"], () => graph.zoomToFit({ padding: 48, maxScale: 1 }));
+  keyboard.bindKey(["f"], () => fitToScreen());
   keyboard.bindKey(["l"], () => autoLayout());
   keyboard.bindKey(["=", "+"], () => graph.zoom(0.1));
   keyboard.bindKey(["-"], () => graph.zoom(-0.1));
@@ -647,7 +692,7 @@
   $("#btn-redo").addEventListener("click", redo);
   $("#btn-zoom-in").addEventListener("click", () => graph.zoom(0.15));
   $("#btn-zoom-out").addEventListener("click", () => graph.zoom(-0.15));
-  $("#btn-fit").addEventListener("click", () => graph.zoomToFit({ padding: 48, maxScale: 1 }));
+  $("#btn-fit").addEventListener("click", () => fitToScreen());
   $("#btn-layout").addEventListener("click", () => autoLayout());
 
   // ---- JSON / YAML beside the canvas ---------------------------------------------------
@@ -998,7 +1043,7 @@
   setDirty(false);
   updateVersionPills();
   updateHistoryButtons();
-  if (graph.getNodes().length) graph.zoomToFit({ padding: 48, maxScale: 1 });
+  if (graph.getNodes().length) fitToScreen();
 
   // For tests and the benchmark: a read-only window on the editor.
   window.sluiceEditor = {

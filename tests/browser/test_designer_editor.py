@@ -224,10 +224,12 @@ def test_author_builds_saves_publishes_and_test_runs_a_workflow(kafka, live_serv
     page.keyboard.press("Control+z")
     wait_for(lambda: "delay_1" in step_ids(page) and len(edges(page)) == 3, what="undo again")
 
-    # Auto-layout: left to right in the order of the connections.
+    # Auto-layout: top to bottom in the order of the connections, one rank per step here.
+    before = definition(page)["layout"]
     page.click("#btn-layout")
-    layout = wait_for(lambda: definition(page)["layout"], what="a layout")
-    assert layout["transform_1"]["x"] < layout["branch_1"]["x"] < layout["transform_2"]["x"] < layout["delay_1"]["x"]
+    layout = wait_for(lambda: definition(page)["layout"] != before and definition(page)["layout"], what="a new layout")
+    assert layout["transform_1"]["y"] < layout["branch_1"]["y"] < layout["transform_2"]["y"] < layout["delay_1"]["y"]
+    assert len({position["x"] for position in layout.values()}) == 1  # a chain stands in one column
 
     wait_for(lambda: page.locator("#problems-count").inner_text() in ("No problems",) or
              "error" not in page.locator("#problems-count").inner_text(), what="no errors left")
