@@ -166,3 +166,38 @@ def test_task_is_registered_with_celery_under_the_name_beat_uses():
 
     app.loader.import_default_modules()
     assert schedules.TASK_NAME in app.tasks
+
+
+def test_retention_task_purges_only_old_finished_runs(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone as dj_timezone
+
+    from monitor.models import StepRun
+
+    settings.SLUICE_RUN_RETENTION_DAYS = 30
+    old = dj_timezone.now() - timedelta(days=31)
+    recent = dj_timezone.now() - timedelta(days=29)
+    Run.objects.create(id="old-done", workflow="w", version=1, status="succeeded", created_at=old)
+    StepRun.objects.create(run_id="old-done", step_id="a", type="transform", status="succeeded")
+    Run.objects.create(id="old-running", workflow="w", version=1, status="running", created_at=old)
+    Run.objects.create(id="recent-failed", workflow="w", version=1, status="failed", created_at=recent)
+    assert tasks.purge_old_runs.run() == 2  # the run row and its step row
+    assert set(Run.objects.values_list("id", flat=True)) == {"old-running", "recent-failed"}
+    settings.SLUICE_RUN_RETENTION_DAYS = 0
+    Run.objects.filter(id="recent-failed").update(created_at=old)
+    assert tasks.purge_old_runs.run() == 0
+    assert Run.objects.filter(id="recent-failed").exists()
+
+
+def test_retention_schedule_follows_the_setting(settings):
+    from orchestrator import bootstrap
+
+    settings.SLUICE_RUN_RETENTION_DAYS = 30
+    bootstrap.ensure_retention_schedule()
+    bootstrap.ensure_retention_schedule()  # idempotent on every start
+    task = PeriodicTask.objects.get(name="sluice:retention")
+    assert task.enabled and task.task == "orchestrator.tasks.purge_old_runs" and task.queue == "sluice"
+    settings.SLUICE_RUN_RETENTION_DAYS = 0
+    bootstrap.ensure_retention_schedule()
+    assert not PeriodicTask.objects.get(name="sluice:retention").enabled
