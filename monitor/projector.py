@@ -311,10 +311,13 @@ class Projector:
 
     def poll_once(self, timeout: float = 0.5) -> int:
         """Consume one batch, apply it in one transaction, then commit offsets. Returns records seen."""
-        batch = self.consumer.consume(self.batch_size, timeout=timeout)
-        if not batch:
+        # poll() returns on the first record; consume(n, timeout) alone would wait out its whole
+        # timeout unless n records came, delaying every projection by up to `timeout`.
+        first = self.consumer.poll(timeout)
+        if first is None:
             self._back_off_when_idle()
             return 0
+        batch = [first, *self.consumer.consume(self.batch_size - 1, timeout=0)]
         history, dead, beats = [], [], []
         for msg in batch:
             if msg.error():

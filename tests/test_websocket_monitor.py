@@ -48,6 +48,14 @@ def events(run: Run, seqs, kind="step_started") -> list[messages.HistoryEvent]:
                                   data={"input": {"seq": seq}, "attempt": 1}) for seq in seqs]
 
 
+def run_async(coroutine):
+    """asyncio.run in a fresh thread: Playwright's sync API may hold a running loop in this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def ws(live_server, path: str, cookie: str | None):
     headers = {"Cookie": cookie} if cookie else {}
     return connect(f"{live_server.ws_url}{path}", additional_headers=headers, origin=live_server.url,
@@ -97,7 +105,7 @@ def test_anonymous_user_is_refused_and_receives_nothing(setup):
                     await socket.recv()
             assert refused.value.response.status_code == 403
 
-    asyncio.run(scenario())
+    run_async(scenario())
 
 
 def test_user_only_receives_events_of_workflows_they_may_view(setup):
@@ -125,7 +133,7 @@ def test_user_only_receives_events_of_workflows_they_may_view(setup):
         assert {m["event"]["run_id"] for m in seen_limited} == {alpha_run.id}
         assert [m["event"]["seq"] for m in seen_limited] == [1, 2]
 
-    asyncio.run(scenario())
+    run_async(scenario())
 
 
 def test_catch_up_after_reconnect_has_no_gaps_and_no_duplicates(setup):
@@ -157,7 +165,7 @@ def test_catch_up_after_reconnect_has_no_gaps_and_no_duplicates(setup):
             error = json.loads(await socket.recv())
         return first, live_events, second, again, error
 
-    first, live_events, second, again, error = asyncio.run(scenario())
+    first, live_events, second, again, error = run_async(scenario())
     assert [m["event"]["seq"] for m in first[:-1]] == [3, 4, 5]
     assert first[-1] == {"type": "caught_up", "seq": 5}
     assert first[0]["event"]["data"] == {"input": {"seq": 3}, "attempt": 1}

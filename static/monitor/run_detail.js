@@ -30,8 +30,9 @@
   function buildGraph() {
     const container = document.getElementById("run-graph");
     if (!window.X6) { container.textContent = "The graph library did not load."; return; }
+    // Fixed size, resized by hand: X6's autoResize in a flex card grows the card without end.
     graph = new X6.Graph({
-      container, autoResize: true, background: { color: "#f8f9fb" },
+      container, width: container.clientWidth, height: container.clientHeight, background: { color: "#f8f9fb" },
       grid: { visible: true, size: 8, type: "dot", args: { color: "#e1e4ea", thickness: 1 } },
       panning: { enabled: true }, mousewheel: { enabled: true, modifiers: ["ctrl", "meta"], minScale: 0.3, maxScale: 1.5 },
       interacting: () => ({ nodeMovable: false, edgeMovable: false, edgeLabelMovable: false, magnetConnectable: false }),
@@ -74,6 +75,7 @@
       });
     });
     graph.on("node:click", ({ node }) => select(node.id));
+    window.addEventListener("resize", () => graph.resize(container.clientWidth, container.clientHeight));
     requestAnimationFrame(() => graph.zoomToFit({ padding: 24, maxScale: 1 }));
   }
   function paintNode(id) {
@@ -121,7 +123,7 @@
       <td class="error small">${esc(a.error || "")}</td></tr>`).join("");
     el.innerHTML = `
       <p class="row"><code class="strong">${esc(s.step_id)}</code><span class="muted">${esc(s.type)}</span><span class="spacer"></span><span class="pill ${esc(s.status)}">${esc(s.status)}</span></p>
-      ${s.port ? `<p class="small muted">took port <code>${esc(s.port)}</code></p>` : ""}
+      ${s.port && s.port !== "out" ? `<p class="small muted">took port <code>${esc(s.port)}</code></p>` : ""}
       <h3>Attempts</h3>
       ${attempts ? `<table class="table compact"><thead><tr><th>#</th><th>Start</th><th>End</th><th>Backoff</th><th>Error</th></tr></thead><tbody>${attempts}</tbody></table>` : '<p class="muted small">none yet</p>'}
       <h3>Input</h3><pre class="json">${esc(json(s.input))}</pre>
