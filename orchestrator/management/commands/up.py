@@ -67,7 +67,10 @@ class Command(BaseCommand):
             bootstrap.migrate()
             self.stdout.write("database ready")
             if not no_examples and bootstrap.first_run():
-                bootstrap.load_examples(self.stdout)
+                try:
+                    bootstrap.load_examples(self.stdout)
+                except Exception as exc:  # examples are a convenience: never a reason not to start
+                    self.stderr.write(f"could not load the example workflows ({exc}); starting without them")
             password = bootstrap.ensure_admin()
             if not no_celery:
                 bootstrap.ensure_retention_schedule()
