@@ -61,6 +61,7 @@ class Supervisor:
         stable_after: float = 60.0,
         poll_interval: float = 0.1,
         clock: Callable[[], float] = time.monotonic,
+        die_with_supervisor: bool = False,
     ):
         names = [spec.name for spec in specs]
         if len(set(names)) != len(names):
@@ -72,6 +73,10 @@ class Supervisor:
         self.stable_after = stable_after
         self.poll_interval = poll_interval
         self.clock = clock
+        # Linux only: children get SIGTERM if the supervisor itself is killed (kill -9, OOM), so
+        # they do not linger holding ports. The kernel ties this to the *thread* that started
+        # them, so only use it when start()/watch() run on a thread that lives as long as they do.
+        self._preexec = _parent_death_signal() if die_with_supervisor else None
         self.width = max([len(name) for name in names] + [len("sluice")])
         self.children = [
             Child(spec, COLOURS[i % len(COLOURS)], next_backoff=backoff_initial) for i, spec in enumerate(specs)
@@ -103,6 +108,7 @@ class Supervisor:
             child.process = subprocess.Popen(
                 child.spec.argv, cwd=child.spec.cwd, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=self._preexec,
             )
         except OSError as exc:
             # A missing executable is a crash like any other: report it and back off.
@@ -189,3 +195,22 @@ class Supervisor:
             os.killpg(process.pid, signum)  # start_new_session made pid the group id
         except ProcessLookupError:
             pass
+
+
+def _parent_death_signal():
+    """A preexec function asking the kernel to SIGTERM the child when its parent dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, in the parent: nothing to import after fork
+    prctl = libc.prctl
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+        if os.getppid() != parent:  # the parent died between fork and prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec

@@ -181,3 +181,42 @@ def test_children_are_not_restarted_while_stopping(tmp_path):
 def test_duplicate_names_are_rejected():
     with pytest.raises(ValueError, match="unique"):
         Supervisor([ProcessSpec("a", ["true"]), ProcessSpec("a", ["true"])])
+
+
+def test_children_die_with_a_killed_supervisor(tmp_path):
+    """kill -9 of the supervising process must not leave its children running (Linux)."""
+    pids = tmp_path / "pids"
+    script = f"""
+        import sys, time, threading
+        sys.path.insert(0, {os.getcwd()!r})
+        from orchestrator.supervisor import ProcessSpec, Supervisor
+        child = [sys.executable, "-c", "import os, time; open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\\\n'); time.sleep(60)"]
+        supervisor = Supervisor([ProcessSpec("a", child), ProcessSpec("b", child)], die_with_supervisor=True)
+        supervisor.start()
+        supervisor.watch(threading.Event())
+    """
+    import subprocess
+
+    parent = subprocess.Popen(py(script), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: pids.exists() and len(pids.read_text().split()) == 2)
+        children = [int(pid) for pid in pids.read_text().split()]
+        parent.kill()
+        parent.wait()
+
+        def gone(pid):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            # A zombie whose reaper is init counts as gone once it is reaped; check its state.
+            try:
+                with open(f"/proc/{pid}/stat") as stat:
+                    return stat.read().split()[2] == "Z"
+            except FileNotFoundError:
+                return True
+
+        assert wait_for(lambda: all(gone(pid) for pid in children), timeout=10)
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -273,3 +273,35 @@ def test_up_uses_a_given_cluster_instead_of_starting_a_broker(kafka_broker, star
     assert "stopping the embedded broker" not in up.text
     # The cluster is not ours to stop.
     assert AdminClient({"bootstrap.servers": kafka_broker.bootstrap_servers}).list_topics(timeout=10).topics
+
+
+def test_up_recovers_after_it_was_killed(start_up, up_env):
+    """kill -9 of `up`: its children follow it; the broker (own session) is stopped by the next `up`."""
+    up = start_up()
+    up.wait_for("Sluice is up", timeout=180)
+    children = up.child_pids()
+    broker_pid = int((Path(up_env["SLUICE_DATA_DIR"]) / "kafka" / "broker.pid").read_text())
+    up.process.kill()
+    up.process.wait()
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                return stat.read().split()[2] != "Z"
+        except FileNotFoundError:
+            return False
+
+    names = {int(pid): name for name, pid in STARTED.findall(up.text)}
+    began = time.monotonic()
+    while any(alive(pid) for pid in children):
+        assert time.monotonic() < began + 60, [names[pid] for pid in children if alive(pid)]
+        time.sleep(0.2)
+    assert alive(broker_pid)
+
+    again = start_up()
+    again.wait_for("Sluice is up", timeout=180)
+    assert f"stopping the broker a previous `up` left running (pid {broker_pid})" in again.text
+    assert not alive(broker_pid)
+    again.interrupt(timeout=90)
+    assert again.process.returncode == 0, again.text
+    assert not (Path(up_env["SLUICE_DATA_DIR"]) / "kafka" / "broker.pid").exists()

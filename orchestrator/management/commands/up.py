@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import get_commands
@@ -23,6 +25,8 @@ from orchestrator import bootstrap
 from orchestrator.runtime import commands
 from orchestrator.runtime.broker import EmbeddedBroker, port_open
 from orchestrator.supervisor import ProcessSpec, Supervisor
+
+BROKER_PID_FILE = "broker.pid"
 
 
 class Command(BaseCommand):
@@ -55,6 +59,7 @@ class Command(BaseCommand):
         # Until the children run, Ctrl-C or SIGTERM must still stop the broker (it runs in its
         # own session and would outlive us): both become KeyboardInterrupt, handled below.
         signal.signal(signal.SIGTERM, interrupt_start_up)
+        signal.signal(signal.SIGHUP, interrupt_start_up)
         broker = None
         supervisor = None
         try:
@@ -79,9 +84,11 @@ class Command(BaseCommand):
             connections.close_all()
             commands.reset_producer()
 
-            supervisor = Supervisor(self._specs(web_port, runners, no_celery))
+            # Spawned and watched from this (main) thread, so the parent-death signal is safe to use.
+            supervisor = Supervisor(self._specs(web_port, runners, no_celery), die_with_supervisor=True)
             signal.signal(signal.SIGINT, request_stop)
             signal.signal(signal.SIGTERM, request_stop)
+            signal.signal(signal.SIGHUP, request_stop)  # the terminal went away
             supervisor.start()
             threading.Thread(target=self._banner, args=(supervisor, web_port, password, stop),
                              daemon=True, name="banner").start()
@@ -92,17 +99,20 @@ class Command(BaseCommand):
             # A second Ctrl-C must not abort the orderly stop half way.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             if supervisor is not None:
                 supervisor.stop()
             if broker is not None:
                 self.stdout.write("stopping the embedded broker (it saves its data)")
                 broker.stop()
+                (broker.data_dir / BROKER_PID_FILE).unlink(missing_ok=True)
             self.stdout.write("Sluice stopped")
 
     # ---- pieces ------------------------------------------------------------------------------
     def _start_broker(self) -> EmbeddedBroker:
         data_dir = settings.DATA_DIR / "kafka"
         data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_stale_broker(data_dir)
         # The broker's own chatter goes to a file; the terminal is for Sluice's processes.
         log_file = open(settings.DATA_DIR / "kafka.log", "ab")
         broker = EmbeddedBroker(data_dir, settings.KAFKA_PORT, log_file=log_file)
@@ -111,7 +121,34 @@ class Command(BaseCommand):
             broker.start()
         except RuntimeError as exc:
             raise CommandError(str(exc)) from exc
+        (data_dir / BROKER_PID_FILE).write_text(str(broker.process.pid))
         return broker
+
+    def _stop_stale_broker(self, data_dir: Path) -> None:
+        """Stop the broker of a previous `up` that was killed before it could stop it.
+
+        The broker runs in its own session (so a terminal Ctrl-C reaches us first), which also
+        means it outlives a `kill -9` of `up`. Only a process that is this data dir's broker
+        binary is touched: the pid file alone could name an unrelated process by now.
+        """
+        pid_file = data_dir / BROKER_PID_FILE
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ValueError):
+            pid_file.unlink(missing_ok=True)
+            return
+        if not (cmdline and cmdline[0].endswith(b"noida-db") and str(data_dir).encode() in cmdline):
+            pid_file.unlink(missing_ok=True)
+            return
+        self.stdout.write(f"stopping the broker a previous `up` left running (pid {pid}); it saves its data")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
+        pid_file.unlink(missing_ok=True)
 
     def _specs(self, web_port: int, runners: int, no_celery: bool) -> list[ProcessSpec]:
         python = sys.executable
