@@ -109,6 +109,8 @@
     autoResize: true,
     grid: { visible: true, size: 8, type: "dot", args: { color: "#d5d9e0", thickness: 1 } },
     background: { color: "#f8f9fb" },
+    // Big workflows draw only the steps in view (plus a margin); small ones draw everything.
+    virtual: { enabled: (initial.steps || []).length > 80, margin: 160 },
     panning: { enabled: true, eventTypes: ["rightMouseDown", "mouseWheel"] },
     mousewheel: { enabled: true, modifiers: ["ctrl", "meta"], zoomAtMousePosition: true, minScale: 0.2, maxScale: 2 },
     scaling: { min: 0.2, max: 2 },
@@ -163,8 +165,19 @@
     // Keys typed into the name, the panel or the code pane are text, not canvas commands.
     guard: (e) => !(e.target && e.target.closest && e.target.closest("input, textarea, select, [contenteditable], dialog[open]")),
   });
-  const minimap = new X6.MiniMap({ container: $("#minimap"), width: 160, height: 104, padding: 8, scalable: false });
-  [history, selection, snapline, clipboard, keyboard, minimap].forEach((plugin) => graph.use(plugin));
+  // The minimap draws every step as a plain rectangle and leaves edges out (X6's documented
+  // way to keep it cheap): a full second rendering of 300 steps doubled load and drag costs.
+  class MinimapNodeView extends X6.NodeView {
+    renderMarkup() { return this.renderJSONMarkup({ tagName: "rect", selector: "body" }); }
+    update() { super.update({ body: { refWidth: "100%", refHeight: "100%", rx: 8, ry: 8, fill: "#c7d2fe" } }); }
+  }
+  const minimap = new X6.MiniMap({
+    container: $("#minimap"), width: 160, height: 104, padding: 8, scalable: false,
+    graphOptions: { createCellView: (cell) => (cell.isNode() ? MinimapNodeView : null) },
+  });
+  [history, selection, snapline, clipboard, keyboard].forEach((plugin) => graph.use(plugin));
+  // The minimap joins once the canvas is drawn: it must not delay the first paint.
+  const addMinimap = () => graph.use(minimap);
   const dnd = new X6.Dnd({
     target: graph, scaled: false,
     getDropNode: (dragging) => {
@@ -299,36 +312,47 @@
   }
 
   function loadDefinition(definition, { recordHistory = false } = {}) {
+    performance.mark("sluice:load-start");
     for (const [key, value] of Object.entries(definition)) {
       if (!["steps", "edges", "layout", "trigger"].includes(key)) meta[key] = value;
     }
     for (const key of Object.keys(meta)) if (!(key in definition)) delete meta[key];
     trigger = definition.trigger || { type: "manual" };
     const layout = definition.layout || {};
-    const steps = Array.isArray(definition.steps) ? definition.steps.filter((s) => s && typeof s === "object") : [];
-    let missingLayout = false;
-    const cells = [];
-    const nodeByStep = {};
-    steps.forEach((step, i) => {
-      const pos = layout[step.id];
-      if (!pos) missingLayout = true;
-      const node = graph.createNode(nodeConfig(step, pos ? pos.x : 80 + (i % 6) * 260, pos ? pos.y : 80 + Math.floor(i / 6) * 120));
-      nodeByStep[step.id] = node;
-      cells.push(node);
-    });
-    for (const edge of Array.isArray(definition.edges) ? definition.edges : []) {
-      const source = nodeByStep[edge && edge.from];
-      const target = nodeByStep[edge && edge.to];
-      if (!source || !target) continue; // dangling edges are reported by validation, not drawn
-      cells.push(graph.createEdge({ shape: "sluice-edge", zIndex: -1,
-        source: { cell: source.id, port: edge.port || "out" }, target: { cell: target.id, port: "in" } }));
-    }
+    const steps = Array.isArray(definition.steps)
+      ? definition.steps.filter((s) => s && typeof s === "object" && typeof s.id === "string") : [];
+    const wantedEdges = (Array.isArray(definition.edges) ? definition.edges : [])
+      .filter((e) => e && typeof e === "object");
+    const missingLayout = steps.some((step) => !layout[step.id]);
+    // Steps without a position: lay the whole workflow out with dagre before drawing it.
+    const computed = missingLayout && steps.length ? computeLayout(steps, wantedEdges) : {};
+    const place = (step, i) => layout[step.id] || computed[step.id] || { x: 80 + (i % 6) * 260, y: 80 + Math.floor(i / 6) * 120 };
+    performance.mark("sluice:layout-done");
     suppressDirty += 1;
-    // remove + add rather than resetCells: History records these, so a load from the code
-    // pane or an import can be undone like any other edit.
-    const apply = () => { graph.removeCells(graph.getCells()); graph.addCell(cells); };
-    if (recordHistory) graph.batchUpdate("load", apply); else { history.disable(); apply(); history.enable(); }
-    if (missingLayout && steps.length) autoLayout({ recordHistory });
+    if (recordHistory) {
+      // An edit in the code pane or an import: apply only what changed, as one undoable step,
+      // so positions, selection and the panel survive a one-word edit.
+      graph.batchUpdate("code", () => applyDifferences(steps, wantedEdges, layout, place));
+    } else {
+      const cells = [];
+      const nodeByStep = {};
+      steps.forEach((step, i) => {
+        const pos = place(step, i);
+        const node = graph.createNode(nodeConfig(step, pos.x, pos.y));
+        nodeByStep[step.id] = node;
+        cells.push(node);
+      });
+      for (const edge of wantedEdges) {
+        const source = nodeByStep[edge.from];
+        const target = nodeByStep[edge.to];
+        if (!source || !target) continue; // dangling edges are reported by validation, not drawn
+        cells.push(edgeConfig(source, edge.port, target));
+      }
+      history.disable();
+      graph.resetCells(cells); // one reset event instead of one per cell: fast for big workflows
+      history.enable();
+    }
+    performance.mark("sluice:cells-added");
     suppressDirty -= 1;
     if (!recordHistory) history.clean();
     $("#wf-name").value = meta.name || "";
@@ -336,78 +360,153 @@
     onModelChanged({ fromLoad: !recordHistory });
   }
 
+  function edgeConfig(source, port, target) {
+    return graph.createEdge({ shape: "sluice-edge", zIndex: -1,
+      source: { cell: source.id, port: port || "out" }, target: { cell: target.id, port: "in" } });
+  }
+
+  function applyDifferences(steps, wantedEdges, layout, place) {
+    const existing = {};
+    graph.getNodes().forEach((n) => { existing[stepOf(n).id] = n; });
+    const keep = new Set(steps.map((s) => s.id));
+    graph.removeCells(graph.getNodes().filter((n) => !keep.has(stepOf(n).id)));
+    const nodeByStep = {};
+    steps.forEach((step, i) => {
+      let node = existing[step.id];
+      if (node && stepOf(node).type !== step.type) { // other ports: draw it anew
+        graph.removeCells([node]);
+        node = null;
+      }
+      if (!node) {
+        const pos = place(step, i);
+        node = graph.addNode(nodeConfig(step, pos.x, pos.y));
+      } else {
+        if (JSON.stringify(stepOf(node)) !== JSON.stringify(step)) node.setData({ step }, { overwrite: true });
+        const pos = layout[step.id];
+        const now = node.getPosition();
+        if (pos && (Math.round(now.x) !== pos.x || Math.round(now.y) !== pos.y)) node.position(pos.x, pos.y);
+      }
+      nodeByStep[step.id] = node;
+    });
+    const key = (from, port, to) => `${from}|${port || "out"}|${to}`;
+    const wanted = new Set(wantedEdges.map((e) => key(e.from, e.port, e.to)));
+    const present = new Set();
+    for (const e of graph.getEdges()) {
+      const k = key(stepOf(e.getSourceCell()).id, e.getSourcePortId(), stepOf(e.getTargetCell()).id);
+      if (!wanted.has(k) || present.has(k)) graph.removeCells([e]); else present.add(k);
+    }
+    for (const edge of wantedEdges) {
+      const k = key(edge.from, edge.port, edge.to);
+      if (present.has(k) || !nodeByStep[edge.from] || !nodeByStep[edge.to]) continue;
+      graph.addCell(edgeConfig(nodeByStep[edge.from], edge.port, nodeByStep[edge.to]));
+      present.add(k);
+    }
+  }
+
   // ---- auto-layout with dagre -----------------------------------------------------------
-  function autoLayout({ recordHistory = true } = {}) {
+  // Works on plain data (steps and edges by id) so a workflow opened without a layout is
+  // placed before any cell exists: no per-node move events, no second render.
+  function computeLayout(steps, edges) {
     const g = new dagre.graphlib.Graph();
     // Top to bottom: the canvas beside palette and panel is about as tall as it is wide, and
     // chains (the common shape) stay readable at 1280x720 instead of shrinking to fit.
     g.setGraph({ rankdir: "TB", nodesep: 36, ranksep: 48, marginx: 40, marginy: 72 });
     g.setDefaultEdgeLabel(() => ({}));
-    const nodes = graph.getNodes();
-    // dagre keeps the first-seen order of siblings: feed it nodes depth first, following each
+    const typeOf = Object.fromEntries(steps.map((s) => [s.id, s.type]));
+    const portRank = (edge) => ((typeByName[typeOf[edge.from]] || { ports: ["out"] }).ports).indexOf(edge.port || "out");
+    const outgoing = {};
+    const incomingCount = {};
+    for (const e of edges) {
+      if (!(e.from in typeOf) || !(e.to in typeOf)) continue;
+      (outgoing[e.from] = outgoing[e.from] || []).push(e);
+      incomingCount[e.to] = (incomingCount[e.to] || 0) + 1;
+    }
+    Object.values(outgoing).forEach((list) => list.sort((a, b) => portRank(a) - portRank(b)));
+    // dagre keeps the first-seen order of siblings: feed it steps depth first, following each
     // step's output ports in their declared order, so a branch's "true" child lands left of
     // its "false" child and the edges do not cross.
-    const outgoing = {};
-    const hasIncoming = new Set();
-    const portRank = (edge) => {
-      const ports = (typeByName[stepOf(edge.getSourceCell()).type] || { ports: ["out"] }).ports;
-      return ports.indexOf(edge.getSourcePortId() || "out");
-    };
-    for (const e of graph.getEdges()) {
-      if (!e.getTargetCellId()) continue;
-      (outgoing[e.getSourceCellId()] = outgoing[e.getSourceCellId()] || []).push(e);
-      hasIncoming.add(e.getTargetCellId());
-    }
     const ordered = [];
     const seen = new Set();
-    const visit = (node) => {
-      if (seen.has(node.id)) return;
-      seen.add(node.id);
-      ordered.push(node);
-      (outgoing[node.id] || []).slice().sort((a, b) => portRank(a) - portRank(b))
-        .forEach((e) => visit(e.getTargetCell()));
+    const stack = [];
+    const visit = (root) => {
+      stack.push(root);
+      while (stack.length) {
+        const id = stack.pop();
+        if (seen.has(id)) continue;
+        seen.add(id);
+        ordered.push(id);
+        (outgoing[id] || []).slice().reverse().forEach((e) => stack.push(e.to));
+      }
     };
-    nodes.filter((n) => !hasIncoming.has(n.id)).forEach(visit);
-    nodes.forEach(visit); // anything left (cycles are refused, but a pasted graph may have them)
-    ordered.forEach((n) => g.setNode(n.id, { width: NODE_W, height: NODE_H }));
-    ordered.forEach((n) => (outgoing[n.id] || []).slice().sort((a, b) => portRank(a) - portRank(b))
-      .forEach((e) => g.setEdge(e.getSourceCellId(), e.getTargetCellId())));
+    steps.filter((s) => !incomingCount[s.id]).forEach((s) => visit(s.id));
+    steps.forEach((s) => visit(s.id)); // anything left (cycles are refused, but imports may have them)
+    ordered.forEach((id) => g.setNode(id, { width: NODE_W, height: NODE_H }));
+    ordered.forEach((id) => (outgoing[id] || []).forEach((e) => g.setEdge(e.from, e.to)));
     dagre.layout(g);
     // dagre may still flip siblings on ties: put the only-children of a multi-port step back
     // in port order (true left of false), keeping the x positions dagre chose for them.
-    const incomingCount = {};
-    graph.getEdges().forEach((e) => { incomingCount[e.getTargetCellId()] = (incomingCount[e.getTargetCellId()] || 0) + 1; });
-    for (const n of ordered) {
-      const children = (outgoing[n.id] || []).slice().sort((a, b) => portRank(a) - portRank(b))
-        .map((e) => e.getTargetCellId()).filter((id, i, all) => all.indexOf(id) === i && incomingCount[id] === 1);
-      if (children.length < 2 || new Set(children.map((id) => g.node(id).y)).size !== 1) continue;
-      const xs = children.map((id) => g.node(id).x).sort((a, b) => a - b);
-      children.forEach((id, i) => { g.node(id).x = xs[i]; });
+    for (const id of ordered) {
+      const children = (outgoing[id] || []).map((e) => e.to)
+        .filter((child, i, all) => all.indexOf(child) === i && incomingCount[child] === 1);
+      if (children.length < 2 || new Set(children.map((child) => g.node(child).y)).size !== 1) continue;
+      const xs = children.map((child) => g.node(child).x).sort((a, b) => a - b);
+      children.forEach((child, i) => { g.node(child).x = xs[i]; });
     }
-    const move = () => nodes.forEach((n) => {
-      const p = g.node(n.id);
-      n.position(Math.round(p.x - NODE_W / 2), Math.round(p.y - NODE_H / 2));
+    const positions = {};
+    ordered.forEach((id) => {
+      const p = g.node(id);
+      positions[id] = { x: Math.round(p.x - NODE_W / 2), y: Math.round(p.y - NODE_H / 2) };
+    });
+    return positions;
+  }
+
+  function autoLayout({ recordHistory = true } = {}) {
+    const definition = currentDefinition();
+    const positions = computeLayout(definition.steps, definition.edges);
+    const move = () => graph.getNodes().forEach((n) => {
+      const p = positions[stepOf(n).id];
+      if (p) n.position(p.x, p.y);
     });
     if (recordHistory) graph.batchUpdate("layout", move); else { history.disable(); move(); history.enable(); }
     fitToScreen();
   }
 
+  const MIN_READABLE_SCALE = 0.5;
   function fitToScreen() {
     // Leave room for the trigger chip (top), the problems list and the minimap (bottom).
-    graph.zoomToFit({ padding: { top: 64, bottom: 72, left: 32, right: 32 }, maxScale: 1 });
+    const padding = { top: 64, bottom: 72, left: 32, right: 32 };
+    const box = graph.getContentBBox();
+    const width = container.clientWidth - padding.left - padding.right;
+    const height = container.clientHeight - padding.top - padding.bottom;
+    if (!box.width || Math.min(width / box.width, height / box.height) >= MIN_READABLE_SCALE) {
+      graph.zoomToFit({ padding, maxScale: 1 });
+      return;
+    }
+    // Too big to fit legibly: keep the labels readable and show where the workflow starts;
+    // the minimap shows the rest.
+    graph.zoomTo(MIN_READABLE_SCALE);
+    graph.positionContent("top", { padding });
   }
 
   // ---- change tracking, validation, code pane ----------------------------------------
   let validateTimer = null;
   let validateSeq = 0;
+  let syncTimer = null;
+  // Cheap bookkeeping at once; the O(steps) work (deriving the definition for the panel, the
+  // code pane and validation) once things settle, so a drag or a load of hundreds of steps
+  // does not rebuild the definition on every event.
   function onModelChanged({ fromLoad = false } = {}) {
     if (!fromLoad && !suppressDirty) setDirty(true);
+    clearTimeout(syncTimer);
+    syncTimer = setTimeout(syncViews, 120);
+  }
+  function syncViews() {
     $("#canvas-empty").hidden = graph.getNodes().length > 0;
     const panelDefinition = document.querySelector("#panel input[name=definition]");
     if (panelDefinition) panelDefinition.value = JSON.stringify(currentDefinition());
     scheduleCodeRefresh();
     clearTimeout(validateTimer);
-    validateTimer = setTimeout(validateNow, 250);
+    validateTimer = setTimeout(validateNow, 150);
   }
 
   const MODEL_EVENTS = ["node:added", "node:removed", "edge:removed", "edge:connected", "node:change:data", "node:change:position"];
@@ -424,7 +523,17 @@
   }
   $("#wf-name").addEventListener("input", (e) => { meta.name = e.target.value; onModelChanged(); });
   const slugInput = $("#wf-slug");
-  if (slugInput) slugInput.addEventListener("input", (e) => { meta.slug = e.target.value.trim(); onModelChanged(); });
+  if (slugInput) {
+    // On a new workflow the slug follows the name until the author types one of their own.
+    let slugTouched = false;
+    const slugify = (text) => text.toLowerCase().normalize("NFKD").replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 100);
+    slugInput.addEventListener("input", (e) => { slugTouched = true; meta.slug = e.target.value.trim(); onModelChanged(); });
+    $("#wf-name").addEventListener("input", (e) => {
+      if (slugTouched) return;
+      slugInput.value = slugify(e.target.value);
+      meta.slug = slugInput.value;
+    });
+  }
 
   async function validateNow() {
     const seq = ++validateSeq;
@@ -1044,12 +1153,15 @@
   updateVersionPills();
   updateHistoryButtons();
   if (graph.getNodes().length) fitToScreen();
+  (window.requestIdleCallback || ((f) => setTimeout(f, 200)))(addMinimap, { timeout: 1500 });
 
   // For tests and the benchmark: a read-only window on the editor.
   window.sluiceEditor = {
     graph, history, selection, clipboard, currentDefinition, autoLayout, nodeForStep, openPanel,
     get problems() { return problems; }, get dirty() { return dirty; }, get version() { return version; },
     get live() { return live; },
+    readyAt: performance.now(),
   };
+  graph.once("render:done", () => { window.sluiceEditor.renderedAt = performance.now(); });
   document.documentElement.dataset.editorReady = "1";
 })();

@@ -1,0 +1,205 @@
+"""Benchmark: the editor with a 300-step workflow in headless chromium.
+
+    python -m bench.designer_render [--steps 300] [--repeats 3]
+
+Sets up a throw-away database, saves a generated workflow of N steps without a layout (so
+the editor must auto-lay it out with dagre on open), serves Sluice with daphne, and measures
+in Debian's chromium at 1280x720:
+  - time to interactive: navigation start -> every node drawn, laid out and fitted
+    (X6's first 'render:done' after the editor started; big workflows render virtually,
+    i.e. only the steps in view, so the count of steps drawn then is printed too);
+  - auto-layout: one press of the Layout button on the open workflow;
+  - drag: frame intervals (requestAnimationFrame timestamps in the page) while a node is
+    dragged across the canvas with the mouse.
+Prints a table. Not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("SLUICE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+PASSWORD = "bench-password-only-here"
+
+
+def generated_definition(steps: int) -> dict:
+    """Blocks of five: transform -> branch -> (true: http, false: delay) -> join transform."""
+    nodes, edges = [], []
+    previous = None
+    i = 0
+    while len(nodes) < steps:
+        block = [
+            {"id": f"prepare_{i}", "type": "transform", "config": {"output": {"n": "{{ trigger.n }}", "block": i}}},
+            {"id": f"decide_{i}", "type": "branch", "config": {"condition": "trigger.n > 1"}},
+            {"id": f"call_{i}", "type": "http", "config": {"method": "POST", "url": "https://example.com/{{ trigger.id }}"}},
+            {"id": f"wait_{i}", "type": "delay", "config": {"seconds": 1}},
+            {"id": f"join_{i}", "type": "transform", "config": {"output": {"done": i}}},
+        ][: steps - len(nodes)]
+        ids = [step["id"] for step in block]
+        nodes += block
+        links = [(0, 1, None), (1, 2, "true"), (1, 3, "false"), (2, 4, None), (3, 4, None)]
+        for a, b, port in links:
+            if b < len(ids):
+                edge = {"from": ids[a], "to": ids[b]}
+                if port:
+                    edge["port"] = port
+                edges.append(edge)
+        if previous is not None:
+            edges.append({"from": previous, "to": ids[0]})
+        previous = ids[-1]
+        i += 1
+    return {"slug": "bench-300", "name": f"Benchmark ({steps} steps)", "trigger": {"type": "manual"},
+            "steps": nodes, "edges": edges}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_database(data_dir: str, steps: int) -> None:
+    os.environ["SLUICE_DATA_DIR"] = data_dir
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from designer import services
+
+    call_command("migrate", verbosity=0)
+    user = get_user_model().objects.create_superuser("bench", "bench@example.com", PASSWORD)
+    services.create_workflow(generated_definition(steps), user, message="benchmark")
+
+
+def start_server(data_dir: str, port: int) -> subprocess.Popen:
+    env = dict(os.environ, SLUICE_DATA_DIR=data_dir, DJANGO_SETTINGS_MODULE="orchestrator.settings")
+    process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{port}",
+                                "--noreload", "--insecure"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/", timeout=1)
+            return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("the server did not start")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def measure(url: str, steps: int, repeats: int) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    results: dict[str, list[float]] = {"tti": [], "ready": [], "layout": [], "frames": [], "cells": [],
+                                       "first_layout": [], "script": [], "drawn": []}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 720})
+        page = context.new_page()
+        page.goto(f"{url}/accounts/login/")
+        page.fill("input[name=username]", "bench")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_load_state("networkidle")
+        for _ in range(repeats):
+            page.goto(f"{url}/designer/bench-300/")
+            page.wait_for_selector("html[data-editor-ready='1']", timeout=60000)
+            # Interactive: the first render pass is done (X6 'render:done'); with virtual
+            # rendering that is every step in view, the rest are drawn as they scroll in.
+            page.wait_for_function("window.sluiceEditor && window.sluiceEditor.renderedAt", timeout=60000, polling="raf")
+            results["tti"].append(page.evaluate("window.sluiceEditor.renderedAt"))
+            results["drawn"].append(page.evaluate("document.querySelectorAll('#canvas .x6-graph-svg-stage > g.x6-node').length"))
+            results["ready"].append(page.evaluate("window.sluiceEditor.readyAt"))
+            marks = page.evaluate("() => Object.fromEntries(performance.getEntriesByType('mark').map(m => [m.name, m.startTime]))")
+            results["script"].append(marks["sluice:load-start"])
+            results["first_layout"].append(marks["sluice:layout-done"] - marks["sluice:load-start"])
+            results["cells"].append(marks["sluice:cells-added"] - marks["sluice:layout-done"])
+            results["layout"].append(page.evaluate(
+                "() => { const t0 = performance.now(); window.sluiceEditor.autoLayout(); return performance.now() - t0; }"))
+        # Drag one node across the canvas and record the frame intervals meanwhile.
+        page.evaluate("""() => {
+            window.__frames = []; window.__recording = true;
+            const tick = (t) => { window.__frames.push(t); if (window.__recording) requestAnimationFrame(tick); };
+            requestAnimationFrame(tick);
+        }""")
+        node = page.evaluate("""() => {
+            const ed = window.sluiceEditor;
+            const cell = ed.nodeForStep('prepare_0');
+            ed.graph.centerCell(cell);
+            const r = ed.graph.findViewByCell(cell).container.querySelector('rect').getBoundingClientRect();
+            return {x: r.x + r.width * 0.45, y: r.y + r.height * 0.3};
+        }""")
+        page.wait_for_timeout(300)
+        page.mouse.move(node["x"], node["y"])
+        page.mouse.down()
+        for i in range(1, 121):
+            page.mouse.move(node["x"] + (i % 60) * 4, node["y"] + (i // 60) * 40 + (i % 60))
+        page.mouse.up()
+        page.wait_for_timeout(100)
+        frames = page.evaluate("() => { window.__recording = false; return window.__frames; }")
+        results["frames"] = [b - a for a, b in zip(frames, frames[1:])]
+        browser.close()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    data_dir = tempfile.mkdtemp(prefix="sluice-bench-designer-")
+    prepare_database(data_dir, args.steps)
+    port = free_port()
+    server = start_server(data_dir, port)
+    try:
+        results = measure(f"http://127.0.0.1:{port}", args.steps, args.repeats)
+    finally:
+        server.terminate()
+        server.wait(10)
+    frames = results["frames"]
+    rows = [
+        ("steps / edges", f"{args.steps} / {len(generated_definition(args.steps)['edges'])}"),
+        ("time to interactive (nav -> first render pass done), median ms", f"{statistics.median(results['tti']):.0f}"),
+        ("  runs (ms)", ", ".join(f"{v:.0f}" for v in results["tti"])),
+        ("  steps drawn at that moment (the rest are out of view)", f"{statistics.median(results['drawn']):.0f}"),
+        ("  page + scripts loaded (nav -> editor starts), median ms", f"{statistics.median(results['script']):.0f}"),
+        ("  dagre layout before drawing, median ms", f"{statistics.median(results['first_layout']):.0f}"),
+        ("  create and add the cells, median ms", f"{statistics.median(results['cells']):.0f}"),
+        ("  editor ready (nav -> end of start-up script), median ms", f"{statistics.median(results['ready']):.0f}"),
+        ("auto-layout button (dagre + move + fit), median ms", f"{statistics.median(results['layout']):.0f}"),
+        ("drag: frames recorded", f"{len(frames)}"),
+        ("drag: frame interval p50 / p95 / max ms",
+         f"{percentile(frames, .5):.1f} / {percentile(frames, .95):.1f} / {max(frames):.1f}"),
+        ("drag: frames over 50 ms", f"{sum(1 for f in frames if f > 50)}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\nSluice designer, {args.steps}-step workflow, headless chromium 1280x720 "
+          f"({os.cpu_count()} cores, load average {load})")
+    print("-" * (width + 14))
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()
