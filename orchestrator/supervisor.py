@@ -36,6 +36,8 @@ class ProcessSpec:
     env: dict[str, str] | None = None  # added to the supervisor's environment
     cwd: str | None = None
     stop_timeout: float = 10.0
+    # Applied to each output line before it is shown, e.g. to mask secrets in access logs.
+    line_filter: Callable[[str], str] | None = None
 
 
 @dataclass
@@ -97,8 +99,10 @@ class Supervisor:
 
     def _pump(self, child: Child, stream) -> None:
         # One reader thread per child stream: lines come out whole and never interleave mid-line.
+        line_filter = child.spec.line_filter
         for raw in iter(stream.readline, b""):
-            self.say(raw.decode("utf-8", "replace").rstrip("\r\n"), child.spec.name, child.colour)
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.say(line_filter(line) if line_filter else line, child.spec.name, child.colour)
         stream.close()
 
     # ---- lifecycle ---------------------------------------------------------------------------

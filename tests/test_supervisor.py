@@ -220,3 +220,14 @@ def test_children_die_with_a_killed_supervisor(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_line_filter_rewrites_output_before_it_is_shown(run_supervisor):
+    out = Capture()
+    supervisor = Supervisor([ProcessSpec("web", py("print('GET /x?token=abc123 200'); import time; time.sleep(30)"),
+                                         line_filter=lambda line: line.replace("abc123", "***"))],
+                            out=out, colour=False)
+    run_supervisor(supervisor)
+    assert wait_for(lambda: "GET /x" in out.getvalue())
+    assert "web    | GET /x?token=*** 200" in out.lines()
+    assert "abc123" not in out.getvalue()

@@ -157,6 +157,10 @@ def test_up_runs_everything_and_a_second_up_resumes(start_up, up_env):
     client = sign_in(up.base, password)
     assert client.get("/admin/").status_code == 200
     assert sign_in_fails(up.base, "wrong-password")
+    # A webhook token sent in the query string never shows in the web's access log lines.
+    httpx.post(f"{up.base}/hooks/nothing-here/?token=tok-shown-nowhere-123", json={})
+    up.wait_for("/hooks/nothing-here/?token=[redacted]", timeout=20)
+    assert "tok-shown-nowhere-123" not in up.text
 
     api = httpx.Client(base_url=up.base, timeout=10, headers={"Authorization": f"Token {api_token(up_env)}"})
     listed = api.get("/api/workflows/")
@@ -240,6 +244,15 @@ def test_up_refuses_a_busy_web_port(up_env):
     assert done.returncode != 0
     assert f"port {port} is already in use" in done.stderr
     assert not (Path(up_env["SLUICE_DATA_DIR"]) / "kafka").exists()  # nothing was started
+
+
+def test_query_tokens_are_masked():
+    from orchestrator.management.commands.up import mask_query_tokens
+
+    line = '127.0.0.1:1 - - [x] "POST /hooks/a/?x=1&token=s3cr3t&y=2" 202 10'
+    assert mask_query_tokens(line) == '127.0.0.1:1 - - [x] "POST /hooks/a/?x=1&token=[redacted]&y=2" 202 10'
+    assert mask_query_tokens("POST /hooks/a/?TOKEN=abc") == "POST /hooks/a/?TOKEN=[redacted]"
+    assert mask_query_tokens("POST /hooks/a/?tokens=1") == "POST /hooks/a/?tokens=1"
 
 
 def test_process_specs_follow_the_flags(settings):

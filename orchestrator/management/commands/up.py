@@ -10,6 +10,7 @@ next `up` resumes in-flight runs.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -27,6 +28,12 @@ from orchestrator.runtime.broker import EmbeddedBroker, port_open
 from orchestrator.supervisor import ProcessSpec, Supervisor
 
 BROKER_PID_FILE = "broker.pid"
+# daphne's access log prints whole URIs; a webhook token sent as ?token= must not show.
+TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s\"']+", re.IGNORECASE)
+
+
+def mask_query_tokens(line: str) -> str:
+    return TOKEN_IN_QUERY.sub(r"\1[redacted]", line)
 
 
 class Command(BaseCommand):
@@ -164,7 +171,8 @@ class Command(BaseCommand):
         installed = get_commands()
         specs = [
             ProcessSpec("web", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
-                                "orchestrator.asgi_static:application"], env=env, cwd=cwd),
+                                "orchestrator.asgi_static:application"], env=env, cwd=cwd,
+                        line_filter=mask_query_tokens),
         ]
         if "runner" in installed:
             for index in range(1, runners + 1):
