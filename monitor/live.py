@@ -94,6 +94,9 @@ class HistoryFanout:
         return self._thread.is_alive()
 
     def start(self) -> "HistoryFanout":
+        """Start the consumer thread and the broadcaster task (call on the server's event loop)."""
+        self._outbox: asyncio.Queue = asyncio.Queue()
+        self._broadcaster = self.loop.create_task(self._broadcast_forever())
         self._thread.start()
         return self
 
@@ -182,7 +185,9 @@ class HistoryFanout:
                     self._remember(payload)
                     payloads.append(payload)
                 if payloads:
-                    asyncio.run_coroutine_threadsafe(self._broadcast(payloads), self.loop)
+                    # One queue drained by one task keeps the events in Kafka's order; a task
+                    # per batch would let batches overtake each other.
+                    self.loop.call_soon_threadsafe(self._outbox.put_nowait, payloads)
         except Exception:
             log.exception("live history fan-out stopped")
         finally:
@@ -205,6 +210,10 @@ class HistoryFanout:
                     return
         finally:
             consumer.assign([TopicPartition(tp.topic, tp.partition, next_offsets[tp.partition]) for tp in assignment])
+
+    async def _broadcast_forever(self) -> None:
+        while True:
+            await self._broadcast(await self._outbox.get())
 
     async def _broadcast(self, payloads: list[dict]) -> None:
         for payload in payloads:

@@ -238,6 +238,7 @@
         const a = attemptOf(s, n);
         a.started_at = iso(d.started_at) || a.started_at; a.ended_at = iso(d.ended_at) || iso(ev.ts);
         s.ended_at = a.ended_at;
+        s.started_at = s.started_at || a.started_at; // engine steps report start and end together
         if (ev.kind === "step_succeeded") { s.output = d.output; s.port = d.port || ""; s.error = ""; } else { s.error = d.error || ""; a.error = s.error; }
       }
       if (ev.kind === "step_retrying") { const a = attemptOf(s, n); a.ended_at = a.ended_at || iso(ev.ts); a.error = d.error; a.backoff_seconds = d.backoff_seconds; s.error = d.error || ""; }
