@@ -1071,6 +1071,12 @@
   });
 
   let runWatch = null;
+  // History event kinds (wf.history, relayed by ws/runs/<id>/) and the step status they mean.
+  const EVENT_STATUS = {
+    step_started: "running", step_succeeded: "succeeded", step_failed: "failed", step_retrying: "retrying",
+    step_waiting: "waiting", step_skipped: "skipped", step_cancelled: "cancelled",
+  };
+  const RUN_END = { run_succeeded: "succeeded", run_failed: "failed", run_cancelled: "cancelled" };
   function statusStroke(node) {
     const status = node.getData() && node.getData().runStatus;
     return status ? STATUS_COLOURS[status] : "#d0d5dd";
@@ -1091,6 +1097,7 @@
     pane.innerHTML = `<h3>Test run <span class="pill pending" id="run-status">pending</span></h3>
       <div class="small muted mono">${escapeHtml(runId)}</div><ul class="run-steps" id="run-steps"></ul>`;
     let timer = null;
+    let pushTimer = null;
     let socket = null;
     let stopped = false;
     async function refresh() {
@@ -1135,7 +1142,23 @@
       const scheme = location.protocol === "https:" ? "wss" : "ws";
       socket = new WebSocket(`${scheme}://${location.host}${config.urls.runWebsocket.replace("RUN_ID", runId)}`);
       socket.addEventListener("open", () => schedule(2000));
-      socket.addEventListener("message", () => refresh().catch(() => {}));
+      socket.addEventListener("message", (message) => {
+        // A history event paints its node at once; outputs follow from the run's projection.
+        // The monitor's socket sends {"type": "history", "event": {kind, step_id, seq, ...}}.
+        let event = null;
+        try { event = JSON.parse(message.data); } catch (err) { return; }
+        event = event && event.type === "history" ? event.event : null;
+        const status = event && EVENT_STATUS[event.kind];
+        const node = status && event.step_id ? nodeForStep(event.step_id) : null;
+        if (node) paintStatus(node, status);
+        if (event && RUN_END[event.kind]) {
+          const badge = $("#run-status");
+          badge.textContent = RUN_END[event.kind];
+          badge.className = "pill " + RUN_END[event.kind];
+        }
+        clearTimeout(pushTimer);
+        pushTimer = setTimeout(() => refresh().catch(() => {}), 150);
+      });
       socket.addEventListener("close", () => { if (!stopped) schedule(500); });
     } catch (err) { socket = null; }
     schedule(500);

@@ -254,6 +254,14 @@ def test_author_builds_saves_publishes_and_test_runs_a_workflow(kafka, live_serv
     assert workflow.live_version.message == "First cut"
 
     # Test run, executed by a real runner and projected by a real bridge.
+    sockets = []  # the run's live history arrives over the monitor's websocket
+
+    def on_websocket(ws):
+        frames = []
+        ws.on("framereceived", lambda payload: frames.append(payload))
+        sockets.append((ws.url, frames))
+
+    page.on("websocket", on_websocket)
     runner = ManageProcess("runner", "--instance-id", "designer-browser-test")
     bridge = ManageProcess("bridge")
     try:
@@ -268,6 +276,11 @@ def test_author_builds_saves_publishes_and_test_runs_a_workflow(kafka, live_serv
     finally:
         runner_log = runner.stop()
         bridge_log = bridge.stop()
+    run_sockets = [(url, frames) for url, frames in sockets if "/ws/runs/" in url]
+    assert run_sockets, f"no run websocket opened: {sockets}"
+    messages = [json.loads(frame) for _, frames in run_sockets for frame in frames]
+    kinds = {m["event"]["kind"] for m in messages if m.get("type") == "history"}
+    assert {"step_succeeded", "run_succeeded"} <= kinds, kinds
     assert "Traceback" not in runner_log, runner_log[-3000:]
     assert "Traceback" not in bridge_log, bridge_log[-3000:]
     assert not console_errors, console_errors
