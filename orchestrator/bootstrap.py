@@ -33,13 +33,6 @@ def migrate() -> None:
     call_command("migrate", interactive=False, verbosity=0)
 
 
-def first_run() -> bool:
-    """True while no workflow has ever been stored (examples are loaded only then)."""
-    from designer.models import Workflow
-
-    return not Workflow.objects.exists()
-
-
 def load_examples(stdout) -> bool:
     """Load and publish the bundled example workflows, if the command is installed."""
     if "load_examples" not in get_commands():

@@ -78,7 +78,7 @@ class Command(BaseCommand):
             self.stdout.write(f"topics ready ({len(created)} created)")
             bootstrap.migrate()
             self.stdout.write("database ready")
-            if not no_examples and bootstrap.first_run():
+            if not no_examples:  # idempotent: unchanged examples and people's edits are left alone
                 try:
                     bootstrap.load_examples(self.stdout)
                 except Exception as exc:  # examples are a convenience: never a reason not to start
