@@ -148,7 +148,7 @@ if REDIS_URL:
 else:
     # The default capacity (100) silently drops bursts; history arrives in bursts.
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 100000}}
+        "default": {"BACKEND": "monitor.channel_layer.SweepingInMemoryChannelLayer", "CONFIG": {"capacity": 100000}}
     }
 
 REST_FRAMEWORK = {
