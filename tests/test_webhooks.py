@@ -64,7 +64,7 @@ def hook(kafka):
     return token
 
 
-def post(client, slug, body, token=None, query_token=None, **headers):
+def post(slug, body, token=None, query_token=None, **headers):
     url = f"/hooks/{slug}/" + (f"?token={query_token}" if query_token else "")
     if token:
         headers["HTTP_X_SLUICE_TOKEN"] = token
@@ -73,7 +73,7 @@ def post(client, slug, body, token=None, query_token=None, **headers):
 
 
 def test_post_starts_a_run_of_the_live_version(kafka, kafka_broker, hook):
-    response = post(None, "orders-in", {"id": 7, "total": 120}, token=hook,
+    response = post("orders-in", {"id": 7, "total": 120}, token=hook,
                     HTTP_USER_AGENT="shop/1.0", HTTP_X_REQUEST_ID="r-1", HTTP_AUTHORIZATION="Bearer nope",
                     HTTP_X_API_SECRET="hidden")
     assert response.status_code == 202, response.content
@@ -95,28 +95,28 @@ def test_post_starts_a_run_of_the_live_version(kafka, kafka_broker, hook):
 
 
 def test_token_in_query_string_works_too(kafka, kafka_broker, hook):
-    response = post(None, "orders-in", {"a": 1}, query_token=hook)
+    response = post("orders-in", {"a": 1}, query_token=hook)
     assert response.status_code == 202
     assert read_starts(kafka_broker, kafka.runs, 1)[0].input == {"a": 1}
 
 
 def test_missing_and_wrong_tokens_are_refused_and_nothing_is_sent(kafka, kafka_broker, hook):
-    missing = post(None, "orders-in", {"a": 1})
+    missing = post("orders-in", {"a": 1})
     assert missing.status_code == 401
     assert missing.json()["code"] == "not_authenticated"
     assert missing.json()["errors"][0]["path"] == "headers.X-Sluice-Token"
-    wrong = post(None, "orders-in", {"a": 1}, token="not-the-token")
+    wrong = post("orders-in", {"a": 1}, token="not-the-token")
     assert wrong.status_code == 403
     # A valid token of another workflow does not open this one.
     make_live("other", {"type": "webhook"})
     other_token = webhooks.issue_token("other")
-    assert post(None, "orders-in", {"a": 1}, token=other_token).status_code == 403
-    assert post(None, "no-such-flow", {"a": 1}, token=hook).status_code == 403
+    assert post("orders-in", {"a": 1}, token=other_token).status_code == 403
+    assert post("no-such-flow", {"a": 1}, token=hook).status_code == 403
     assert read_starts(kafka_broker, kafka.runs, 1, timeout=3) == []
 
 
 def test_non_json_body_is_a_400_with_the_field(kafka, hook):
-    response = post(None, "orders-in", "{not json", token=hook)
+    response = post("orders-in", "{not json", token=hook)
     assert response.status_code == 400
     assert response.json()["errors"][0]["path"] == "body"
     assert "not valid JSON" in response.json()["detail"]
@@ -132,21 +132,21 @@ def test_workflow_whose_live_version_has_no_webhook_trigger_is_404(kafka, kafka_
                                              definition=definition("orders-in", {"type": "manual"}))
     workflow.live_version = version
     workflow.save()
-    response = post(None, "orders-in", {"a": 1}, token=hook)
+    response = post("orders-in", {"a": 1}, token=hook)
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
     workflow.live_version = None
     workflow.save()
-    assert post(None, "orders-in", {"a": 1}, token=hook).status_code == 404
+    assert post("orders-in", {"a": 1}, token=hook).status_code == 404
     assert read_starts(kafka_broker, kafka.runs, 1, timeout=3) == []
 
 
 def test_idempotency_key_gives_one_run_id(kafka, kafka_broker, hook):
-    first = post(None, "orders-in", {"n": 1}, token=hook, HTTP_IDEMPOTENCY_KEY="delivery-42")
-    again = post(None, "orders-in", {"n": 1}, token=hook, HTTP_IDEMPOTENCY_KEY="delivery-42")
-    other = post(None, "orders-in", {"n": 2}, token=hook, HTTP_IDEMPOTENCY_KEY="delivery-43")
-    plain1 = post(None, "orders-in", {"n": 3}, token=hook)
-    plain2 = post(None, "orders-in", {"n": 3}, token=hook)
+    first = post("orders-in", {"n": 1}, token=hook, HTTP_IDEMPOTENCY_KEY="delivery-42")
+    again = post("orders-in", {"n": 1}, token=hook, HTTP_IDEMPOTENCY_KEY="delivery-42")
+    other = post("orders-in", {"n": 2}, token=hook, HTTP_IDEMPOTENCY_KEY="delivery-43")
+    plain1 = post("orders-in", {"n": 3}, token=hook)
+    plain2 = post("orders-in", {"n": 3}, token=hook)
     ids = [r.json()["run_id"] for r in (first, again, other, plain1, plain2)]
     assert ids[0] == ids[1]
     assert len(set(ids)) == 4
@@ -154,7 +154,7 @@ def test_idempotency_key_gives_one_run_id(kafka, kafka_broker, hook):
     # Both deliveries are sent (two partitions: no total order); the engine keeps the first.
     assert sorted(s.run_id for s in starts) == sorted(ids)
     assert Run.objects.filter(id=ids[0]).count() == 1
-    too_long = post(None, "orders-in", {}, token=hook, HTTP_IDEMPOTENCY_KEY="k" * 201)
+    too_long = post("orders-in", {}, token=hook, HTTP_IDEMPOTENCY_KEY="k" * 201)
     assert too_long.status_code == 400 and too_long.json()["errors"][0]["path"] == "headers.Idempotency-Key"
 
 
@@ -179,7 +179,7 @@ def test_unreachable_kafka_is_503_not_500(kafka, hook, settings):
 
     commands._produce = quick
     try:
-        response = post(None, "orders-in", {"a": 1}, token=hook)
+        response = post("orders-in", {"a": 1}, token=hook)
     finally:
         commands._produce = original
         commands.reset_producer()
@@ -194,8 +194,8 @@ def test_tokens_are_stored_hashed_and_rotation_invalidates_the_old_one(kafka, ho
     assert webhooks.sync_webhook("orders-in", definition("orders-in", {"type": "webhook"})) is None
     new = webhooks.issue_token("orders-in")
     assert new != hook
-    assert post(None, "orders-in", {}, token=hook).status_code == 403
-    assert post(None, "orders-in", {}, token=new).status_code == 202
+    assert post("orders-in", {}, token=hook).status_code == 403
+    assert post("orders-in", {}, token=new).status_code == 202
 
 
 def test_sync_webhook_ignores_other_triggers(db):
@@ -221,8 +221,8 @@ def test_token_view_needs_login_and_publish_permission(kafka, hook):
     assert response.status_code == 200
     token = response.json()["token"]
     assert response.json()["url"].endswith("/hooks/orders-in/")
-    assert post(None, "orders-in", {}, token=token).status_code == 202
-    assert post(None, "orders-in", {}, token=hook).status_code == 403
+    assert post("orders-in", {}, token=token).status_code == 202
+    assert post("orders-in", {}, token=hook).status_code == 403
     assert client.post("/hooks/missing-flow/token/").status_code == 404
 
 
@@ -247,11 +247,11 @@ def test_trigger_filter_decides_which_bodies_start_runs(kafka, kafka_broker):
     trigger = {"type": "webhook", "filter": "trigger.total > 100 and record.headers['x-shop'] == 'eu'"}
     make_live("big-orders", trigger)
     token = webhooks.sync_webhook("big-orders", definition("big-orders", trigger))
-    small = post(None, "big-orders", {"total": 5}, token=token, HTTP_X_SHOP="eu")
+    small = post("big-orders", {"total": 5}, token=token, HTTP_X_SHOP="eu")
     assert small.status_code == 200 and small.json()["started"] is False and small.json()["run_id"] is None
-    other_shop = post(None, "big-orders", {"total": 500}, token=token, HTTP_X_SHOP="us")
+    other_shop = post("big-orders", {"total": 500}, token=token, HTTP_X_SHOP="us")
     assert other_shop.json()["started"] is False
-    big = post(None, "big-orders", {"total": 500}, token=token, HTTP_X_SHOP="eu")
+    big = post("big-orders", {"total": 500}, token=token, HTTP_X_SHOP="eu")
     assert big.status_code == 202 and big.json()["started"] is True
     starts = read_starts(kafka_broker, kafka.runs, 2, timeout=5)
     assert [s.run_id for s in starts] == [big.json()["run_id"]]
@@ -262,6 +262,6 @@ def test_filter_that_cannot_be_evaluated_is_a_422_naming_the_filter(kafka):
     trigger = {"type": "webhook", "filter": "trigger.total > 100"}
     make_live("strict", trigger)
     token = webhooks.sync_webhook("strict", definition("strict", trigger))
-    response = post(None, "strict", {"total": "lots"}, token=token)
+    response = post("strict", {"total": "lots"}, token=token)
     assert response.status_code == 422, response.content
     assert response.json()["errors"][0]["path"] == "trigger.filter"
