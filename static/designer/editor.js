@@ -74,8 +74,9 @@
         fontFamily: "ui-monospace, Menlo, monospace" },
       status: { refX: "100%", x: -14, y: 30, r: 5, fill: "transparent" },
       badge: { visibility: "hidden", transform: `translate(${NODE_W - 34}, 0)`, cursor: "pointer" },
-      badgeDot: { r: 9, fill: "#d92d20", stroke: "#fff", strokeWidth: 2 },
-      badgeText: { fontSize: 10, fontWeight: 700, fill: "#fff", textAnchor: "middle", textVerticalAnchor: "middle" },
+      badgeDot: { r: 10, fill: "#d92d20", stroke: "#fff", strokeWidth: 2 },
+      badgeText: { fontSize: 11, fontWeight: 700, fill: "#fff", textAnchor: "middle", textVerticalAnchor: "middle",
+        fontFamily: "Inter, system-ui, sans-serif" },
     },
     ports: {
       groups: {
@@ -98,7 +99,7 @@
   X6.Graph.registerEdge("sluice-edge", {
     inherit: "edge",
     attrs: { line: { stroke: "#98a2b3", strokeWidth: 1.6, targetMarker: { name: "block", width: 8, height: 6 } } },
-    connector: { name: "smooth" },
+    connector: { name: "smooth", args: { direction: "V" } },
   }, true);
 
   const container = $("#canvas");
@@ -123,7 +124,7 @@
       allowMulti: true,
       highlight: true,
       router: "normal",
-      connector: "smooth",
+      connector: { name: "smooth", args: { direction: "V" } },
       connectionPoint: "anchor",
       anchor: "center",
       createEdge() { return this.createEdge({ shape: "sluice-edge", zIndex: -1 }); },
@@ -789,6 +790,29 @@
   keyboard.bindKey(["=", "+"], () => graph.zoom(0.1));
   keyboard.bindKey(["-"], () => graph.zoom(-0.1));
   keyboard.bindKey(["escape"], () => selection.clean());
+  // Keyboard users walk through the steps with ] and [ (the panel follows) and nudge the
+  // selection with the arrow keys (Shift for bigger steps).
+  function selectNeighbour(delta) {
+    const nodes = graph.getNodes().slice().sort((a, b) => (a.getZIndex() || 0) - (b.getZIndex() || 0));
+    if (!nodes.length) return;
+    const current = selection.getSelectedCells().find((c) => c.isNode());
+    const index = current ? nodes.indexOf(current) : -1;
+    const next = nodes[(index + delta + nodes.length) % nodes.length];
+    selection.reset([next]);
+    graph.centerCell(next);
+  }
+  keyboard.bindKey(["]"], () => selectNeighbour(1));
+  keyboard.bindKey(["["], () => selectNeighbour(-1));
+  const nudge = (dx, dy) => (e) => {
+    const nodes = selection.getSelectedCells().filter((c) => c.isNode());
+    if (!nodes.length || !config.canEdit) return;
+    e.preventDefault();
+    const step = e.shiftKey ? 40 : 8;
+    graph.batchUpdate("nudge", () => nodes.forEach((n) => n.translate(dx * step, dy * step)));
+  };
+  [["left", -1, 0], ["right", 1, 0], ["up", 0, -1], ["down", 0, 1]].forEach(([key, dx, dy]) => {
+    keyboard.bindKey([key, `shift+${key}`], nudge(dx, dy));
+  });
 
   function updateHistoryButtons() {
     $("#btn-undo").disabled = !history.canUndo();

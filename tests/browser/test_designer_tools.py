@@ -231,3 +231,67 @@ def test_leaving_with_unsaved_changes_asks_first(live_server, ada, orders, page)
     page.goto(f"{live_server.url}/")  # leaving: chromium asks, the handler says "leave"
     assert seen == ["beforeunload"]
     assert page.url == f"{live_server.url}/"
+
+
+def test_refused_connections_say_why(live_server, ada, orders, page):
+    from tests.browser.test_designer_editor import connect, port_centre
+
+    login(page, live_server, "ada", PASSWORD)
+    open_editor(page, live_server)
+    toast = page.locator("#canvas-toast")
+    connect(page, "check", "charge")  # exists already
+    toast.wait_for(state="visible")
+    assert "already connected" in toast.inner_text()
+    # Output onto output: "join two outputs" is refused.
+    sx, sy = port_centre(page, "check", "out")
+    tx, ty = port_centre(page, "ship", "out")
+    page.mouse.move(sx, sy)
+    page.mouse.down()
+    page.mouse.move(tx, ty, steps=10)
+    page.mouse.up()
+    page.wait_for_function("document.querySelector('#canvas-toast').textContent.includes('outputs cannot be joined')")
+    # Starting at an input port is refused too.
+    x, y = port_centre(page, "ship", "in")
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 40, y + 60, steps=5)
+    page.mouse.up()
+    page.wait_for_function("document.querySelector('#canvas-toast').textContent.includes('Start a connection at an output')")
+    assert len(edges(page)) == 4
+
+
+def test_rubberband_palette_search_and_keyboard_walk(live_server, ada, orders, page):
+    login(page, live_server, "ada", PASSWORD)
+    open_editor(page, live_server)
+    boxes = [page.locator(f"#canvas rect[data-step-id='{sid}']").bounding_box() for sid in ("check", "charge")]
+    left = min(b["x"] for b in boxes) - 24
+    top = min(b["y"] for b in boxes) - 12
+    right = max(b["x"] + b["width"] for b in boxes) + 24
+    bottom = max(b["y"] + b["height"] for b in boxes) + 12
+    page.mouse.move(left, top)
+    page.mouse.down()
+    page.mouse.move(right, bottom, steps=10)
+    page.mouse.up()
+    selected = page.evaluate(
+        "() => window.sluiceEditor.selection.getSelectedCells().filter(c => c.isNode()).map(c => c.getData().step.id)")
+    assert sorted(selected) == ["charge", "check"]
+    # The palette filters as you type and says so when nothing matches.
+    page.fill("#palette-search", "kafka")
+    from orchestrator import steps
+
+    expected = [t["type"] for t in steps.describe_all()
+                if "kafka" in f"{t['type']} {t['label']} {t['group']} {t['description']}".lower()]
+    shown = page.locator(".palette-item").evaluate_all("items => items.map(i => i.dataset.type)")
+    assert shown == expected and "kafka_produce" in shown and "transform" not in shown
+    page.fill("#palette-search", "zzzz")
+    assert "No step type matches" in page.locator(".palette-groups").inner_text()
+    # ] walks to the next step and opens its panel; arrows move it.
+    page.locator("#canvas").click(position={"x": 30, "y": 500})
+    page.keyboard.press("Escape")
+    page.keyboard.press("]")
+    page.wait_for_selector(".panel-form[data-step-id='check']")
+    page.keyboard.press("]")
+    page.wait_for_selector(".panel-form[data-step-id='charge']")
+    before = definition(page)["layout"]["charge"]
+    page.keyboard.press("Shift+ArrowRight")
+    wait_for(lambda: definition(page)["layout"]["charge"]["x"] == before["x"] + 40, what="the nudge")
