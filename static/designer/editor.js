@@ -178,7 +178,15 @@
   });
   [history, selection, snapline, clipboard, keyboard].forEach((plugin) => graph.use(plugin));
   // The minimap joins once the canvas is drawn: it must not delay the first paint.
-  const addMinimap = () => graph.use(minimap);
+  let minimapReady = false;
+  const addMinimap = () => { graph.use(minimap); minimapReady = true; refreshMinimap(); };
+  // Without X6's Scroller the minimap refits its content only on a model reset and never
+  // moves its viewport frame after steps move: refit both once edits settle.
+  function refreshMinimap() {
+    if (!minimapReady || !minimap.targetGraph) return;
+    minimap.targetGraph.zoomToFit();
+    minimap.updateViewport();
+  }
   const dnd = new X6.Dnd({
     target: graph, scaled: false,
     getDropNode: (dragging) => {
@@ -474,6 +482,7 @@
 
   const MIN_READABLE_SCALE = 0.5;
   function fitToScreen() {
+    setTimeout(refreshMinimap, 0);
     // Leave room for the trigger chip (top), the problems list and the minimap (bottom).
     const padding = { top: 64, bottom: 72, left: 32, right: 32 };
     const box = graph.getContentBBox();
@@ -503,6 +512,7 @@
   }
   function syncViews() {
     $("#canvas-empty").hidden = graph.getNodes().length > 0;
+    refreshMinimap();
     const panelDefinition = document.querySelector("#panel input[name=definition]");
     if (panelDefinition) panelDefinition.value = JSON.stringify(currentDefinition());
     scheduleCodeRefresh();

@@ -159,8 +159,8 @@ def test_author_builds_saves_publishes_and_test_runs_a_workflow(kafka, live_serv
     page.goto(f"{live_server.url}/workflows/new/")
     wait_editor(page)
     assert page.locator("#canvas-empty").is_visible()
-    page.fill("#wf-name", "Big orders")
-    page.fill("#wf-slug", "big-orders")
+    page.locator("#wf-name").type("Big orders")
+    assert page.locator("#wf-slug").input_value() == "big-orders"  # the slug follows the name
 
     # Drag four steps from the palette.
     drag_from_palette(page, "transform", 140, 150)
@@ -233,6 +233,7 @@ def test_author_builds_saves_publishes_and_test_runs_a_workflow(kafka, live_serv
 
     wait_for(lambda: page.locator("#problems-count").inner_text() in ("No problems",) or
              "error" not in page.locator("#problems-count").inner_text(), what="no errors left")
+    page.evaluate("document.querySelector('#canvas-toast').hidden = true")
     screenshot(page, "designer-editor")
 
     # Save (creates the workflow), then publish.

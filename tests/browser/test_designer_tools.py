@@ -295,3 +295,22 @@ def test_rubberband_palette_search_and_keyboard_walk(live_server, ada, orders, p
     before = definition(page)["layout"]["charge"]
     page.keyboard.press("Shift+ArrowRight")
     wait_for(lambda: definition(page)["layout"]["charge"]["x"] == before["x"] + 40, what="the nudge")
+
+
+@pytest.mark.kafka
+def test_test_run_input_from_the_newest_trigger_record(kafka, live_server, ada, page, settings):
+    from confluent_kafka import Producer
+
+    topic = f"{kafka.prefix}orders-in"
+    services.create_workflow(sample(trigger={"type": "kafka", "topic": topic}), ada)
+    producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
+    for total in (10, 250):
+        producer.produce(topic, key="o-1", value=json.dumps({"id": "o-1", "total": total}))
+    assert producer.flush(10) == 0
+    login(page, live_server, "ada", PASSWORD)
+    open_editor(page, live_server)
+    page.click("#btn-test")
+    page.click("#test-sample")
+    page.wait_for_function("document.querySelector('#test-sample-status').textContent.includes('offset 1')")
+    assert json.loads(page.locator("#test-input").input_value()) == {"id": "o-1", "total": 250}
+    screenshot(page, "designer-test-run-dialog")
