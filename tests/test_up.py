@@ -3,8 +3,9 @@
 First start: broker, topics, migrations, examples, an `admin` user with a printed password,
 web + runner + bridge + celery + beat. A run of the approval example is left waiting; SIGINT
 stops everything; the broker's snapshot exists. Second start on the same data: no new user,
-the same password signs in, and the waiting run finishes once approved, i.e. nothing in flight
-was lost.
+the same password signs in, a SIGKILLed runner is restarted, the waiting run finishes once
+approved (nothing in flight was lost), and a cron schedule fires through celery beat and the
+celery worker into a run.
 """
 
 import os
@@ -116,6 +117,13 @@ def sign_in(base: str, password: str) -> httpx.Client:
     return client
 
 
+def manage(env: dict, *args: str) -> str:
+    done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def api_token(env: dict) -> str:
     done = subprocess.run([sys.executable, "manage.py", "issue_token", "admin"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
@@ -200,6 +208,17 @@ def test_up_runs_everything_and_a_second_up_resumes(start_up, up_env):
     assert client.get("/admin/").status_code == 200
     api = httpx.Client(base_url=again.base, timeout=10, headers={"Authorization": f"Token {api_token(up_env)}"})
 
+    # A schedule: celery beat (DatabaseScheduler) -> celery worker over Kafka -> wf.runs -> runner.
+    every_minute = {"slug": "every-minute", "name": "Every minute",
+                    "trigger": {"type": "schedule", "cron": "* * * * *", "input": {"source": "beat"}},
+                    "steps": [{"id": "tick", "type": "transform", "config": {"output": "{{ trigger }}"}}],
+                    "edges": []}
+    assert api.post("/api/workflows/", json=every_minute).status_code == 201
+    assert api.post("/api/workflows/every-minute/publish/").status_code == 200
+    # Idempotent: harmless once publishing calls sync_schedule itself.
+    manage(up_env, "shell", "-c", "from designer.models import Workflow; from orchestrator.schedules import "
+           "sync_schedule; w = Workflow.objects.get(slug='every-minute'); sync_schedule(w.slug, w.live_version.definition)")
+
     # A runner killed with SIGKILL is reported and restarted; the run it owned is not lost.
     runner_pid = int(re.findall(r"started runner \(pid (\d+)\)", again.text)[-1])
     os.kill(runner_pid, signal.SIGKILL)
@@ -214,6 +233,16 @@ def test_up_runs_everything_and_a_second_up_resumes(start_up, up_env):
     done = wait_for_run(api, run_id, lambda run: run["status"] in {"succeeded", "failed", "cancelled"}, timeout=90)
     assert done["status"] == "succeeded", done
     assert {s["step_id"]: s["status"] for s in done["steps"]}["pay"] == "succeeded"
+    deadline = time.monotonic() + 100  # the next minute boundary, plus start-up of the pieces
+    scheduled = []
+    while not scheduled:
+        assert time.monotonic() < deadline, f"no scheduled run:\n{again.text[-5000:]}"
+        time.sleep(1)
+        listed = api.get("/api/runs/", params={"workflow": "every-minute", "status": "succeeded"}).json()
+        scheduled = listed["results"]
+    assert scheduled[0]["trigger"]["type"] == "schedule" and scheduled[0]["started_by"] == "schedule"
+    assert "Sending due task sluice:every-minute" in again.text
+
     # SIGTERM (what systemd or docker send) stops as cleanly as Ctrl-C.
     began = time.monotonic()
     again.process.send_signal(signal.SIGTERM)
