@@ -69,6 +69,8 @@ def json_endpoint(view):
             return view(request, *args, **kwargs)
         except BadRequest as exc:
             return JsonResponse({"error": str(exc), "problems": []}, status=400)
+        except PermissionDenied as exc:
+            return JsonResponse({"error": str(exc) or "You do not have permission to do this"}, status=403)
         except InvalidDefinition as exc:
             return _problems_response(exc.problems)
         except services.VersionConflict as exc:
@@ -91,10 +93,6 @@ def _definition_from(body: dict, key: str = "definition") -> dict:
     if not isinstance(definition, dict):
         raise BadRequest(f"'{key}' must be a workflow definition (a JSON object)")
     return definition
-
-
-def _safe_validate(definition) -> list[Problem]:
-    return spec.validate(definition)
 
 
 # ---- workflow list -----------------------------------------------------------------------
@@ -213,8 +211,8 @@ def editor(request, slug):
     workflow = get_object_or_404(Workflow.objects.select_related("live_version"), slug=slug)
     try:
         version = services.get_version(workflow, _int_param(request.GET.get("version")))
-    except services.VersionNotFound:
-        raise Http404(f"Workflow '{slug}' has no such version")
+    except (BadRequest, services.VersionNotFound):
+        raise Http404(f"Workflow '{slug}' has no version {request.GET.get('version')!r}")
     return render(request, "designer/editor.html",
                   _editor_context(request, workflow, version, version.definition))
 
@@ -235,7 +233,7 @@ def validate_definition(request):
     """POST {definition} -> {problems: [...]}; drives node badges and the problems list."""
     _require(request, VIEW)
     definition = _definition_from(_json_body(request))
-    return JsonResponse({"problems": [p.as_dict() for p in _safe_validate(definition)]})
+    return JsonResponse({"problems": [p.as_dict() for p in spec.validate(definition)]})
 
 
 @login_required
@@ -272,7 +270,7 @@ def panel(request):
 
 
 def _problems_for(definition: dict, step_id: str | None) -> list[Problem]:
-    problems = _safe_validate(definition)
+    problems = spec.validate(definition)
     if step_id is None:
         return [p for p in problems if p.path == "trigger" or p.path.startswith("trigger.")]
     return [p for p in problems if p.step_id == step_id]
@@ -529,7 +527,9 @@ def sample_record(request, slug):
     consumer = Consumer(consumer_config(f"sluice-designer-sample-{request.user.pk}",
                                         **{"isolation.level": "read_committed"}))
     try:
-        metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        # All topics' metadata, not list_topics(topic): asking for one topic by name makes a
+        # broker with auto-creation on create it, and a typo must not create topics.
+        metadata = consumer.list_topics(timeout=5).topics.get(topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             return JsonResponse({"error": f"Topic '{topic}' does not exist"}, status=404)
         newest, newest_ts = None, -1

@@ -83,8 +83,8 @@ def test_viewer_can_look_but_not_change(client, viewer, greet):
     assert page.status_code == 200
     assert b'id="btn-save"' not in page.content and b'id="btn-publish"' not in page.content
     assert page.context["editor_config"]["canEdit"] is False
-    assert post_json(client, reverse("designer:save", args=["greet"]),
-                     {"definition": definition(), "base_version": 1}).status_code == 403
+    refused = post_json(client, reverse("designer:save", args=["greet"]), {"definition": definition(), "base_version": 1})
+    assert refused.status_code == 403 and "designer.change_workflow" in refused.json()["error"]
     assert post_json(client, reverse("designer:publish", args=["greet"]), {"version": 1}).status_code == 403
     assert post_json(client, reverse("designer:test_run", args=["greet"]), {"version": 1}).status_code == 403
     assert client.get(reverse("designer:new")).status_code == 403
@@ -139,6 +139,7 @@ def test_editor_page_embeds_definition_step_types_and_config(ada, greet):
     assert response.context["editor_config"]["version"] == 1
     assert {t["type"] for t in response.context["step_types"]} >= {"transform", "branch", "http"}
     assert ada.get(reverse("designer:editor", args=["greet"]), {"version": 9}).status_code == 404
+    assert ada.get(reverse("designer:editor", args=["greet"]), {"version": "abc"}).status_code == 404
     assert ada.get(reverse("designer:editor", args=["nope"])).status_code == 404
 
 
@@ -295,5 +296,9 @@ def test_sample_record_reads_the_newest_record_of_the_trigger_topic(ada, greet, 
     assert response.status_code == 200, response.content
     assert response.json()["value"] == {"n": 2} and response.json()["record"]["key"] == "k2"
     missing = ada.get(reverse("designer:sample_record", args=["greet"]), {"topic": f"{kafka.prefix}none"})
-    assert missing.status_code == 404
+    assert missing.status_code == 404 and "does not exist" in missing.json()["error"]
+    from confluent_kafka.admin import AdminClient
+
+    topics = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS}).list_topics(timeout=5).topics
+    assert f"{kafka.prefix}none" not in topics  # asking did not create it
     assert ada.get(reverse("designer:sample_record", args=["greet"])).status_code == 400
