@@ -265,3 +265,14 @@ def test_filter_that_cannot_be_evaluated_is_a_422_naming_the_filter(kafka):
     response = post("strict", {"total": "lots"}, token=token)
     assert response.status_code == 422, response.content
     assert response.json()["errors"][0]["path"] == "trigger.filter"
+
+
+def test_admin_lists_endpoints_without_their_digest(kafka, hook, admin_client):
+    response = admin_client.get("/admin/orchestrator/webhookendpoint/")
+    assert response.status_code == 200
+    assert b"orders-in" in response.content
+    endpoint = WebhookEndpoint.objects.get(slug="orders-in")
+    detail = admin_client.get(f"/admin/orchestrator/webhookendpoint/{endpoint.pk}/change/")
+    assert detail.status_code == 200
+    assert endpoint.token_hash.encode() not in detail.content and hook.encode() not in detail.content
+    assert admin_client.get("/admin/orchestrator/webhookendpoint/add/").status_code == 403
