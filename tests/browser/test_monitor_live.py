@@ -75,16 +75,19 @@ WATCH_STATUSES = """
 () => {
   window.__statusLog = {};
   window.__loadedAt = performance.timeOrigin;
-  const note = (rect) => {
+  const note = (rect, status) => {
     const id = rect.closest('[data-cell-id]').getAttribute('data-cell-id');
     const log = window.__statusLog[id] = window.__statusLog[id] || [];
-    const status = rect.getAttribute('data-status');
-    if (log[log.length - 1] !== status) log.push(status);
+    if (status && log[log.length - 1] !== status) log.push(status);
   };
-  document.querySelectorAll('#run-graph [data-cell-id] rect[data-status]').forEach(note);
-  new MutationObserver((changes) => changes.forEach((c) => {
-    if (c.target.matches && c.target.matches('rect[data-status]')) note(c.target);
-  })).observe(document.getElementById('run-graph'), {attributes: true, subtree: true, attributeFilter: ['data-status']});
+  document.querySelectorAll('#run-graph [data-cell-id] rect[data-status]').forEach((r) => note(r, r.getAttribute('data-status')));
+  // Each record's oldValue is the status before that change, so even changes batched into one
+  // callback are all seen; the current value closes the sequence.
+  new MutationObserver((changes) => {
+    changes.forEach((c) => note(c.target, c.oldValue));
+    changes.forEach((c) => note(c.target, c.target.getAttribute('data-status')));
+  }).observe(document.getElementById('run-graph'), {attributes: true, attributeOldValue: true, subtree: true,
+                                                   attributeFilter: ['data-status']});
 }
 """
 
