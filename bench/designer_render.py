@@ -5,14 +5,13 @@
 Sets up a throw-away database, saves a generated workflow of N steps without a layout (so
 the editor must auto-lay it out with dagre on open), serves Sluice with daphne, and measures
 in Debian's chromium at 1280x720:
-  - time to interactive: navigation start -> every node drawn, laid out and fitted
-    (X6's first 'render:done' after the editor started; big workflows render virtually,
-    i.e. only the steps in view, so the count of steps drawn then is printed too);
+  - time to interactive: navigation start -> laid out, fitted and the first render pass done
+    (X6's first 'render:done'; big workflows render virtually, i.e. only the steps in view,
+    so the number of steps drawn by then is printed too);
+  - the time to draw all N steps once virtual rendering is switched off;
   - auto-layout: one press of the Layout button on the open workflow;
   - drag: frame intervals (requestAnimationFrame timestamps in the page) while a node is
-    dragged with every step drawn (virtual rendering switched off first, the harder case);
-    the node is
-    dragged across the canvas with the mouse.
+    dragged across the canvas with the mouse, every step drawn (the harder case).
 Prints a table. Not a test: nothing is asserted.
 """
 
