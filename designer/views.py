@@ -193,6 +193,7 @@ def _editor_context(request, workflow: Workflow | None, version: WorkflowVersion
                 "base": reverse("designer:editor", args=[workflow.slug]) if workflow else None,
                 "runStatus": reverse("designer:run_status", args=["RUN_ID"]),
                 "runWebsocket": "/ws/runs/RUN_ID/",
+                "runPage": reverse("monitor:run_detail", args=["RUN_ID"]),
             },
         },
     }

@@ -1129,7 +1129,8 @@
     const pane = $("#run-pane");
     pane.hidden = false;
     pane.innerHTML = `<h3>Test run <span class="pill pending" id="run-status">pending</span></h3>
-      <div class="small muted mono">${escapeHtml(runId)}</div><ul class="run-steps" id="run-steps"></ul>`;
+      <div class="small muted mono">${escapeHtml(runId)} · <a href="${config.urls.runPage.replace("RUN_ID", encodeURIComponent(runId))}" target="_blank" rel="noopener">open in the monitor</a></div>
+      <ul class="run-steps" id="run-steps"></ul>`;
     let timer = null;
     let pushTimer = null;
     let socket = null;
