@@ -21,6 +21,8 @@ from orchestrator.spec import TRIGGER_TYPES
 STEP_FIELDS_SCHEMA = {
     "type": "object",
     "properties": {
+        "id": {"type": "string", "title": "Step id", "x-widget": "text",
+               "description": "Other steps read this step's output as steps.<id>.output"},
         "name": {"type": "string", "title": "Display name", "x-widget": "text",
                  "description": "Shown on the canvas instead of the step id"},
         "timeout_seconds": {"type": "number", "minimum": 0, "title": "Timeout (seconds)"},

@@ -316,7 +316,18 @@ def _step_panel(definition: dict, step_id: str, post):
     }
     if post is not None:
         fields_step = forms.read_section(sections["step"], post, forms.STEP_FIELDS_SCHEMA,
-                                         {k: step[k] for k in ("name", "timeout_seconds") if k in step})
+                                         {k: step[k] for k in ("id", "name", "timeout_seconds") if k in step})
+        new_id = fields_step.pop("id", step_id)
+        id_field = next(f for f in sections["step"] if f.key == "id")
+        taken = {s.get("id") for i, s in enumerate(raw_steps) if i != index and isinstance(s, dict)}
+        if new_id != step_id and not spec.STEP_ID_PATTERN.match(new_id):
+            id_field.errors.append("A step id starts with a letter or _ and holds only letters, digits and _ "
+                                   "(at most 64)")
+        elif new_id != step_id and new_id in taken:
+            id_field.errors.append(f"Another step is called '{new_id}' already")
+        elif new_id != step_id:
+            step["id"] = new_id  # the canvas moves its connections along; expressions are not rewritten
+        id_field.value = step["id"]
         step.pop("name", None)
         step.pop("timeout_seconds", None)
         step.update(fields_step)
@@ -327,6 +338,14 @@ def _step_panel(definition: dict, step_id: str, post):
         else:
             step.pop("retry", None)
         definition = {**definition, "steps": [*raw_steps[:index], step, *raw_steps[index + 1:]]}
+        if step["id"] != step_id:  # check the renamed step with its connections, as the canvas will have them
+            rename = lambda value: step["id"] if value == step_id else value  # noqa: E731
+            definition["edges"] = [{**e, "from": rename(e.get("from")), "to": rename(e.get("to"))}
+                                   if isinstance(e, dict) else e for e in definition.get("edges") or []]
+            layout = dict(definition.get("layout") or {})
+            if step_id in layout:
+                layout[step["id"]] = layout.pop(step_id)
+            definition["layout"] = layout
     prefix = f"steps[{index}]."
 
     def prefix_of(path: str):
@@ -337,16 +356,16 @@ def _step_panel(definition: dict, step_id: str, post):
             return rest
         if rest.startswith("retry."):
             return rest
-        if rest in ("name", "timeout_seconds"):
+        if rest in ("id", "name", "timeout_seconds"):
             return f"step.{rest}"
         return None
 
-    general = _attach_problems(_problems_for(definition, step_id), sections, prefix_of)
+    general = _attach_problems(_problems_for(definition, step["id"]), sections, prefix_of)
     field_errors = any(f.errors for fs in sections.values() for f in fs)
     return {
-        "kind": "step", "step": step, "step_id": step_id, "type_info": type_info,
+        "kind": "step", "step": step, "step_id": step["id"], "type_info": type_info,
         "sections": sections, "general_errors": general, "has_errors": bool(general or field_errors),
-        "context_names": forms.context_names(definition, step_id), "definition_json": json.dumps(definition),
+        "context_names": forms.context_names(definition, step["id"]), "definition_json": json.dumps(definition),
     }, step
 
 

@@ -302,3 +302,16 @@ def test_sample_record_reads_the_newest_record_of_the_trigger_topic(ada, greet, 
     topics = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS}).list_topics(timeout=5).topics
     assert f"{kafka.prefix}none" not in topics  # asking did not create it
     assert ada.get(reverse("designer:sample_record", args=["greet"])).status_code == 400
+
+
+def test_panel_renames_a_step_unless_the_id_is_taken_or_malformed(ada):
+    data = definition()
+    renamed = panel(ada, data, step_id="check", submitted="1", **{"step.id": "gate", "config.condition": "trigger.n > 1"})
+    event = json.loads(renamed["HX-Trigger"])["sluice:step-updated"]
+    assert event["step_id"] == "check" and event["step"]["id"] == "gate"
+    html = renamed.content.decode()
+    assert 'data-step-id="gate"' in html and "field-errors" not in html  # edges followed the rename
+    for bad, message in (("hello", "Another step is called"), ("1x", "starts with a letter")):
+        refused = panel(ada, data, step_id="check", submitted="1", **{"step.id": bad, "config.condition": "trigger.n > 1"})
+        assert message in refused.content.decode()
+        assert json.loads(refused["HX-Trigger"])["sluice:step-updated"]["step"]["id"] == "check"

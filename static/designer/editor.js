@@ -737,6 +737,7 @@
     if (!node || !step) return;
     if (JSON.stringify(stepOf(node)) === JSON.stringify(step)) return;
     node.setData({ step }, { overwrite: true });
+    if (step.id !== stepId && selectedStepId === stepId) selectedStepId = step.id; // renamed in the panel
   });
   document.body.addEventListener("sluice:trigger-updated", (e) => {
     if (JSON.stringify(trigger) === JSON.stringify(e.detail.trigger)) return;

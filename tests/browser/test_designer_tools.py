@@ -314,3 +314,19 @@ def test_test_run_input_from_the_newest_trigger_record(kafka, live_server, ada, 
     page.wait_for_function("document.querySelector('#test-sample-status').textContent.includes('offset 1')")
     assert json.loads(page.locator("#test-input").input_value()) == {"id": "o-1", "total": 250}
     screenshot(page, "designer-test-run-dialog")
+
+
+def test_renaming_a_step_in_the_panel_keeps_its_connections(live_server, ada, orders, page):
+    login(page, live_server, "ada", PASSWORD)
+    open_editor(page, live_server)
+    click_node(page, "refund")
+    field = page.locator("#fld-step\\.id")
+    field.fill("refund_order")
+    field.press("Tab")
+    page.wait_for_selector(".panel-form[data-step-id='refund_order']")
+    wait_for(lambda: "refund_order" in step_ids(page), what="the renamed step")
+    assert ("route", "false", "refund_order") in edges(page)
+    assert page.locator("#canvas rect[data-step-id='refund_order']").count() == 1
+    page.locator("#canvas").click(position={"x": 30, "y": 500})  # Ctrl+Z in a text field undoes typing
+    page.keyboard.press("Control+z")
+    wait_for(lambda: "refund" in step_ids(page), what="undo of the rename")
