@@ -42,10 +42,11 @@ TRIGGER_SCHEMA = {
     "required": ["type"],
     "properties": {
         "type": {"type": "string", "enum": list(TRIGGER_TYPES), "title": "Trigger"},
-        "topic": {"type": "string", "title": "Topic", "description": "Kafka topic whose records start runs"},
+        "topic": {"type": "string", "title": "Topic", "x-widget": "text",
+                  "description": "Kafka topic whose records start runs"},
         "filter": {"type": "string", "title": "Filter",
                    "description": "Only records for which this condition is true start a run"},
-        "cron": {"type": "string", "title": "Schedule (cron)", "description": "e.g. */5 * * * *"},
+        "cron": {"type": "string", "title": "Schedule (cron)", "x-widget": "text", "description": "e.g. */5 * * * *"},
     },
 }
 # Which trigger fields belong to which trigger type.

@@ -60,6 +60,9 @@ def open_editor(page, live_server, slug="orders"):
 
 def test_workflow_list(live_server, ada, page):
     page.set_viewport_size({"width": 1280, "height": 720})
+    page.goto(f"{live_server.url}/")  # not signed in: the login page
+    assert "/accounts/login/" in page.url
+    screenshot(page, "designer-login")
     login(page, live_server, "ada", PASSWORD)
     page.goto(f"{live_server.url}/")
     assert page.locator(".empty h2").inner_text() == "No workflows yet"
@@ -314,6 +317,11 @@ def test_test_run_input_from_the_newest_trigger_record(kafka, live_server, ada, 
     page.wait_for_function("document.querySelector('#test-sample-status').textContent.includes('offset 1')")
     assert json.loads(page.locator("#test-input").input_value()) == {"id": "o-1", "total": 250}
     screenshot(page, "designer-test-run-dialog")
+    page.click("#dlg-test button[value=cancel]")
+    page.click("#trigger-chip")
+    page.wait_for_selector(".panel-form[data-kind=trigger] #fld-trigger\\.filter")
+    assert "record" in page.locator(".context-names").inner_text()
+    screenshot(page, "designer-trigger-panel")
 
 
 def test_renaming_a_step_in_the_panel_keeps_its_connections(live_server, ada, orders, page):
