@@ -32,8 +32,16 @@ _definition_decoder = msgspec.json.Decoder(DefinitionRecord)
 _wait_decoder = msgspec.json.Decoder(WaitSubscription)
 
 
+_headers_by_type: dict[type, list[tuple[str, bytes]]] = {}
+
+
 def headers_for(message: Any) -> list[tuple[str, bytes]]:
-    return [("sluice-schema", str(SCHEMA_VERSION).encode()), ("sluice-kind", type(message).__name__.encode())]
+    """Headers naming the record's schema version and kind (built once per kind: a hot path)."""
+    headers = _headers_by_type.get(type(message))
+    if headers is None:
+        headers = [("sluice-schema", str(SCHEMA_VERSION).encode()), ("sluice-kind", type(message).__name__.encode())]
+        _headers_by_type[type(message)] = headers
+    return headers
 
 
 def encode(message: Any) -> bytes:

@@ -19,6 +19,7 @@ from .. import spec
 from ..messages import LiveVersion, PublishedDefinition
 from . import codec
 from .kafka import consumer_config
+from .loops import poll_batch
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class DefinitionRegistry:
         if self._consumer is None:
             consumer = Consumer(consumer_config(f"sluice-definitions-{uuid.uuid4().hex}"))
             consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+            consumer.pause([TopicPartition(self.topic, 0)])
             self._consumer = consumer
         return self._consumer
 
@@ -44,23 +46,30 @@ class DefinitionRegistry:
         """Read every definition record written so far; returns how many were applied."""
         with self._lock:
             consumer = self._open()
-            low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=timeout)
-            applied = 0
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                # Wait for the position, not the last message, to reach the end: transaction
-                # markers take offsets too (FIELD-NOTES).
-                position = consumer.position([TopicPartition(self.topic, 0)])[0].offset
-                if high <= low or position >= high:
-                    break
-                for msg in consumer.consume(500, timeout=0.2):
-                    if msg.error():
-                        log.warning("definitions: %s", msg.error())
-                        continue
-                    applied += self._apply(msg)
-            if applied:
-                self.generation += 1
-            return applied
+            partition = [TopicPartition(self.topic, 0)]
+            # Paused between refreshes: an assigned partition would otherwise be refetched in
+            # a tight loop on the embedded broker, which ignores the long-poll wait.
+            consumer.resume(partition)
+            try:
+                return self._read_to_end(consumer, timeout)
+            finally:
+                consumer.pause(partition)
+
+    def _read_to_end(self, consumer: Consumer, timeout: float) -> int:
+        low, high = consumer.get_watermark_offsets(TopicPartition(self.topic, 0), timeout=timeout)
+        applied = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            # Wait for the position, not the last message, to reach the end: transaction
+            # markers take offsets too (FIELD-NOTES).
+            position = consumer.position([TopicPartition(self.topic, 0)])[0].offset
+            if high <= low or position >= high:
+                break
+            for msg in poll_batch(consumer, 500, 0.2):
+                applied += self._apply(msg)
+        if applied:
+            self.generation += 1
+        return applied
 
     def _apply(self, msg) -> int:
         key = (msg.key() or b"").decode()

@@ -31,7 +31,7 @@ from ..messages import StartRun
 from . import codec
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
-from .loops import consumed_offsets, dead_letter, idle_backoff, is_fatal, rewind, transactional_producer
+from .loops import IdleBackoff, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ class EngineLoop:
         }))
         self.consumer.subscribe([self.topics.runs], on_assign=self._on_assign, on_revoke=self._on_revoke,
                                 on_lost=self._on_revoke)
+        self.idle = IdleBackoff(self.consumer, self.stop)
 
     def close(self) -> None:
         if self.consumer is not None:
@@ -166,13 +167,15 @@ class EngineLoop:
     def run_once(self) -> int:
         """Consume and process one batch; returns the number of records and timers handled."""
         next_timer = self.next_timer()
-        wait = 0.1 if next_timer is None else max(0.0, min(0.1, next_timer - self.clock()))
-        msgs = [m for m in self.consumer.consume(self.batch_size, timeout=wait) if not self._skip_error(m)]
+        until_timer = None if next_timer is None else max(0.0, next_timer - self.clock())
+        wait = 0.1 if until_timer is None else min(0.1, until_timer)
+        msgs = poll_batch(self.consumer, self.batch_size, self.idle.timeout(wait))
         now = self.clock()
         due = self._take_due(now, limit=2000)
         if not msgs and not due:
-            idle_backoff(self.consumer, self.stop)
+            self.idle.idle(max_pause=until_timer)
             return 0
+        self.idle.busy()
         try:
             self._process(msgs, due, now)
         except KafkaException as exc:
@@ -190,13 +193,6 @@ class EngineLoop:
             rewind(self.consumer, msgs)
             return 0
         return len(msgs) + len(due)
-
-    @staticmethod
-    def _skip_error(msg) -> bool:
-        if msg.error():
-            log.warning("engine: consumer error: %s", msg.error())
-            return True
-        return False
 
     def _process(self, msgs, due, now: float) -> None:
         working: dict[str, RunState | None] = {}

@@ -31,7 +31,7 @@ from ..messages import EventArrived, StartRun, WaitSubscription
 from . import codec
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
-from .loops import consumed_offsets, dead_letter, idle_backoff, is_fatal, rewind, transactional_producer
+from .loops import IdleBackoff, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -84,13 +84,23 @@ class WaitIndex:
         self.by_topic: dict[str, dict[str, WaitSubscription]] = defaultdict(dict)
         self.consumer = Consumer(consumer_config(f"sluice-waits-{uuid.uuid4().hex}"))
         self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        self.consumer.pause([TopicPartition(topic, 0)])
 
     def poll(self) -> list[WaitSubscription]:
         """Apply new subscription records; returns the subscriptions that were opened."""
         opened = []
-        for msg in self.consumer.consume(1000, timeout=0):
-            if msg.error():
-                continue
+        # Paused between reads: an assigned partition would otherwise be refetched in a
+        # tight loop on the embedded broker (see IdleBackoff).
+        partition = TopicPartition(self.topic, 0)
+        low, high = self.consumer.get_watermark_offsets(partition, timeout=5)
+        position = self.consumer.position([partition])[0].offset
+        if high <= max(position, low):
+            return opened
+        self.consumer.resume([partition])
+        self.consumer.get_watermark_offsets(partition, timeout=5)  # wakes the fetcher (see IdleBackoff)
+        batch = poll_batch(self.consumer, 1000, 0.5)
+        self.consumer.pause([partition])
+        for msg in batch:
             key = msg.key().decode()
             for subs in self.by_topic.values():
                 subs.pop(key, None)
@@ -139,6 +149,7 @@ class TriggerLoop:
             "topic.metadata.refresh.interval.ms": 5000,
         }))
         self.waits = WaitIndex(self.topics.waits)
+        self.idle = IdleBackoff(self.consumer, self.stop)
 
     def close(self) -> None:
         for closeable in (self.consumer, self.waits):
@@ -196,10 +207,11 @@ class TriggerLoop:
             return 0
         msgs = []
         if self.subscribed:
-            msgs = [m for m in self.consumer.consume(self.batch_size, timeout=0.1) if not m.error()]
+            msgs = poll_batch(self.consumer, self.batch_size, self.idle.timeout(0.1))
         if not msgs and not self._pending_events:
-            idle_backoff(self.consumer, self.stop)
+            self.idle.idle()
             return 0
+        self.idle.busy()
         try:
             self._process(msgs)
         except KafkaException as exc:

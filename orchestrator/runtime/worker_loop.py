@@ -28,7 +28,7 @@ from ..messages import StepResult, StepTask
 from ..steps.base import TaskContext
 from . import codec
 from .kafka import consumer_config
-from .loops import consumed_offsets, dead_letter, idle_backoff, is_fatal, rewind, transactional_producer
+from .loops import IdleBackoff, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,13 @@ def _secret_values(config, environ) -> list[str]:
 
 
 _WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
+# Handlers typically faster than this run inline in the worker loop.
+QUICK_SECONDS = 0.002
+
+
+def _handler_key(task: StepTask) -> str:
+    handler = task.config.get("handler", "") if isinstance(task.config, dict) else ""
+    return f"{task.type}:{handler}"
 
 
 class WorkerLoop:
@@ -80,6 +87,7 @@ class WorkerLoop:
         self.batch_size = batch_size
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"step-{queue}")
         self.stats: Counter = Counter()
+        self._typical_seconds: dict[str, float] = {}
         self.consumer: Consumer | None = None
         self.producer = None
 
@@ -92,6 +100,7 @@ class WorkerLoop:
             "max.poll.interval.ms": 600000,
         }))
         self.consumer.subscribe([self.topics.tasks(self.queue)])
+        self.idle = IdleBackoff(self.consumer, self.stop)
 
     def close(self) -> None:
         if self.consumer is not None:
@@ -107,22 +116,38 @@ class WorkerLoop:
         finally:
             self.close()
 
+    def _execute(self, tasks: list[StepTask]) -> list[StepResult]:
+        """Quick handlers run inline (a thread hand-off costs more than they do); handlers
+        that wait (HTTP calls, slow Python) run concurrently in the pool. What is quick is
+        learnt per handler from its recent durations."""
+        quick = [t for t in tasks if self._typical_seconds.get(_handler_key(t), 1.0) < QUICK_SECONDS]
+        slow = [t for t in tasks if self._typical_seconds.get(_handler_key(t), 1.0) >= QUICK_SECONDS]
+        futures = [self.pool.submit(execute_task, task) for task in slow] if len(slow) > 1 else []
+        results = {}
+        for task in quick + (slow if not futures else []):
+            results[id(task)] = execute_task(task)
+        for task, future in zip(slow, futures):
+            results[id(task)] = future.result()
+        for task in tasks:
+            result = results[id(task)]
+            key = _handler_key(task)
+            previous = self._typical_seconds.get(key, result.ended_at - result.started_at)
+            self._typical_seconds[key] = 0.8 * previous + 0.2 * (result.ended_at - result.started_at)
+        return [results[id(task)] for task in tasks]
+
     def run_once(self) -> int:
-        msgs = [m for m in self.consumer.consume(self.batch_size, timeout=0.1) if not m.error()]
+        msgs = poll_batch(self.consumer, self.batch_size, self.idle.timeout(0.1))
         if not msgs:
-            idle_backoff(self.consumer, self.stop)
+            self.idle.idle()
             return 0
+        self.idle.busy()
         tasks, poison = [], []
         for msg in msgs:
             try:
                 tasks.append(codec.decode_task(msg.value(), msg.headers()))
             except (codec.DecodeError, ValueError, TypeError) as exc:
                 poison.append((msg, f"undecodable task: {exc}"))
-        # Inline when the batch is one task or the handlers are quick; threads otherwise.
-        if len(tasks) == 1:
-            results = [execute_task(tasks[0])]
-        else:
-            results = list(self.pool.map(execute_task, tasks))
+        results = self._execute(tasks)
         try:
             self.producer.begin_transaction()
             for msg, reason in poison:

@@ -1,0 +1,189 @@
+"""Sluice runtime benchmark: a three-step workflow on the embedded broker with one runner.
+
+Measures, from start request to the run-finished history event:
+- throughput: N runs started as fast as possible, runs/s until the last one finished;
+- latency at half that rate: p50/p99 per run;
+- idle CPU of runner and bridge afterwards, and peak memory of runner, bridge and broker.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from .harness import cpu_seconds, django_env, manage, peak_rss_mib, percentile, stop, wait_for
+
+WORKFLOW = {
+    "slug": "bench-three", "name": "Benchmark: three steps", "trigger": {"type": "manual"},
+    "steps": [
+        {"id": "prepare", "type": "transform", "config": {"output": {"n": "{{ trigger.n + 1 }}"}}},
+        {"id": "echo", "type": "python", "config": {"handler": "demo.echo", "input": "{{ steps.prepare.output }}"}},
+        {"id": "finish", "type": "transform", "config": {"output": {"n": "{{ steps.echo.output.n * 2 }}"}}},
+    ],
+    "edges": [{"from": "prepare", "to": "echo"}, {"from": "echo", "to": "finish"}],
+}
+
+
+class FinishWatcher:
+    """Follows the history topic and notes when each run finished (receive time)."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        from confluent_kafka import Consumer
+
+        self.finished: dict[str, float] = {}
+        self.failed = 0
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
+                                  "auto.offset.reset": "latest", "isolation.level": "read_committed",
+                                  "enable.auto.commit": False, "fetch.wait.max.ms": 5})
+        self.consumer.subscribe([topic])
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        # Join the group and get a position before any run starts, so nothing is missed.
+        wait_for(lambda: self.consumer.consume(1, 0.2) is not None and self.consumer.assignment(), 30, "history assignment")
+        for tp in self.consumer.assignment():
+            self.consumer.seek(tp.__class__(tp.topic, tp.partition, -1))  # OFFSET_END
+        self.thread.start()
+        return self
+
+    def _run(self):
+        from orchestrator.runtime import codec
+
+        while not self.stop.is_set():
+            msgs = self.consumer.consume(2000, timeout=0.05)
+            now = time.perf_counter()
+            for msg in msgs:
+                if msg.error() or b"run_" not in msg.value()[:200]:
+                    continue
+                event = codec.decode_history(msg.value())
+                if event.kind == "run_succeeded":
+                    self.finished.setdefault(event.run_id, now)
+                elif event.kind in ("run_failed", "run_cancelled"):
+                    self.failed += 1
+                    self.finished.setdefault(event.run_id, now)
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.consumer.close()
+
+
+def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 10.0) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="sluice-bench-"))
+    from orchestrator.runtime.broker import EmbeddedBroker, free_port
+
+    broker = EmbeddedBroker(work / "kafka", free_port()).start()
+    env = django_env(
+        KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, SLUICE_TOPIC_PREFIX="bench.", SLUICE_PARTITIONS=4,
+        SLUICE_EMBEDDED_BROKER=1, SLUICE_DATA_DIR=work, SLUICE_INSTANCE_ID="bench-runner",
+        DATABASE_URL=f"sqlite:///{work / 'bench.sqlite3'}", SLUICE_LOG_LEVEL="WARNING",
+    )
+    os.environ.update({k: env[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "SLUICE_TOPIC_PREFIX", "SLUICE_PARTITIONS",
+                                           "SLUICE_EMBEDDED_BROKER", "SLUICE_DATA_DIR", "DATABASE_URL")})
+    import django
+
+    django.setup()
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient
+    from django.conf import settings
+
+    from orchestrator.messages import StartRun
+    from orchestrator.runtime import codec, commands
+    from orchestrator.runtime.kafka import producer_config
+    from orchestrator.runtime.topics import Topics, ensure_topics
+
+    topics = Topics("bench.")
+    ensure_topics(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), topics.layout(4))
+    commands.publish_definition(WORKFLOW["slug"], 1, WORKFLOW, by="bench")
+    manage(["migrate", "-v", "0"], env, work / "migrate.log").wait()
+    runner = manage(["runner", "--instance-id", "bench-runner"], env, work / "runner.log")
+    bridge = manage(["bridge"], env, work / "bridge.log") if os.environ.get("BENCH_BRIDGE", "1") == "1" else None
+    watcher = FinishWatcher(broker.bootstrap_servers, topics.history).start()
+    producer = Producer(producer_config(**{"linger.ms": 5, "batch.num.messages": 10000,
+                                           "queue.buffering.max.messages": 1000000}))
+
+    def start(run_id: str, n: int) -> None:
+        command = StartRun(run_id=run_id, workflow=WORKFLOW["slug"], version=1, input={"n": n},
+                           trigger={"type": "manual"}, started_by="bench", ts=time.time())
+        producer.produce(topics.runs, key=run_id.encode(), value=codec.encode(command),
+                         headers=codec.headers_for(command))
+
+    result = {"runs": runs}
+    try:
+        # Warm up: the runner joins its groups and reads definitions.
+        warm = [f"warm-{i}" for i in range(200)]
+        for i, run_id in enumerate(warm):
+            start(run_id, i)
+        producer.flush()
+        wait_for(lambda: all(r in watcher.finished for r in warm), 120, "warm-up runs")
+
+        # Throughput: everything at once.
+        ids = [f"t-{i}" for i in range(runs)]
+        began = time.perf_counter()
+        for i, run_id in enumerate(ids):
+            start(run_id, i)
+            if i % 5000 == 0:
+                producer.poll(0)
+        producer.flush()
+        sent = time.perf_counter()
+        wait_for(lambda: all(r in watcher.finished for r in ids[-100:]) and sum(r in watcher.finished for r in ids) == runs,
+                 600, "throughput runs", interval=0.2)
+        ended = max(watcher.finished[r] for r in ids)
+        result["throughput"] = runs / (ended - began)
+        result["send_seconds"] = sent - began
+        result["failed"] = watcher.failed
+
+        # Latency at half the maximum rate.
+        rate = result["throughput"] / 2
+        count = int(rate * latency_seconds)
+        sent_at: dict[str, float] = {}
+        began = time.perf_counter()
+        for i in range(count):
+            due = began + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            run_id = f"l-{i}"
+            sent_at[run_id] = time.perf_counter()
+            start(run_id, i)
+            producer.poll(0)
+        producer.flush()
+        wait_for(lambda: all(r in watcher.finished for r in sent_at), 300, "latency runs", interval=0.2)
+        latencies = [(watcher.finished[r] - t) * 1000 for r, t in sent_at.items()]
+        result.update(rate=rate, latency_runs=count, p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99))
+
+        # Let the bridge catch up on everything, then measure idle CPU.
+        total = len(warm) + runs + count
+        if bridge is not None:
+            wait_for(lambda: _projected_runs() >= total, 900, "the bridge to project every run", interval=1)
+        time.sleep(3)
+        processes = {"runner": runner, **({"bridge": bridge} if bridge is not None else {})}
+        before = {name: cpu_seconds(p.pid) for name, p in processes.items()}
+        time.sleep(idle_seconds)
+        result["idle_cpu_percent"] = {name: (cpu_seconds(p.pid) - before[name]) / idle_seconds * 100
+                                      for name, p in processes.items()}
+        result["peak_rss_mib"] = {name: peak_rss_mib(p.pid) for name, p in processes.items()}
+        result["peak_rss_mib"]["broker"] = peak_rss_mib(broker.process.pid)
+    finally:
+        watcher.close()
+        stop(runner)
+        if bridge is not None:
+            stop(bridge)
+        broker.stop()
+    return result
+
+
+def _projected_runs() -> int:
+    from django.db import connection
+
+    from monitor.models import Run
+
+    try:
+        return Run.objects.filter(status="succeeded").count()
+    finally:
+        connection.close()
