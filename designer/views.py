@@ -309,9 +309,10 @@ def _step_panel(definition: dict, step_id: str, post):
         step_type, schema, conditions, type_info = None, {"type": "object"}, (), None
     config = step.get("config") or {}
     retry = step.get("retry") or {}
+    # Configuration first: it is what an author came to the panel for.
     sections = {
-        "step": forms.fields_for(forms.STEP_FIELDS_SCHEMA, step, "step"),
         "config": forms.fields_for(schema, config, "config", conditions),
+        "step": forms.fields_for(forms.STEP_FIELDS_SCHEMA, step, "step"),
         "retry": forms.fields_for(forms.RETRY_SCHEMA, retry, "retry"),
     }
     if post is not None:

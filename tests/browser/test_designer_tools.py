@@ -180,6 +180,8 @@ def test_keyboard_copy_paste_and_palette(live_server, ada, orders, page):
     login(page, live_server, "ada", PASSWORD)
     open_editor(page, live_server)
     press_node(page, "charge")
+    page.wait_for_selector(".panel-form[data-step-id='charge'] #fld-config\\.headers")
+    screenshot(page, "designer-http-panel")
     page.keyboard.press("Control+c")
     page.keyboard.press("Control+v")
     wait_for(lambda: len(step_ids(page)) == 6, what="the pasted step")
