@@ -949,6 +949,10 @@
       headers: { "Content-Type": "application/json", "X-CSRFToken": csrf, Accept: "application/json" },
       body: JSON.stringify(body),
     });
+    if (response.redirected && new URL(response.url).pathname.startsWith("/accounts/login")) {
+      // The session ended: say so instead of failing on the login page's HTML.
+      return { ok: false, status: 401, body: { error: "You were signed out. Export your changes, sign in again in another tab, then retry." } };
+    }
     let data = {};
     try { data = await response.json(); } catch (err) { data = { error: `The server answered ${response.status}` }; }
     return { ok: response.ok, status: response.status, body: data };
