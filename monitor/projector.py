@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from django.conf import settings
 from django.db import transaction
 
@@ -87,7 +87,8 @@ def _fold_run(run: Run, event: messages.HistoryEvent) -> None:
     data = event.data or {}
     kind = event.kind
     if kind == "run_started":
-        run.input = data.get("input")
+        # The column is not nullable; a run started without input has input {} (as the API does).
+        run.input = data["input"] if data.get("input") is not None else {}
         run.trigger = data.get("trigger") or {}
         run.started_by = data.get("started_by") or ""
         run.created_at = from_epoch(data.get("created_at")) or from_epoch(event.ts)
@@ -344,6 +345,19 @@ class Projector:
                 except (msgspec.DecodeError, ValueError) as exc:
                     self.stats.undecodable += 1
                     log.error("undecodable heartbeat %s@%d skipped: %s", topic, msg.offset(), exc)
+        try:
+            self._apply(history, dead, beats)
+        except Exception:
+            # Nothing of the batch is in the database (one transaction) and nothing committed to
+            # Kafka: rewind to the committed offsets so the next poll reads the batch again.
+            self._rewind()
+            raise
+        # Only now, with the rows durable, may Kafka forget these records for this group.
+        self.consumer.commit(asynchronous=False)
+        self.stats.batches += 1
+        return len(batch)
+
+    def _apply(self, history, dead, beats) -> None:
         with transaction.atomic():
             apply_history(history, self.stats)
             if dead:
@@ -352,10 +366,14 @@ class Projector:
             if beats:
                 apply_heartbeats(beats)
                 self.stats.heartbeats += len(beats)
-        # Only now, with the rows durable, may Kafka forget these records for this group.
-        self.consumer.commit(asynchronous=False)
-        self.stats.batches += 1
-        return len(batch)
+
+    def _rewind(self) -> None:
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return
+        for tp in self.consumer.committed(assignment, timeout=10):
+            offset = tp.offset if tp.offset >= 0 else self.consumer.get_watermark_offsets(tp, timeout=5)[0]
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
 
     def _back_off_when_idle(self) -> None:
         """Sit out an idle spell paused, until the end offsets move (or IDLE_SPELL_SECONDS pass).
@@ -410,6 +428,15 @@ class Projector:
                 self.stats.last_error = str(exc)
                 log.warning("projector: %s (the batch will be re-read and applied idempotently)", exc)
                 time.sleep(0.5)
+            except Exception as exc:
+                # The database refused the batch (down, locked, or a row it will not take): keep
+                # the bridge alive, say why, and retry the same batch rather than skip history.
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("projector: batch not applied, retrying in 2 s")
+                from django.db import close_old_connections
+
+                close_old_connections()
+                self._stop.wait(2)
         return self.stats
 
     def run_until_idle(self, idle_seconds: float = 1.5, timeout: float = 30.0) -> ProjectorStats:

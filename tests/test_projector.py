@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 
+import msgspec
 import pytest
 from confluent_kafka import Producer
 from django.conf import settings as django_settings
@@ -243,3 +244,34 @@ def test_bridge_command_projects_and_stops_on_sigterm(kafka):
         out, err = bridge.communicate(timeout=20)
     assert bridge.returncode == 0, err
     assert f"{len(events)} events applied" in out
+
+
+def test_a_failed_batch_is_rewound_and_applied_on_retry(kafka, monkeypatch):
+    """A database error must not skip history: the batch is read again and applied."""
+    import monitor.projector as projector_module
+
+    run_id = uuid.uuid4().hex
+    events = history_of_run(run_id, "wf", "ok")
+    # run_started without input (StartRun.input defaults to None) must still make a row.
+    events[0] = msgspec.structs.replace(events[0], data={"trigger": {"type": "manual"}})
+    produce_history(kafka.history, events)
+    real_apply, calls = projector_module.apply_history, []
+
+    def flaky_apply(batch, stats=None):
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+        return real_apply(batch, stats)
+
+    monkeypatch.setattr(projector_module, "apply_history", flaky_apply)
+    projector = Projector(group_id=f"g-{uuid.uuid4().hex[:6]}")
+    try:
+        with pytest.raises(RuntimeError):
+            while True:
+                projector.poll_once(timeout=0.5)
+        projector.run_until_idle(idle_seconds=1.0)
+    finally:
+        projector.close()
+    assert len(calls) >= 2 and sum(calls[1:]) == len(events)
+    run = Run.objects.get(id=run_id)
+    assert run.status == "succeeded" and run.input == {} and run.last_seq == len(events)
