@@ -12,7 +12,6 @@ every problem), `VersionConflict`, `NotPublished`, `WorkflowArchived`, `PublishF
 from __future__ import annotations
 
 import copy
-import time
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -21,7 +20,8 @@ from django.utils import timezone
 from monitor import audit
 from monitor.models import Run, RunStatus
 from orchestrator import spec
-from orchestrator.messages import LiveVersion, PublishedDefinition
+from orchestrator.schedules import sync_schedule
+from orchestrator.webhooks import sync_webhook
 from orchestrator.runtime import commands
 from orchestrator.spec import InvalidDefinition, Problem
 
@@ -222,6 +222,10 @@ def publish(workflow: Workflow, version_number: int | None, user) -> WorkflowVer
         version.save(update_fields=["published_at", "published_by"])
         Workflow.objects.filter(pk=workflow.pk).update(live_version=version, updated_at=timezone.now())
     workflow.refresh_from_db()
+    # Triggers that live outside the runners follow the live version: cron entries for
+    # Celery beat, and a webhook token (shown once to the publisher when it is new).
+    sync_schedule(workflow.slug, version.definition)
+    version.new_webhook_token = sync_webhook(workflow.slug, version.definition)
     record_audit(user, "publish", ("workflow", workflow.slug), {"version": version.number})
     return version
 
@@ -259,14 +263,11 @@ def start_run(workflow: Workflow, input: Any, user, version: int | None = None) 
 def _offer_to_runners(workflow: Workflow, version: WorkflowVersion, user) -> None:
     """Put a draft on `wf.definitions` under its `slug@version` key only, without a live record.
 
-    Runners can then run it, while triggers keep using the live version. runtime.commands only
-    publishes with a live record, hence the lower-level produce here.
+    Runners can then run it, while triggers keep using the live version.
     """
     if version.published_at is not None:
         return  # already on wf.definitions
-    commands._produce(commands.topics().definitions, f"{workflow.slug}@{version.number}",
-                      PublishedDefinition(slug=workflow.slug, version=version.number, definition=version.definition,
-                                          published_at=time.time(), published_by=_username(user)))
+    commands.offer_definition(workflow.slug, version.number, version.definition, by=_username(user))
 
 
 def start_test_run(workflow: Workflow, number: int, input: Any, user, record: dict | None = None) -> str:
@@ -335,10 +336,10 @@ def archive_workflow(workflow: Workflow, user) -> Workflow:
 def _unpublish(slug: str) -> None:
     """Tell runners the workflow has no live version any more, so its triggers stop.
 
-    runtime.commands has no public call for this yet; LiveVersion(version=None) is the record
-    the definitions registry documents for exactly this case.
+    Schedules stop with it.
     """
-    commands._produce(commands.topics().definitions, slug, LiveVersion(slug=slug, version=None))
+    commands.unpublish_definition(slug)
+    sync_schedule(slug, None)
 
 
 def unarchive_workflow(workflow: Workflow, user) -> Workflow:

@@ -189,3 +189,42 @@ def test_kafka_trigger_starts_one_run_per_matching_record_across_a_restart(kafka
     assert first_record["type"] == "kafka" and first_record["topic"] == f"{kafka.prefix}orders"
     assert started[0].run_id == trigger_run_id("big-orders", first_record["topic"], first_record["partition"],
                                                first_record["offset"])
+
+
+def test_wait_for_event_is_released_by_the_matching_record_only(kafka, runner, history):
+    topic = f"{kafka.prefix}payments"
+    publish({
+        "slug": "await-payment", "name": "Await payment", "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "wait", "type": "wait_for_event",
+             "config": {"topic": topic, "correlation": "{{ trigger.order }}", "key_expression": "event.order_id",
+                        "timeout_seconds": 60}},
+            {"id": "paid", "type": "transform", "config": {"output": "{{ steps.wait.output.value.amount }}"}},
+        ],
+        "edges": [{"from": "wait", "port": "event", "to": "paid"}],
+    })
+    produce(topic, [json.dumps({"order_id": 0, "amount": 0}).encode()])  # creates the topic
+    run_id = commands.start_run("await-payment", 1, {"order": 42})
+    history.wait_until(lambda log: any(e.kind == "step_waiting" for e in log.by_run[run_id]), 30, "the wait")
+    produce(topic, [json.dumps({"order_id": 41, "amount": 1}).encode(), json.dumps({"order_id": 42, "amount": 99}).encode()])
+    history.wait_finished([run_id], timeout=30)
+    assert history.finished()[run_id][0].data["output"] == 99
+
+
+def test_approval_is_decided_by_a_signal(kafka, runner, history):
+    from orchestrator.messages import SignalRun
+
+    publish({
+        "slug": "approve-me", "name": "Approve me", "trigger": {"type": "manual"},
+        "steps": [{"id": "manager", "type": "approval", "config": {"instructions": "Check {{ trigger.amount }}"}},
+                  {"id": "yes", "type": "transform", "config": {"output": "approved"}},
+                  {"id": "no", "type": "transform", "config": {"output": "rejected"}}],
+        "edges": [{"from": "manager", "port": "approve", "to": "yes"}, {"from": "manager", "port": "reject", "to": "no"}],
+    })
+    run_id = commands.start_run("approve-me", 1, {"amount": 12})
+    history.wait_until(lambda log: any(e.kind == "step_waiting" for e in log.by_run[run_id]), 30, "the approval")
+    waiting = [e for e in history.by_run[run_id] if e.kind == "step_waiting"][0]
+    assert waiting.data["instructions"] == "Check 12"
+    commands.send_command(SignalRun(run_id=run_id, name="manager", payload={"approved": True}, by="boss", ts=time.time()))
+    history.wait_finished([run_id], timeout=30)
+    assert history.finished()[run_id][0].data["output"] == "approved"

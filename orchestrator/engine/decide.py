@@ -365,7 +365,7 @@ class _Run:
             if instruction.timeout_seconds:
                 step.wake_at, step.wake_reason = self.now + instruction.timeout_seconds, "timeout"
             self._record("step_waiting", step_id, step.attempt, reason="signal", signal=step.signal,
-                         until=step.wake_at)
+                         until=step.wake_at, **instruction.details)
         elif isinstance(instruction, AwaitEvent):
             step.status = S.WAITING
             if instruction.timeout_seconds:

@@ -75,11 +75,20 @@ def new_run_id() -> str:
 
 def publish_definition(slug: str, version: int, definition: dict, by: str = "") -> None:
     """Make `slug@version` available to runners and the live version for new runs."""
-    names = topics()
-    _produce(names.definitions, f"{slug}@{version}",
+    offer_definition(slug, version, definition, by)
+    _produce(topics().definitions, slug, LiveVersion(slug=slug, version=version))
+
+
+def offer_definition(slug: str, version: int, definition: dict, by: str = "") -> None:
+    """Make `slug@version` known to runners without making it live (test runs of a draft)."""
+    _produce(topics().definitions, f"{slug}@{version}",
              PublishedDefinition(slug=slug, version=version, definition=definition,
                                  published_at=time.time(), published_by=by))
-    _produce(names.definitions, slug, LiveVersion(slug=slug, version=version))
+
+
+def unpublish_definition(slug: str) -> None:
+    """No live version any more: runners stop the workflow's triggers; started runs finish."""
+    _produce(topics().definitions, slug, LiveVersion(slug=slug, version=None))
 
 
 def send_command(command: RunCommand) -> None:

@@ -27,6 +27,7 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from .. import expressions
+from ..steps import wait_for_event
 from ..messages import EventArrived, StartRun, WaitSubscription
 from . import codec
 from .definitions import DefinitionRegistry
@@ -82,6 +83,7 @@ class WaitIndex:
     def __init__(self, topic: str):
         self.topic = topic
         self.by_topic: dict[str, dict[str, WaitSubscription]] = defaultdict(dict)
+        self.opened_at: dict[str, int] = {}  # subscription key -> when it was written (ms)
         self.consumer = Consumer(consumer_config(f"sluice-waits-{uuid.uuid4().hex}"))
         self.consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         self.consumer.pause([TopicPartition(topic, 0)])
@@ -112,8 +114,15 @@ class WaitIndex:
                 log.error("waits: undecodable subscription %s", key)
                 continue
             self.by_topic[sub.topic][key] = sub
+            _kind, timestamp = msg.timestamp()
+            self.opened_at[key] = timestamp if timestamp > 0 else int(time.time() * 1000)
             opened.append(sub)
         return opened
+
+    def earliest_open(self, topic: str) -> int | None:
+        """When the oldest open subscription on `topic` was written (ms), if any."""
+        times = [self.opened_at[key] for key in self.by_topic.get(topic, {}) if key in self.opened_at]
+        return min(times) if times else None
 
     def topics(self) -> set[str]:
         return {topic for topic, subs in self.by_topic.items() if subs}
@@ -194,10 +203,20 @@ class TriggerLoop:
         committed = consumer.committed(partitions, timeout=10)
         triggers = self._kafka_triggers()
         for tp in committed:
-            if tp.offset < 0:
-                earliest = any(w.trigger.config.get("start_from") == "earliest" for _s, w in triggers.get(tp.topic, ()))
-                tp.offset = OFFSET_BEGINNING if earliest else OFFSET_END
+            if tp.offset >= 0:
+                continue
+            earliest = any(w.trigger.config.get("start_from") == "earliest" for _s, w in triggers.get(tp.topic, ()))
+            tp.offset = OFFSET_BEGINNING if earliest else self._wait_start(consumer, tp)
         consumer.assign(committed)
+
+    def _wait_start(self, consumer, tp) -> int:
+        """First read of a topic that open waits watch: start a little before the oldest wait
+        was opened, so an event written while we were subscribing is not skipped."""
+        opened = self.waits.earliest_open(tp.topic)
+        if opened is None:
+            return OFFSET_END
+        found = consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, max(0, opened - 5000))], timeout=10)
+        return found[0].offset if found and found[0].offset >= 0 else OFFSET_END
 
     # ---- one batch ----------------------------------------------------------------------------
     def run_once(self) -> int:
@@ -275,11 +294,7 @@ class TriggerLoop:
         fired_key = f"{sub.run_id}/{sub.step_id}#{sub.attempt}"
         if fired_key in self._fired:
             return None
-        try:
-            result = expressions.evaluate(sub.key_expression, {"event": value, "record": record})
-        except expressions.ExpressionError:
-            return None
-        if result is None or str(result) != sub.correlation:
+        if not wait_for_event.matches(sub.key_expression, sub.correlation, value, record):
             return None
         self._fired.add(fired_key)
         return EventArrived(run_id=sub.run_id, step_id=sub.step_id, attempt=sub.attempt,

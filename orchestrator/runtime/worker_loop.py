@@ -45,7 +45,7 @@ def execute_task(task: StepTask, environ=None) -> StepResult:
         if step_type.runs_on != "worker":
             raise LookupError(f"step type {task.type!r} is not run by workers")
         config = expressions.resolve_secrets(task.config, environ)
-        secret_values = _secret_values(task.config, environ)
+        secret_values = expressions.secret_values(task.config, environ)
         context = TaskContext(run_id=task.run_id, workflow=task.workflow, version=task.version,
                               step_id=task.step_id, attempt=task.attempt,
                               idempotency_key=task.idempotency_key, timeout_seconds=task.timeout_seconds)
@@ -58,12 +58,6 @@ def execute_task(task: StepTask, environ=None) -> StepResult:
         error = expressions.redact(f"{detail}\n\n{trace}", secret_values)[:MAX_ERROR_CHARS]
         return StepResult(run_id=task.run_id, step_id=task.step_id, attempt=task.attempt, ok=False,
                           error=error, started_at=started, ended_at=time.time(), worker=_WORKER_NAME)
-
-
-def _secret_values(config, environ) -> list[str]:
-    environ = os.environ if environ is None else environ
-    names = set(expressions.SECRET_MARKER.findall(codec.encode(config).decode()))
-    return [environ[name] for name in names if name in environ]
 
 
 _WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"

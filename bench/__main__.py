@@ -1,0 +1,74 @@
+"""`python -m bench` (or `make bench`): every Sluice benchmark, printed as tables.
+
+    python -m bench                 # all of them
+    python -m bench runtime         # Sluice runtime vs a Celery chain on Redis
+    python -m bench designer        # the editor with a 300-step workflow in chromium
+    python -m bench websocket       # live monitor fan-out to 200 websocket clients
+
+Numbers are measurements on the machine at hand, never assertions: nothing here fails
+because something was slow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from .harness import ROOT, table
+
+
+def runtime_vs_celery(runs: int, celery_runs: int) -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
+    from . import celery_peer, runtime
+
+    sluice = runtime.run(runs=runs)
+    peer = celery_peer.run(runs=celery_runs)
+    print(table(
+        f"Three steps (transform, python demo.echo, transform), one runner, embedded broker; "
+        f"peer: Celery chain on Redis, prefork concurrency 2",
+        ["", "Sluice", "Celery chain (Redis)", "Sluice / Celery"],
+        [
+            ["runs started at once", sluice["runs"], peer["runs"], ""],
+            ["throughput (runs/s)", sluice["throughput"], peer["throughput"], sluice["throughput"] / peer["throughput"]],
+            ["latency test rate (runs/s, half of max)", sluice["rate"], peer["rate"], ""],
+            ["p50 latency (ms)", sluice["p50_ms"], peer["p50_ms"], ""],
+            ["p99 latency (ms)", sluice["p99_ms"], peer["p99_ms"], ""],
+            ["failed runs", sluice["failed"], 0, ""],
+        ],
+    ))
+    print()
+    idle = sluice["idle_cpu_percent"]
+    memory = sluice["peak_rss_mib"]
+    print(table("Sluice processes", ["process", "idle CPU (% of one core, 10 s)", "peak memory (MiB)"], [
+        ["runner", idle.get("runner", float("nan")), memory.get("runner", float("nan"))],
+        ["bridge (history projector)", idle.get("bridge", float("nan")), memory.get("bridge", float("nan"))],
+        ["broker (embedded)", float("nan"), memory.get("broker", float("nan"))],
+        ["Celery worker (peer)", float("nan"), peer["peak_rss_mib"]["worker"]],
+        ["Redis (peer)", float("nan"), peer["peak_rss_mib"]["redis"]],
+    ]))
+    print()
+
+
+def run_module(name: str) -> None:
+    subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=ROOT, check=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("which", nargs="*", choices=["runtime", "designer", "websocket"], default=[])
+    parser.add_argument("--runs", type=int, default=20000, help="Sluice runs for the throughput test")
+    parser.add_argument("--celery-runs", type=int, default=5000, help="Celery chains for the throughput test")
+    args = parser.parse_args()
+    which = args.which or ["runtime", "designer", "websocket"]
+    if "runtime" in which:
+        runtime_vs_celery(args.runs, args.celery_runs)
+    if "designer" in which:
+        run_module("designer_render")
+    if "websocket" in which:
+        run_module("websocket_fanout")
+
+
+if __name__ == "__main__":
+    main()
