@@ -28,6 +28,10 @@ WORKFLOW = {
 }
 
 
+# Extra `manage.py runner` options, e.g. BENCH_RUNNER_ARGS="--worker-processes 1".
+RUNNER_ARGS = os.environ.get("BENCH_RUNNER_ARGS", "").split()
+
+
 class FinishWatcher:
     """Follows the history topic and notes when each run finished (receive time)."""
 
@@ -101,7 +105,7 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
     ensure_topics(AdminClient({"bootstrap.servers": broker.bootstrap_servers}), topics.layout(4))
     commands.publish_definition(WORKFLOW["slug"], 1, WORKFLOW, by="bench")
     manage(["migrate", "-v", "0"], env, work / "migrate.log").wait()
-    runner = manage(["runner", "--instance-id", "bench-runner"], env, work / "runner.log")
+    runner = manage(["runner", "--instance-id", "bench-runner", *RUNNER_ARGS], env, work / "runner.log")
     bridge = manage(["bridge"], env, work / "bridge.log") if os.environ.get("BENCH_BRIDGE", "1") == "1" else None
     watcher = FinishWatcher(broker.bootstrap_servers, topics.history).start()
     producer = Producer(producer_config(**{"linger.ms": 5, "batch.num.messages": 10000,

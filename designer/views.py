@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import time
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
@@ -19,10 +18,9 @@ from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from monitor.models import Run, RunStatus
+from monitor.models import Run
 from orchestrator import spec, steps
 from orchestrator.spec import InvalidDefinition, Problem
 
@@ -482,55 +480,18 @@ def diff(request, slug):
 
 
 # ---- test runs ---------------------------------------------------------------------------
-# A test run executes a saved draft without making it live: the version is written to
-# `wf.definitions` under its `slug@version` key only (no "live" record), so runners can run it
-# while triggers keep using the live version. TODO(services): move into designer/services.py.
-def _offer_version_to_runners(workflow: Workflow, version: WorkflowVersion, user) -> None:
-    from orchestrator.messages import PublishedDefinition
-    from orchestrator.runtime import commands
-
-    if version.published_at is not None:
-        return  # already on wf.definitions
-    names = commands.topics()
-    try:
-        commands._produce(names.definitions, f"{workflow.slug}@{version.number}",
-                          PublishedDefinition(slug=workflow.slug, version=version.number,
-                                              definition=version.definition, published_at=time.time(),
-                                              published_by=user.get_username()))
-    except commands.CommandError as exc:
-        raise services.StartFailed(f"Could not hand version {version.number} to runners: {exc}") from exc
-
-
 @json_endpoint
 @require_POST
 def test_run(request, slug):
-    """POST {version, input} -> {run_id}: run a saved version (draft or not) with sample input."""
-    from orchestrator.runtime import commands
-
+    """POST {version, input, record?} -> {run_id}: run a saved version (draft or not) once."""
     _require(request, EDIT)
     workflow = get_object_or_404(Workflow, slug=slug)
     body = _json_body(request)
     number = body.get("version")
     if not isinstance(number, int):
         raise BadRequest("'version' must be the number of a saved version (save before a test run)")
-    version = services.get_version(workflow, number)
-    services.check_definition(version.definition)
-    run_input = body.get("input", {})
-    record = body.get("record")
-    trigger = {"type": "test"}
-    if isinstance(record, dict):
-        trigger.update({k: record.get(k) for k in ("topic", "partition", "offset", "key", "timestamp")})
-    _offer_version_to_runners(workflow, version, request.user)
-    try:
-        run_id = commands.start_run(workflow.slug, version.number, run_input,
-                                    started_by=request.user.get_username(), trigger=trigger)
-    except commands.CommandError as exc:
-        raise services.StartFailed(f"Could not start the test run: {exc}") from exc
-    Run.objects.get_or_create(id=run_id, defaults={
-        "workflow": workflow.slug, "version": version.number, "status": RunStatus.PENDING,
-        "input": run_input, "trigger": trigger, "started_by": request.user.get_username(),
-        "created_at": timezone.now()})
-    return JsonResponse({"run_id": run_id, "version": version.number}, status=201)
+    run_id = services.start_test_run(workflow, number, body.get("input", {}), request.user, record=body.get("record"))
+    return JsonResponse({"run_id": run_id, "version": number}, status=201)
 
 
 @json_endpoint

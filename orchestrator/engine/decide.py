@@ -139,7 +139,8 @@ class _Run:
         trigger = self.state.trigger or {}
         return {
             "trigger": self.state.input,
-            "record": trigger if trigger.get("type") == "kafka" else None,
+            # Kafka-triggered runs (and test runs given a sample record) carry the record.
+            "record": trigger if trigger.get("topic") is not None else None,
             "steps": steps,
             "run": {"id": self.state.run_id, "workflow": self.state.workflow,
                     "version": self.state.version, "started_at": self.state.created_at},

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
@@ -44,6 +48,9 @@ class RunnerOptions:
     triggers: bool = True
     batch_size: int = 500
     handler_modules: list[str] = field(default_factory=list)
+    # Run the worker loops in this many child processes instead of threads here: handlers
+    # then get a core (and a GIL) of their own instead of competing with the engine loop.
+    worker_processes: int = 0
 
 
 def default_instance_id() -> str:
@@ -65,7 +72,10 @@ class Runner:
 
     def roles(self) -> list[str]:
         roles = ["engine"] if self.options.engine else []
-        roles += [f"worker:{queue}" for queue in self.options.queues if self.options.workers_per_queue]
+        if not self.options.worker_processes:
+            roles += [f"worker:{queue}" for queue in self.options.queues if self.options.workers_per_queue]
+        else:
+            roles += [f"worker-processes:{self.options.worker_processes}"]
         return roles + (["triggers"] if self.options.triggers else [])
 
     def prepare(self) -> None:
@@ -80,7 +90,7 @@ class Runner:
         if self.options.engine:
             self.loops.append(EngineLoop(self.topics, self.registry, self.instance_id, self.stop,
                                          batch_size=self.options.batch_size))
-        for queue in self.options.queues:
+        for queue in self.options.queues if not self.options.worker_processes else ():
             for index in range(self.options.workers_per_queue):
                 self.loops.append(WorkerLoop(self.topics, queue, self.instance_id, index, self.stop,
                                              concurrency=self.options.worker_concurrency))
@@ -94,10 +104,47 @@ class Runner:
             thread = threading.Thread(target=self._guard, args=(loop,), name=type(loop).__name__, daemon=True)
             thread.start()
             self.threads.append(thread)
+        if self.options.worker_processes:
+            children = threading.Thread(target=self._supervise_worker_processes, name="worker-processes", daemon=True)
+            children.start()
+            self.threads.append(children)
         heartbeat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
         heartbeat.start()
         self.threads.append(heartbeat)
         log.info("runner %s started: %s", self.instance_id, ", ".join(self.roles()))
+
+    def _worker_command(self, index: int) -> list[str]:
+        return [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "runner", "--no-engine", "--no-triggers",
+                "--instance-id", f"{self.instance_id}-w{index}", "--queues", ",".join(self.options.queues),
+                "--workers", str(self.options.workers_per_queue),
+                "--concurrency", str(self.options.worker_concurrency)]
+
+    def _supervise_worker_processes(self) -> None:
+        """Keep the worker child processes running until stop; restart one that exits."""
+        children: dict[int, subprocess.Popen] = {}
+        backoff: dict[int, float] = {}
+        try:
+            while not self.stop.is_set():
+                for index in range(self.options.worker_processes):
+                    child = children.get(index)
+                    if child is not None and child.poll() is None:
+                        continue
+                    if child is not None:
+                        log.warning("runner: worker process %d exited with %s; restarting", index, child.returncode)
+                        backoff[index] = min(30.0, backoff.get(index, 0.5) * 2)
+                        if self.stop.wait(backoff[index]):
+                            return
+                    children[index] = subprocess.Popen(self._worker_command(index), env=os.environ.copy())
+                self.stop.wait(1.0)
+        finally:
+            for child in children.values():
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in children.values():
+                try:
+                    child.wait(20)
+                except subprocess.TimeoutExpired:
+                    child.kill()
 
     def _guard(self, loop) -> None:
         try:

@@ -19,6 +19,8 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=1, help="Worker loops per queue (0: none).")
         parser.add_argument("--concurrency", type=int, default=8, help="Handler threads per worker loop.")
         parser.add_argument("--batch-size", type=int, default=500, help="Engine records per transaction.")
+        parser.add_argument("--worker-processes", type=int, default=0,
+                            help="Run the worker loops in this many child processes (0: threads in this one).")
         parser.add_argument("--no-engine", action="store_true", help="Do not run the engine loop.")
         parser.add_argument("--no-triggers", action="store_true", help="Do not run Kafka triggers.")
 
@@ -31,6 +33,7 @@ class Command(BaseCommand):
             instance_id=options["instance_id"], queues=queues, workers_per_queue=options["workers"],
             worker_concurrency=options["concurrency"], engine=not options["no_engine"],
             triggers=not options["no_triggers"], batch_size=options["batch_size"],
+            worker_processes=options["worker_processes"],
         ))
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: runner.stop.set())
