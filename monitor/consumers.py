@@ -66,7 +66,7 @@ class RunHistoryConsumer(_LiveConsumer):
         since = _query_param(self.scope, "since") or "0"
         self.last_sent = 0
         self.fanout = live.ensure_started()
-        await self.channel_layer.group_add(live.run_group(self.run_id), self.channel_name)
+        await live.join(self.channel_layer, live.run_group(self.run_id), self.channel_name)
         await self.accept()
         if not since.isdigit():
             await self.send_json({"type": "error", "error": "since: must be a non-negative integer (the last seq you have)"})
@@ -75,7 +75,7 @@ class RunHistoryConsumer(_LiveConsumer):
 
     async def disconnect(self, code):
         if getattr(self, "fanout", None) is not None:
-            await self.channel_layer.group_discard(live.run_group(self.run_id), self.channel_name)
+            await live.leave(self.channel_layer, live.run_group(self.run_id), self.channel_name)
 
     async def receive_json(self, content, **kwargs):
         if not isinstance(content, dict) or content.get("type") != "catch_up":
@@ -125,12 +125,12 @@ class RunsFeedConsumer(_LiveConsumer):
             self.groups_joined = [live.workflow_group(slug) for slug in sorted(slugs)]
         live.ensure_started()
         for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+            await live.join(self.channel_layer, group, self.channel_name)
         await self.accept()
 
     async def disconnect(self, code):
         for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await live.leave(self.channel_layer, group, self.channel_name)
 
     async def receive_json(self, content, **kwargs):
         await self.send_json({"type": "error", "error": "this socket only sends; nothing to receive"})

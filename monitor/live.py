@@ -219,15 +219,34 @@ class HistoryFanout:
         for payload in payloads:
             message = {"type": "history.event", "event": payload}
             try:
-                await self.channel_layer.group_send(run_group(payload["run_id"]), message)
-                await self.channel_layer.group_send(workflow_group(payload["workflow"]), message)
-                await self.channel_layer.group_send(ALL_RUNS_GROUP, message)
+                for group in (run_group(payload["run_id"]), workflow_group(payload["workflow"]), ALL_RUNS_GROUP):
+                    if _local_members.get(group):
+                        await self.channel_layer.group_send(group, message)
             except Exception:  # one full channel must not stop the fan-out for everyone else
                 log.exception("live history: group_send failed for run %s", payload["run_id"])
             self.delivered += 1
 
 
 _fanout: HistoryFanout | None = None
+
+# Sockets of THIS process per group. Group names carry the process token, so only this process's
+# sockets can be members: a group with none here is skipped instead of sent to (each
+# group_send costs event-loop time, and most events have no watcher on their workflow).
+_local_members: dict[str, int] = {}
+
+
+async def join(channel_layer, group: str, channel_name: str) -> None:
+    await channel_layer.group_add(group, channel_name)
+    _local_members[group] = _local_members.get(group, 0) + 1
+
+
+async def leave(channel_layer, group: str, channel_name: str) -> None:
+    await channel_layer.group_discard(group, channel_name)
+    remaining = _local_members.get(group, 0) - 1
+    if remaining > 0:
+        _local_members[group] = remaining
+    else:
+        _local_members.pop(group, None)
 
 
 def ensure_started() -> HistoryFanout:
