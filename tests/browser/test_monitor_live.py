@@ -134,6 +134,7 @@ def test_run_page_shows_nodes_going_pending_running_succeeded_live(kafka, live_s
         assert page.locator('#steps-table tr[data-status="succeeded"]').count() == 4
         page.click('#steps-table a[data-select="greet"]')
         assert "Hello, Ada!" in page.locator("#step-panel-body").inner_text()
+        page.evaluate("window.scrollTo(0, 0)")
         time.sleep(0.3)
         screenshot(page, "monitor-run-detail")
         page.screenshot(path=str(ROOT / "tests" / "artifacts" / "monitor-run-detail-full.png"), full_page=True)
