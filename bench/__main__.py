@@ -26,8 +26,8 @@ def runtime_vs_celery(runs: int, celery_runs: int) -> None:
     sluice = runtime.run(runs=runs)
     peer = celery_peer.run(runs=celery_runs)
     print(table(
-        f"Three steps (transform, python demo.echo, transform), one runner, embedded broker; "
-        f"peer: Celery chain on Redis, prefork concurrency 2",
+        "Three steps (transform, python demo.echo, transform), one runner, embedded broker; "
+        "peer: Celery chain on Redis, prefork concurrency 2",
         ["", "Sluice", "Celery chain (Redis)", "Sluice / Celery"],
         [
             ["runs started at once", sluice["runs"], peer["runs"], ""],
@@ -36,6 +36,7 @@ def runtime_vs_celery(runs: int, celery_runs: int) -> None:
             ["p50 latency (ms)", sluice["p50_ms"], peer["p50_ms"], ""],
             ["p99 latency (ms)", sluice["p99_ms"], peer["p99_ms"], ""],
             ["failed runs", sluice["failed"], 0, ""],
+            ["bridge projection afterwards (runs/s into the database)", sluice["bridge_runs_per_second"], "", ""],
         ],
     ))
     print()
@@ -60,8 +61,11 @@ def main() -> None:
     parser.add_argument("which", nargs="*", choices=["runtime", "designer", "websocket"], default=[])
     parser.add_argument("--runs", type=int, default=20000, help="Sluice runs for the throughput test")
     parser.add_argument("--celery-runs", type=int, default=5000, help="Celery chains for the throughput test")
+    parser.add_argument("--runner-args", default="", help="extra `manage.py runner` options, e.g. '--worker-processes 1'")
     args = parser.parse_args()
     which = args.which or ["runtime", "designer", "websocket"]
+    if args.runner_args:
+        os.environ["BENCH_RUNNER_ARGS"] = args.runner_args
     if "runtime" in which:
         runtime_vs_celery(args.runs, args.celery_runs)
     if "designer" in which:

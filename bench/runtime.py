@@ -3,6 +3,8 @@
 Measures, from start request to the run-finished history event:
 - throughput: N runs started as fast as possible, runs/s until the last one finished;
 - latency at half that rate: p50/p99 per run;
+- how fast the bridge then projects all those runs into the database (started afterwards:
+  on two cores it would take CPU from the runner being measured);
 - idle CPU of runner and bridge afterwards, and peak memory of runner, bridge and broker.
 """
 
@@ -94,7 +96,6 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
     django.setup()
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient
-    from django.conf import settings
 
     from orchestrator.messages import StartRun
     from orchestrator.runtime import codec, commands
@@ -106,7 +107,6 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
     commands.publish_definition(WORKFLOW["slug"], 1, WORKFLOW, by="bench")
     manage(["migrate", "-v", "0"], env, work / "migrate.log").wait()
     runner = manage(["runner", "--instance-id", "bench-runner", *RUNNER_ARGS], env, work / "runner.log")
-    bridge = manage(["bridge"], env, work / "bridge.log") if os.environ.get("BENCH_BRIDGE", "1") == "1" else None
     watcher = FinishWatcher(broker.bootstrap_servers, topics.history).start()
     producer = Producer(producer_config(**{"linger.ms": 5, "batch.num.messages": 10000,
                                            "queue.buffering.max.messages": 1000000}))
@@ -118,6 +118,7 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
                          headers=codec.headers_for(command))
 
     result = {"runs": runs}
+    bridge = None  # started after the timed phases: on 2 cores it would compete with the runner
     try:
         # Warm up: the runner joins its groups and reads definitions.
         warm = [f"warm-{i}" for i in range(200)]
@@ -161,10 +162,12 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
         latencies = [(watcher.finished[r] - t) * 1000 for r, t in sent_at.items()]
         result.update(rate=rate, latency_runs=count, p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99))
 
-        # Let the bridge catch up on everything, then measure idle CPU.
+        # The bridge projects everything into the database; then runner and bridge sit idle.
         total = len(warm) + runs + count
-        if bridge is not None:
-            wait_for(lambda: _projected_runs() >= total, 900, "the bridge to project every run", interval=1)
+        bridge = manage(["bridge"], env, work / "bridge.log")
+        began = time.perf_counter()
+        wait_for(lambda: _projected_runs() >= total, 1800, "the bridge to project every run", interval=1)
+        result["bridge_runs_per_second"] = total / (time.perf_counter() - began)
         time.sleep(3)
         processes = {"runner": runner, **({"bridge": bridge} if bridge is not None else {})}
         before = {name: cpu_seconds(p.pid) for name, p in processes.items()}

@@ -59,6 +59,10 @@ CHROMIUM_ARGS = [
 def browser():
     from playwright.sync_api import sync_playwright
 
+    # Playwright's sync API keeps an asyncio loop running in this thread for the whole
+    # session; Django would then refuse the tests' own ORM calls as "async unsafe".
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
     if not os.path.exists(CHROMIUM):
         raise RuntimeError(f"chromium not found at {CHROMIUM}: `make test` installs Debian's chromium")
     with sync_playwright() as playwright:

@@ -77,48 +77,46 @@ def produce(topic: str, records, key=None) -> None:
     assert producer.flush(30) == 0
 
 
-class RunnerProcess:
-    """`manage.py runner` in a child process, pointed at the test's broker and topics."""
+class ManageProcess:
+    """`manage.py <command>` in a child process, pointed at the test's broker, topics and
+    database file (runners never use the database; bridges do)."""
 
-    def __init__(self, instance_id: str, *extra_args: str):
-        self.instance_id = instance_id
-        self.args = [sys.executable, str(ROOT / "manage.py"), "runner", "--instance-id", instance_id, *extra_args]
-        self.process: subprocess.Popen | None = None
-        self.log_path = Path(settings.DATA_DIR) / f"runner-{instance_id}-{uuid.uuid4().hex[:6]}.log"
-
-    def env(self) -> dict:
+    def __init__(self, command: str, *args: str):
+        self.log_path = Path(settings.DATA_DIR) / f"{command}-{os.getpid()}-{time.monotonic_ns()}.log"
         env = dict(os.environ)
         env.update({
             "KAFKA_BOOTSTRAP_SERVERS": settings.KAFKA_BOOTSTRAP_SERVERS,
             "SLUICE_TOPIC_PREFIX": settings.SLUICE_TOPIC_PREFIX,
             "SLUICE_PARTITIONS": str(settings.SLUICE_PARTITIONS),
             "SLUICE_EMBEDDED_BROKER": "1",
+            "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['TEST']['NAME']}",
             "PYTHONUNBUFFERED": "1",
         })
-        return env
-
-    def start(self) -> "RunnerProcess":
-        self.log_file = open(self.log_path, "ab")
-        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env(), stdout=self.log_file,
-                                        stderr=subprocess.STDOUT)
-        return self
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), command, *args], cwd=ROOT,
+                                        env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
+        """SIGKILL: no goodbye, no flush, no commit."""
         self.process.kill()
         self.process.wait(10)
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
+    def stop(self) -> str:
+        """SIGTERM (then SIGKILL after a while); returns everything the process printed."""
+        if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
-        self.log_file.close()
-
-    def output(self) -> str:
+        if not self.log.closed:
+            self.log.close()
         return self.log_path.read_text(errors="replace")
+
+
+def runner_process(instance_id: str, *args: str) -> ManageProcess:
+    return ManageProcess("runner", "--instance-id", instance_id, *args)
 
 
 @pytest.fixture

@@ -6,7 +6,14 @@ import pytest
 
 from orchestrator.engine import CloseWait, Dispatch, OpenWait, Produce, Tick, decide
 from orchestrator.engine import state as S
-from orchestrator.messages import CancelRun, EventArrived, RetryRun, SignalRun, StartRun, StepResult
+from orchestrator.messages import (
+    CancelRun,
+    EventArrived,
+    RetryRun,
+    SignalRun,
+    StartRun,
+    StepResult,
+)
 from orchestrator.spec import build
 
 T0 = 1_000_000.0

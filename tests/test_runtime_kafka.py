@@ -11,7 +11,7 @@ from confluent_kafka import Consumer
 
 from orchestrator.runtime import commands
 from orchestrator.runtime.triggers import trigger_run_id
-from tests.runtime_support import RunnerProcess, produce, publish, start_thread
+from tests.runtime_support import produce, publish, runner_process, start_thread
 
 pytestmark = pytest.mark.kafka
 
@@ -132,7 +132,7 @@ def test_kill_9_in_the_middle_of_200_runs_loses_and_repeats_nothing(kafka, histo
             commands.start_run("crashy", 1, {"i": i}, run_id=run_id)
             time.sleep(0.02)
 
-    first = RunnerProcess("crash-test").start()
+    first = runner_process("crash-test")
     try:
         history.wait_finished([commands.start_run("crashy", 1, {"warm": "up"})], timeout=60)
         starter = start_thread(start_steadily)
@@ -143,7 +143,7 @@ def test_kill_9_in_the_middle_of_200_runs_loses_and_repeats_nothing(kafka, histo
     starter.join()
     in_flight = len(set(run_ids) - set(history.finished()))
     assert in_flight > 0, "every run finished before the kill: the test proves nothing"
-    second = RunnerProcess("crash-test").start()
+    second = runner_process("crash-test")
     try:
         history.wait_finished(run_ids, timeout=180)
     finally:
@@ -168,14 +168,14 @@ def test_kafka_trigger_starts_one_run_per_matching_record_across_a_restart(kafka
     })
     orders = [json.dumps({"id": i, "total": 150 if i % 2 else 50}).encode() for i in range(1000)]
     produce(f"{kafka.prefix}orders", orders[:500])
-    first = RunnerProcess("trigger-test").start()
+    first = runner_process("trigger-test")
     try:
         history.wait_until(lambda log: len(log.finished()) >= 100, 120, "the first runs")
         first.kill()  # mid-way, without warning
     finally:
         first.stop()
     produce(f"{kafka.prefix}orders", orders[500:])
-    second = RunnerProcess("trigger-test").start()
+    second = runner_process("trigger-test")
     try:
         history.wait_until(lambda log: len(log.finished()) >= 500, 180, "500 runs")
         time.sleep(3)  # anything extra would show up now

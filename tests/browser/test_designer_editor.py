@@ -10,24 +10,18 @@ succeeded, executed by a real runner (`manage.py runner`) and projected by a rea
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from tests.live import login, screenshot
+from tests.runtime_support import ManageProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka]
 
 # Playwright's sync API keeps an asyncio loop running in this thread; the ORM calls below are
 # plain synchronous test code, not code inside that loop.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct-horse-battery"
 
 
@@ -36,36 +30,6 @@ def author(transactional_db):
     from django.contrib.auth import get_user_model
 
     return get_user_model().objects.create_superuser("ada", "ada@example.com", PASSWORD)
-
-
-class ManageProcess:
-    """`manage.py <command>` pointed at the test's broker, topics and database file."""
-
-    def __init__(self, command: str, *args: str):
-        self.log_path = Path(settings.DATA_DIR) / f"{command}-{os.getpid()}-{time.monotonic_ns()}.log"
-        env = dict(os.environ)
-        env.update({
-            "KAFKA_BOOTSTRAP_SERVERS": settings.KAFKA_BOOTSTRAP_SERVERS,
-            "SLUICE_TOPIC_PREFIX": settings.SLUICE_TOPIC_PREFIX,
-            "SLUICE_PARTITIONS": str(settings.SLUICE_PARTITIONS),
-            "SLUICE_EMBEDDED_BROKER": "1",
-            "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['TEST']['NAME']}",
-            "PYTHONUNBUFFERED": "1",
-        })
-        self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), command, *args], cwd=ROOT,
-                                        env=env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
-        return self.log_path.read_text(errors="replace")
 
 
 # ---- page helpers ------------------------------------------------------------------------

@@ -13,7 +13,14 @@ import yaml
 
 from designer import services
 from tests.browser.test_designer_editor import (
-    PASSWORD, click_node, definition, edges, press_node, step_ids, wait_editor, wait_for,
+    PASSWORD,
+    click_node,
+    definition,
+    edges,
+    press_node,
+    step_ids,
+    wait_editor,
+    wait_for,
 )
 from tests.live import login, screenshot
 

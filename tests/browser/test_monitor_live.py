@@ -8,22 +8,16 @@ Screenshots of the dashboard, the run list and the run detail land in tests/arti
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from django.conf import settings
 
 from tests.live import login, screenshot
+from tests.runtime_support import ManageProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka]
-
-# Playwright's sync API runs an asyncio loop in this thread; the ORM calls here are plain sync code.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "monitor-horse-battery"
@@ -42,35 +36,6 @@ SLOW_HELLO = {
 }
 
 
-class ManageProcess:
-    """`manage.py <command>` pointed at the test's broker, topics and database file."""
-
-    def __init__(self, command: str, *args: str):
-        self.log_path = Path(settings.DATA_DIR) / f"{command}-{time.monotonic_ns()}.log"
-        env = {**os.environ,
-               "KAFKA_BOOTSTRAP_SERVERS": settings.KAFKA_BOOTSTRAP_SERVERS,
-               "SLUICE_TOPIC_PREFIX": settings.SLUICE_TOPIC_PREFIX,
-               "SLUICE_PARTITIONS": str(settings.SLUICE_PARTITIONS),
-               "SLUICE_EMBEDDED_BROKER": "1",
-               "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}",
-               "PYTHONUNBUFFERED": "1"}
-        self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), command, *args], cwd=ROOT,
-                                        env=env, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def stop(self) -> str:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
-        return self.log_path.read_text(errors="replace")
-
-
-# Records every status each graph node shows, in order, from the moment it is installed.
 WATCH_STATUSES = """
 () => {
   window.__statusLog = {};
