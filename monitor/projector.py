@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from orchestrator import messages
 from orchestrator.runtime import codec
@@ -428,9 +428,10 @@ class Projector:
                 self.stats.last_error = str(exc)
                 log.warning("projector: %s (the batch will be re-read and applied idempotently)", exc)
                 time.sleep(0.5)
-            except Exception as exc:
+            except DatabaseError as exc:
                 # The database refused the batch (down, locked, or a row it will not take): keep
                 # the bridge alive, say why, and retry the same batch rather than skip history.
+                # Anything else is a bug: let it stop the bridge (the supervisor restarts it).
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("projector: batch not applied, retrying in 2 s")
                 from django.db import close_old_connections

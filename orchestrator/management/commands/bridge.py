@@ -17,8 +17,11 @@ class Command(BaseCommand):
         projector = Projector(group_id=group)
 
         def request_stop(signum, _frame):
-            self.stderr.write(f"bridge: {signal.Signals(signum).name} received, finishing the current batch")
-            projector.stop()
+            projector.stop()  # first: the write below fails if whoever read our output is gone
+            try:
+                self.stderr.write(f"bridge: {signal.Signals(signum).name} received, finishing the current batch")
+            except OSError:
+                pass
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
