@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 
@@ -228,3 +229,24 @@ def test_approval_is_decided_by_a_signal(kafka, runner, history):
     commands.send_command(SignalRun(run_id=run_id, name="manager", payload={"approved": True}, by="boss", ts=time.time()))
     history.wait_finished([run_id], timeout=30)
     assert history.finished()[run_id][0].data["output"] == "approved"
+
+
+def test_two_runners_share_the_partitions_and_each_run_finishes_once(kafka, history):
+    publish(three_steps("shared"))
+    first, second = runner_process("share-a"), runner_process("share-b")
+    one_partition = re.compile(r"engine: assigned wf.runs partitions \[\d\]")
+    try:
+        deadline = time.monotonic() + 60
+        while not all(one_partition.search(p.log_path.read_text(errors="replace")) for p in (first, second)):
+            assert time.monotonic() < deadline, "the two runners did not split the partitions"
+            time.sleep(0.2)
+        run_ids = [commands.start_run("shared", 1, {"n": n}) for n in range(100)]
+        history.wait_finished(run_ids, timeout=120)
+    finally:
+        logs = [first.stop(), second.stop()]
+    finished = history.finished()
+    assert all(len(finished[run_id]) == 1 for run_id in run_ids)
+    assert [finished[run_id][0].data["output"] for run_id in run_ids] == [{"result": (n + 1) * 10} for n in range(100)]
+    # Each runner held one of the two partitions before the first run started, and 100
+    # random run ids land on both: both engines did part of the work.
+    assert all("Traceback" not in log for log in logs), logs
