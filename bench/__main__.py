@@ -35,6 +35,8 @@ def runtime_vs_celery(runs: int, celery_runs: int) -> None:
             ["latency test rate (runs/s, half of max)", sluice["rate"], peer["rate"], ""],
             ["p50 latency (ms)", sluice["p50_ms"], peer["p50_ms"], ""],
             ["p99 latency (ms)", sluice["p99_ms"], peer["p99_ms"], ""],
+            ["p50 latency at 50 runs/s (ms)", sluice["light_p50_ms"], peer["light_p50_ms"], ""],
+            ["p99 latency at 50 runs/s (ms)", sluice["light_p99_ms"], peer["light_p99_ms"], ""],
             ["failed runs", sluice["failed"], 0, ""],
             ["bridge projection afterwards (runs/s into the database)", sluice["bridge_runs_per_second"], "", ""],
         ],
@@ -43,7 +45,7 @@ def runtime_vs_celery(runs: int, celery_runs: int) -> None:
     idle = sluice["idle_cpu_percent"]
     memory = sluice["peak_rss_mib"]
     print(table("Sluice processes", ["process", "idle CPU (% of one core, 10 s)", "peak memory (MiB)"], [
-        ["runner", idle.get("runner", float("nan")), memory.get("runner", float("nan"))],
+        ["runner (and its worker processes)", idle.get("runner", float("nan")), memory.get("runner", float("nan"))],
         ["bridge (history projector)", idle.get("bridge", float("nan")), memory.get("bridge", float("nan"))],
         ["broker (embedded)", float("nan"), memory.get("broker", float("nan"))],
         ["Celery worker (peer)", float("nan"), peer["peak_rss_mib"]["worker"]],

@@ -69,18 +69,25 @@ def run(runs: int = 5000, latency_seconds: float = 10.0) -> dict:
         pending = [start(i) for i in range(runs)]
         done = [_get(r)["done_at"] for r in pending]
         result["throughput"] = runs / (max(done) - began)
+        def latency_at(rate: float) -> tuple[int, float, float]:
+            count = int(rate * latency_seconds)
+            sent, pending = [], []
+            began = time.time()
+            for i in range(count):
+                delay = began + i / rate - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                sent.append(time.time())
+                pending.append(start(i))
+            latencies = [(_get(r)["done_at"] - t) * 1000 for r, t in zip(pending, sent)]
+            return count, percentile(latencies, 50), percentile(latencies, 99)
+
+        from .runtime import LIGHT_RATE
+
         rate = result["throughput"] / 2
-        count = int(rate * latency_seconds)
-        sent, pending = [], []
-        began = time.time()
-        for i in range(count):
-            delay = began + i / rate - time.time()
-            if delay > 0:
-                time.sleep(delay)
-            sent.append(time.time())
-            pending.append(start(i))
-        latencies = [(_get(r)["done_at"] - t) * 1000 for r, t in zip(pending, sent)]
-        result.update(rate=rate, latency_runs=count, p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99))
+        count, p50, p99 = latency_at(rate)
+        _light, light_p50, light_p99 = latency_at(LIGHT_RATE)
+        result.update(rate=rate, latency_runs=count, p50_ms=p50, p99_ms=p99, light_p50_ms=light_p50, light_p99_ms=light_p99)
         result["peak_rss_mib"] = {"worker": peak_rss_mib(worker.pid), "redis": peak_rss_mib(redis.pid)}
     finally:
         stop(worker)

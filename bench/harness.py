@@ -18,6 +18,29 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (a runner with --worker-processes has children)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                queue.extend(int(child) for child in (task / "children").read_text().split())
+            except FileNotFoundError:
+                pass
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return sum(cpu_seconds(p) for p in process_tree(pid))
+
+
+def tree_peak_rss_mib(pid: int) -> float:
+    """Sum of the peaks of the process and its descendants (an upper bound of the tree's peak)."""
+    return sum(peak_rss_mib(p) for p in process_tree(pid))
+
+
 def peak_rss_mib(pid: int) -> float:
     """Peak resident memory (VmHWM) of a live process, in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

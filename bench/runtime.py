@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .harness import cpu_seconds, django_env, manage, peak_rss_mib, percentile, stop, wait_for
+from .harness import django_env, manage, peak_rss_mib, percentile, stop, tree_cpu_seconds, tree_peak_rss_mib, wait_for
 
 WORKFLOW = {
     "slug": "bench-three", "name": "Benchmark: three steps", "trigger": {"type": "manual"},
@@ -29,6 +29,9 @@ WORKFLOW = {
     "edges": [{"from": "prepare", "to": "echo"}, {"from": "echo", "to": "finish"}],
 }
 
+
+# Runs per second of the light-load latency test (the same for Sluice and the peer).
+LIGHT_RATE = 50.0
 
 # Extra `manage.py runner` options, e.g. BENCH_RUNNER_ARGS="--worker-processes 1".
 RUNNER_ARGS = os.environ.get("BENCH_RUNNER_ARGS", "").split()
@@ -143,24 +146,29 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
         result["send_seconds"] = sent - began
         result["failed"] = watcher.failed
 
-        # Latency at half the maximum rate.
+        # Latency at half the maximum rate, and at a light fixed rate (what one run feels like).
+        def latency_at(rate: float, prefix: str) -> tuple[int, float, float]:
+            count = int(rate * latency_seconds)
+            sent_at: dict[str, float] = {}
+            began = time.perf_counter()
+            for i in range(count):
+                delay = began + i / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                run_id = f"{prefix}-{i}"
+                sent_at[run_id] = time.perf_counter()
+                start(run_id, i)
+                producer.poll(0)
+            producer.flush()
+            wait_for(lambda: all(r in watcher.finished for r in sent_at), 300, "latency runs", interval=0.2)
+            latencies = [(watcher.finished[r] - t) * 1000 for r, t in sent_at.items()]
+            return count, percentile(latencies, 50), percentile(latencies, 99)
+
         rate = result["throughput"] / 2
-        count = int(rate * latency_seconds)
-        sent_at: dict[str, float] = {}
-        began = time.perf_counter()
-        for i in range(count):
-            due = began + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            run_id = f"l-{i}"
-            sent_at[run_id] = time.perf_counter()
-            start(run_id, i)
-            producer.poll(0)
-        producer.flush()
-        wait_for(lambda: all(r in watcher.finished for r in sent_at), 300, "latency runs", interval=0.2)
-        latencies = [(watcher.finished[r] - t) * 1000 for r, t in sent_at.items()]
-        result.update(rate=rate, latency_runs=count, p50_ms=percentile(latencies, 50), p99_ms=percentile(latencies, 99))
+        count, p50, p99 = latency_at(rate, "l")
+        light, light_p50, light_p99 = latency_at(LIGHT_RATE, "light")
+        count += light
+        result.update(rate=rate, latency_runs=count, p50_ms=p50, p99_ms=p99, light_p50_ms=light_p50, light_p99_ms=light_p99)
 
         # The bridge projects everything into the database; then runner and bridge sit idle.
         total = len(warm) + runs + count
@@ -170,11 +178,11 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
         result["bridge_runs_per_second"] = total / (time.perf_counter() - began)
         time.sleep(3)
         processes = {"runner": runner, **({"bridge": bridge} if bridge is not None else {})}
-        before = {name: cpu_seconds(p.pid) for name, p in processes.items()}
+        before = {name: tree_cpu_seconds(p.pid) for name, p in processes.items()}
         time.sleep(idle_seconds)
-        result["idle_cpu_percent"] = {name: (cpu_seconds(p.pid) - before[name]) / idle_seconds * 100
+        result["idle_cpu_percent"] = {name: (tree_cpu_seconds(p.pid) - before[name]) / idle_seconds * 100
                                       for name, p in processes.items()}
-        result["peak_rss_mib"] = {name: peak_rss_mib(p.pid) for name, p in processes.items()}
+        result["peak_rss_mib"] = {name: tree_peak_rss_mib(p.pid) for name, p in processes.items()}
         result["peak_rss_mib"]["broker"] = peak_rss_mib(broker.process.pid)
     finally:
         watcher.close()
