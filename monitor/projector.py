@@ -39,7 +39,7 @@ BATCH_SIZE = 500
 # The embedded broker ignores the fetch long-poll, so an idle consumer would spin. After an empty
 # poll the projector pauses its assignment and probes the end offsets every IDLE_PAUSE_SECONDS
 # for at most IDLE_SPELL_SECONDS (see _back_off_when_idle): idle CPU 1.07 -> 0.14 s per 10 s.
-IDLE_PAUSE_SECONDS = 0.05
+IDLE_PAUSE_SECONDS = 0.1
 IDLE_SPELL_SECONDS = 5.0
 # Pausing while the client still looks up a new assignment's start offsets stalls that lookup
 # (measured: ~1 s late first fetch), so the back-off waits this long after each assignment.

@@ -20,7 +20,7 @@ class IdleBackoff:
     That broker answers fetches at once instead of holding them until data arrives (it
     ignores the long-poll wait), so librdkafka refetches in a tight loop while partitions are
     assigned: ~30% of a core per idle consumer. So, after a quiet spell, the assignment is
-    paused, and every 20 ms (50 ms after a second of quiet) the high watermarks are compared
+    paused, and every 20 ms (100 ms after a second of quiet) the high watermarks are compared
     with our positions (a cheap ListOffsets request); it is resumed only when there is
     something new. Two measured librdkafka behaviours shape this:
     - a resume is acted on only when the broker thread next wakes, up to a second later, so
@@ -32,7 +32,7 @@ class IdleBackoff:
     """
 
     FAST_CHECK = 0.02
-    SLOW_CHECK = 0.05
+    SLOW_CHECK = 0.1
     SLOW_AFTER = 1.0
     GRACE = 0.25
     SETTLE = 2.0
