@@ -176,7 +176,7 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
         began = time.perf_counter()
         wait_for(lambda: _projected_runs() >= total, 1800, "the bridge to project every run", interval=1)
         result["bridge_runs_per_second"] = total / (time.perf_counter() - began)
-        time.sleep(3)
+        time.sleep(15)  # let the last commits, broker snapshots and back-offs settle: idle means idle
         processes = {"runner": runner, **({"bridge": bridge} if bridge is not None else {})}
         before = {name: tree_cpu_seconds(p.pid) for name, p in processes.items()}
         time.sleep(idle_seconds)
