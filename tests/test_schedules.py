@@ -2,51 +2,18 @@
 
 import json
 import time
-import uuid
 from datetime import datetime, timezone
 
 import pytest
-from confluent_kafka import Consumer
 from django_celery_beat.models import PeriodicTask
 
-from designer.models import Workflow, WorkflowVersion
+from designer.models import WorkflowVersion
 from monitor.models import Run
 from orchestrator import schedules, tasks
-from orchestrator.runtime import codec
 from orchestrator.schedules import ScheduleError, schedule_of, sync_schedule
+from tests.trigger_support import definition, make_live, read_starts
 
 pytestmark = pytest.mark.django_db
-
-
-def definition(slug, trigger):
-    return {"slug": slug, "name": slug, "trigger": trigger,
-            "steps": [{"id": "tick", "type": "transform", "config": {"output": {"at": "{{ trigger }}"}}}],
-            "edges": []}
-
-
-def make_live(slug, trigger, number=1):
-    workflow, _ = Workflow.objects.get_or_create(slug=slug, defaults={"name": slug})
-    version = WorkflowVersion.objects.create(workflow=workflow, number=number, definition=definition(slug, trigger))
-    workflow.live_version = version
-    workflow.save()
-    return workflow
-
-
-def read_starts(kafka_broker, topic, expected, timeout=15.0):
-    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": uuid.uuid4().hex,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    found = []
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(found) < expected:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            found.append(codec.decode_run_command(msg.value(), msg.headers()))
-    finally:
-        consumer.close()
-    return found
 
 
 def test_sync_creates_a_beat_entry_from_the_cron_line():

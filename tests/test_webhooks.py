@@ -1,11 +1,9 @@
 """The webhook trigger against the real embedded broker: tokens, errors, idempotency, the record sent."""
 
 import json
-import uuid
 from io import StringIO
 
 import pytest
-from confluent_kafka import Consumer
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
 from django.test import Client
@@ -15,45 +13,9 @@ from monitor.models import Run
 from orchestrator import webhooks
 from orchestrator.messages import StartRun
 from orchestrator.models import WebhookEndpoint
-from orchestrator.runtime import codec
+from tests.trigger_support import definition, make_live, read_starts
 
 pytestmark = [pytest.mark.django_db, pytest.mark.kafka]
-
-
-def definition(slug, trigger):
-    return {"slug": slug, "name": slug, "trigger": trigger,
-            "steps": [{"id": "echo", "type": "transform", "config": {"output": {"got": "{{ trigger }}"}}}],
-            "edges": []}
-
-
-def make_live(slug, trigger, number=1):
-    workflow, _ = Workflow.objects.get_or_create(slug=slug, defaults={"name": slug})
-    version = WorkflowVersion.objects.create(workflow=workflow, number=number, definition=definition(slug, trigger))
-    workflow.live_version = version
-    workflow.save()
-    return workflow
-
-
-def read_starts(kafka_broker, topic, expected, timeout=15.0):
-    """Every StartRun on `topic` (stops after `expected` records or the timeout)."""
-    consumer = Consumer({"bootstrap.servers": kafka_broker.bootstrap_servers, "group.id": uuid.uuid4().hex,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    found = []
-    try:
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(found) < expected:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            command = codec.decode_run_command(msg.value(), msg.headers())
-            assert msg.key().decode() == command.run_id
-            found.append(command)
-    finally:
-        consumer.close()
-    return found
 
 
 @pytest.fixture

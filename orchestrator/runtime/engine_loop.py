@@ -31,7 +31,7 @@ from ..messages import StartRun
 from . import codec
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
-from .loops import IdleBackoff, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
+from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ _MISSING = object()
 RECENTLY_FINISHED = 100_000
 
 
-class EngineLoop:
+class EngineLoop(Loop):
     def __init__(self, topics: Topics, registry: DefinitionRegistry, instance_id: str,
                  stop: threading.Event, batch_size: int = 500, clock=time.time):
         self.topics = topics
@@ -79,14 +79,6 @@ class EngineLoop:
         if self.producer is not None:
             self.producer.flush(10)
             self.producer = None
-
-    def run(self) -> None:
-        self.open()
-        try:
-            while not self.stop.is_set():
-                self.run_once()
-        finally:
-            self.close()
 
     # ---- rebalance: restore from the changelog ------------------------------------------------
     def _on_assign(self, consumer, partitions) -> None:

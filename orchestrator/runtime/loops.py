@@ -14,6 +14,32 @@ from .kafka import producer_config
 
 log = logging.getLogger(__name__)
 
+class Loop:
+    """A runtime loop: open its Kafka clients, run batches until `stop` is set, close them.
+
+    Subclasses define open(), run_once() and close(), and set `self.stop`.
+    """
+
+    stop: threading.Event
+
+    def open(self) -> None:
+        raise NotImplementedError
+
+    def run_once(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        self.open()
+        try:
+            while not self.stop.is_set():
+                self.run_once()
+        finally:
+            self.close()
+
+
 class IdleBackoff:
     """Keeps an idle consumer from spinning on the embedded broker, without slowing a busy one.
 

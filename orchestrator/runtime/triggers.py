@@ -32,7 +32,7 @@ from ..messages import EventArrived, StartRun, WaitSubscription
 from . import codec
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
-from .loops import IdleBackoff, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
+from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ class WaitIndex:
         self.consumer.close()
 
 
-class TriggerLoop:
+class TriggerLoop(Loop):
     def __init__(self, topics: Topics, registry: DefinitionRegistry, instance_id: str, stop: threading.Event,
                  batch_size: int = 500):
         self.topics = topics
@@ -165,14 +165,6 @@ class TriggerLoop:
             if closeable is not None:
                 closeable.close()
         self.consumer = self.waits = None
-
-    def run(self) -> None:
-        self.open()
-        try:
-            while not self.stop.is_set():
-                self.run_once()
-        finally:
-            self.close()
 
     # ---- what to follow -----------------------------------------------------------------------
     def _kafka_triggers(self) -> dict[str, list]:

@@ -28,7 +28,7 @@ from ..messages import StepResult, StepTask
 from ..steps.base import TaskContext
 from . import codec
 from .kafka import consumer_config
-from .loops import IdleBackoff, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
+from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def _handler_key(task: StepTask) -> str:
     return f"{task.type}:{handler}"
 
 
-class WorkerLoop:
+class WorkerLoop(Loop):
     def __init__(self, topics: Topics, queue: str, instance_id: str, index: int, stop: threading.Event,
                  batch_size: int = 200, concurrency: int = 8):
         self.topics = topics
@@ -101,14 +101,6 @@ class WorkerLoop:
             self.consumer.close()
             self.consumer = None
         self.pool.shutdown(wait=False, cancel_futures=True)
-
-    def run(self) -> None:
-        self.open()
-        try:
-            while not self.stop.is_set():
-                self.run_once()
-        finally:
-            self.close()
 
     def _execute(self, tasks: list[StepTask]) -> list[StepResult]:
         """Quick handlers run inline (a thread hand-off costs more than they do); handlers
