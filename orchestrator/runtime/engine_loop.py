@@ -31,7 +31,7 @@ from ..messages import StartRun
 from . import codec
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
-from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
+from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, poll_batch, transactional_producer
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -173,16 +173,8 @@ class EngineLoop(Loop):
         except KafkaException as exc:
             for entry in due:
                 heapq.heappush(self._heap, entry)
-            if is_fatal(exc):
-                raise
-            log.warning("engine: batch of %d records aborted and will be retried: %s", len(msgs), exc)
             self.stats["aborted_batches"] += 1
-            try:
-                self.producer.abort_transaction(30)
-            except KafkaException as abort_exc:
-                if is_fatal(abort_exc):
-                    raise
-            rewind(self.consumer, msgs)
+            self.abort_batch(exc, msgs, "engine")
             return 0
         return len(msgs) + len(due)
 

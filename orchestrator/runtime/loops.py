@@ -39,6 +39,22 @@ class Loop:
         finally:
             self.close()
 
+    def abort_batch(self, exc: KafkaException, msgs: list[Message], what: str) -> None:
+        """A batch's transaction failed: abort it and seek back so its records are read again.
+
+        A fatal error (this producer was fenced by a newer incarnation) is raised instead: the
+        runner stops rather than work on with a producer that can no longer commit.
+        """
+        if is_fatal(exc):
+            raise exc
+        log.warning("%s: batch of %d records aborted, it will be read again: %s", what, len(msgs), exc)
+        try:
+            self.producer.abort_transaction(30)
+        except KafkaException as abort_exc:
+            if is_fatal(abort_exc):
+                raise
+        rewind(self.consumer, msgs)
+
 
 class IdleBackoff:
     """Keeps an idle consumer from spinning on the embedded broker, without slowing a busy one.

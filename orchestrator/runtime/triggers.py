@@ -32,7 +32,7 @@ from ..messages import EventArrived, StartRun, WaitSubscription
 from . import codec
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
-from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
+from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, poll_batch, transactional_producer
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,10 @@ class TriggerLoop(Loop):
         self.stats: Counter = Counter()
         self.subscribed: set[str] = set()
         self.recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=RECENT_RECORDS_PER_TOPIC))
+        # Waits already matched ("run/step#attempt"), so one is sent a record only once, and
+        # those matched in the current batch (forgotten again if its transaction aborts).
         self._fired: set[str] = set()
+        self._fired_in_batch: list[str] = []
         self._pending_events: list[EventArrived] = []
         self._last_refresh = 0.0
         self.consumer: Consumer | None = None
@@ -182,6 +185,9 @@ class TriggerLoop(Loop):
         self.registry.refresh(timeout=2)
         for sub in self.waits.poll():
             self._match_recent(sub)
+        # A closed wait can no longer match: forget that it fired (the set would only grow).
+        open_waits = {key for subs in self.waits.by_topic.values() for key in subs}
+        self._fired = {key for key in self._fired if key.partition("#")[0] in open_waits}
         wanted = set(self._kafka_triggers()) | self.waits.topics()
         if wanted != self.subscribed:
             if wanted:
@@ -223,18 +229,16 @@ class TriggerLoop(Loop):
             self.idle.idle()
             return 0
         self.idle.busy()
+        pending = list(self._pending_events)
+        self._fired_in_batch = []
         try:
             self._process(msgs)
         except KafkaException as exc:
-            if is_fatal(exc):
-                raise
-            log.warning("triggers: batch aborted, will be re-read: %s", exc)
-            try:
-                self.producer.abort_transaction(30)
-            except KafkaException as abort_exc:
-                if is_fatal(abort_exc):
-                    raise
-            rewind(self.consumer, msgs)
+            # Nothing of the batch was committed: its matches are forgotten (the records are
+            # read again), and look-back matches that were waiting are kept to be sent.
+            self._fired.difference_update(self._fired_in_batch)
+            self._pending_events = pending
+            self.abort_batch(exc, msgs, "triggers")
             return 0
         return len(msgs)
 
@@ -289,6 +293,7 @@ class TriggerLoop(Loop):
         if not wait_for_event.matches(sub.key_expression, sub.correlation, value, record):
             return None
         self._fired.add(fired_key)
+        self._fired_in_batch.append(fired_key)
         return EventArrived(run_id=sub.run_id, step_id=sub.step_id, attempt=sub.attempt,
                             event={"value": value, "record": record}, ts=time.time())
 

@@ -28,7 +28,7 @@ from ..messages import StepResult, StepTask
 from ..steps.base import TaskContext
 from . import codec
 from .kafka import consumer_config
-from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, is_fatal, poll_batch, rewind, transactional_producer
+from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, poll_batch, transactional_producer
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -145,15 +145,7 @@ class WorkerLoop(Loop):
                                                       self.consumer.consumer_group_metadata(), 30)
             self.producer.commit_transaction(60)
         except KafkaException as exc:
-            if is_fatal(exc):
-                raise
-            log.warning("worker: batch of %d tasks aborted, will run again: %s", len(msgs), exc)
-            try:
-                self.producer.abort_transaction(30)
-            except KafkaException as abort_exc:
-                if is_fatal(abort_exc):
-                    raise
-            rewind(self.consumer, msgs)
+            self.abort_batch(exc, msgs, "worker")
             return 0
         self.stats["tasks"] += len(tasks)
         self.stats["failed"] += sum(1 for r in results if not r.ok)
