@@ -510,8 +510,11 @@
     clearTimeout(syncTimer);
     syncTimer = setTimeout(syncViews, 120);
   }
-  function syncViews() {
+  function updateEmptyHint() {
     $("#canvas-empty").hidden = graph.getNodes().length > 0;
+  }
+  function syncViews() {
+    updateEmptyHint();
     refreshMinimap();
     const panelDefinition = document.querySelector("#panel input[name=definition]");
     if (panelDefinition) panelDefinition.value = JSON.stringify(currentDefinition());
@@ -1212,6 +1215,7 @@
 
   renderPalette();
   loadDefinition(initial);
+  updateEmptyHint(); // now, not after the views' debounce: "ready" means what is shown is right
   setDirty(false);
   updateVersionPills();
   updateHistoryButtons();
