@@ -43,6 +43,11 @@ class Topics:
     def dlq(self) -> str:
         return f"{self.prefix}dlq"
 
+    @property
+    def producers(self) -> str:
+        """Each loop's current transactional id, so a restart can fence it (transactions.py)."""
+        return f"{self.prefix}producers"
+
     def tasks(self, queue: str) -> str:
         return f"{self.prefix}tasks.{queue}"
 
@@ -66,6 +71,7 @@ class Topics:
             self.waits: (1, compacted),
             self.heartbeats: (1, compacted),
             self.dlq: (1, keep),
+            self.producers: (1, compacted),
         }
         for queue in queues:
             topics[self.tasks(queue)] = (partitions, keep)
