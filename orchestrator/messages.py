@@ -77,7 +77,18 @@ class EventArrived(msgspec.Struct, tag="event", kw_only=True):
     ts: float
 
 
-RunCommand = StartRun | CancelRun | SignalRun | RetryRun | StepResult | EventArrived
+class StepPickedUp(msgspec.Struct, tag="picked_up", kw_only=True):
+    """A worker has a step attempt in hand and is still working on it (sent once an attempt has
+    taken a while, so quick steps cost nothing): the engine stops waiting for a pick-up."""
+
+    run_id: str
+    step_id: str
+    attempt: int
+    worker: str = ""
+    ts: float
+
+
+RunCommand = StartRun | CancelRun | SignalRun | RetryRun | StepResult | EventArrived | StepPickedUp
 
 
 # ---- wf.tasks.<queue>: work for step handlers ---------------------------------------------
@@ -101,8 +112,8 @@ class HistoryEvent(msgspec.Struct, kw_only=True):
     """One run or step lifecycle event.
 
     kinds: run_started, run_succeeded, run_failed, run_cancelled, run_retried,
-           step_started, step_succeeded, step_failed, step_retrying, step_waiting,
-           step_skipped, step_cancelled, signal_received.
+           step_started, step_redispatched, step_succeeded, step_failed, step_retrying,
+           step_waiting, step_skipped, step_cancelled, signal_received.
     `seq` increases by one per event within a run: consumers use it to apply events once.
     """
 
@@ -116,6 +127,10 @@ class HistoryEvent(msgspec.Struct, kw_only=True):
     step_type: str = ""
     attempt: int = 0
     data: dict = {}
+    # The input of the decision that wrote this event: "runs/<partition>/<offset>" (a wf.runs
+    # record), "timer", or "rejected:<causes>" (what those records did to the run was dropped
+    # and the run failed). manage.py verify_history feeds the same inputs to decide() again.
+    cause: str = ""
 
 
 # ---- wf.waits: open wait_for_event subscriptions (compacted; key run_id/step_id) ----------
@@ -173,3 +188,5 @@ DLQ_SOURCE_TOPIC = "sluice-source-topic"
 DLQ_SOURCE_PARTITION = "sluice-source-partition"
 DLQ_SOURCE_OFFSET = "sluice-source-offset"
 DLQ_FAILED_AT = "sluice-failed-at"  # epoch seconds as text
+# Present when the value was too big to copy: its size in bytes. Read it at the source coordinates.
+DLQ_VALUE_OMITTED = "sluice-value-omitted"

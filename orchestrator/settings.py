@@ -200,6 +200,16 @@ SLUICE_REPLICATION_FACTOR = int(os.environ.get("SLUICE_REPLICATION_FACTOR", "1")
 SLUICE_EMBEDDED_BROKER = env_bool("SLUICE_EMBEDDED_BROKER", "KAFKA_BOOTSTRAP_SERVERS" not in os.environ)
 # Identity of this runner process for static group membership; stable across restarts.
 SLUICE_INSTANCE_ID = os.environ.get("SLUICE_INSTANCE_ID", "")
+# Size limits, all below the broker's record limit (about 1,048,516 bytes on the embedded
+# broker; `message.max.bytes` on a cluster): no record Sluice writes may exceed
+# SLUICE_MAX_RECORD_BYTES; a run's state (its input and every step output) must fit in
+# SLUICE_MAX_STATE_BYTES, and one run input or step output in SLUICE_MAX_PAYLOAD_BYTES.
+SLUICE_MAX_RECORD_BYTES = int(os.environ.get("SLUICE_MAX_RECORD_BYTES", "1000000"))
+SLUICE_MAX_STATE_BYTES = int(os.environ.get("SLUICE_MAX_STATE_BYTES", "900000"))
+SLUICE_MAX_PAYLOAD_BYTES = int(os.environ.get("SLUICE_MAX_PAYLOAD_BYTES", str(256 * 1024)))
+# A step dispatched to workers that no worker has picked up within this time is dispatched
+# again (same attempt, same idempotency key): Temporal's schedule-to-start timeout.
+SLUICE_SCHEDULE_TO_START_SECONDS = float(os.environ.get("SLUICE_SCHEDULE_TO_START_SECONDS", "60"))
 # Modules imported by runners so their @handler functions register (comma separated).
 SLUICE_HANDLER_MODULES = env_list("SLUICE_HANDLER_MODULES", "demo.handlers")
 

@@ -6,6 +6,8 @@ and replayed after a crash with the same outcome.
 """
 
 from .decide import Decision, decide
-from .effects import CloseWait, Dispatch, Effect, OpenWait, Produce, Record, Tick
+from .effects import CloseWait, Dispatch, Effect, OpenWait, Produce, Record, Rejected, Tick
+from .policy import DEFAULT_POLICY, Policy
 
-__all__ = ["Decision", "decide", "Tick", "Effect", "Dispatch", "Produce", "OpenWait", "CloseWait", "Record"]
+__all__ = ["Decision", "decide", "Tick", "Rejected", "Effect", "Dispatch", "Produce", "OpenWait", "CloseWait",
+           "Record", "Policy", "DEFAULT_POLICY"]

@@ -27,6 +27,7 @@ from ..messages import (
     RetryRun,
     SignalRun,
     StartRun,
+    StepPickedUp,
     StepResult,
     StepTask,
     WaitSubscription,
@@ -34,7 +35,8 @@ from ..messages import (
 from ..spec import Step, WorkflowSpec
 from ..steps.base import AwaitEvent, AwaitSignal, Complete, Emit, Fail, Instruction, Sleep
 from . import state as S
-from .effects import CloseWait, Dispatch, Effect, OpenWait, Produce, Record, Tick
+from .effects import CloseWait, Dispatch, Effect, OpenWait, Produce, Record, Rejected, Tick
+from .policy import DEFAULT_POLICY, Policy
 
 
 @dataclass
@@ -47,28 +49,35 @@ class Decision:
         return [effect.event for effect in self.effects if isinstance(effect, Record)]
 
 
-def decide(workflow: WorkflowSpec | None, state: S.RunState | None, event: Any, now: float) -> Decision:
+def decide(workflow: WorkflowSpec | None, state: S.RunState | None, event: Any, now: float,
+           policy: Policy = DEFAULT_POLICY) -> Decision:
     """Apply `event` to the run in `state` (None: no such run yet) at time `now`."""
     if isinstance(event, StartRun):
         if state is not None:
             return Decision(state)  # a redelivered start: the run exists already
         if workflow is None:
             raise ValueError(f"workflow {event.workflow}@{event.version} is not known")
-        run = _Run(workflow, _new_state(event, now), now)
+        run = _Run(workflow, _new_state(event, now), now, policy)
         run.start(event)
+        return run.decision()
+    if isinstance(event, Rejected) and state is None and event.start is not None and workflow is not None:
+        run = _Run(workflow, _new_state(event.start, now), now, policy)
+        run.start(event.start, failure=event.reason)
         return run.decision()
     if state is None:
         return Decision(None)  # results or commands for a run that is gone: nothing to do
     if workflow is None:
         raise ValueError(f"workflow {state.workflow}@{state.version} is not known")
-    run = _Run(workflow, msgspec.structs.replace(state, steps=_copy_steps(state.steps)), now)
+    run = _Run(workflow, msgspec.structs.replace(state, steps=_copy_steps(state.steps)), now, policy)
     handler = {
         StepResult: run.on_result,
+        StepPickedUp: run.on_picked_up,
         Tick: run.on_tick,
         CancelRun: run.on_cancel,
         RetryRun: run.on_retry,
         SignalRun: run.on_signal,
         EventArrived: run.on_event,
+        Rejected: run.on_rejected,
     }.get(type(event))
     if handler is None:
         raise TypeError(f"the engine does not handle {type(event).__name__}")
@@ -96,10 +105,11 @@ def _copy_steps(steps: dict[str, S.StepState]) -> dict[str, S.StepState]:
 class _Run:
     """One application of decide(): a working copy of the state plus the effects so far."""
 
-    def __init__(self, workflow: WorkflowSpec, state: S.RunState, now: float):
+    def __init__(self, workflow: WorkflowSpec, state: S.RunState, now: float, policy: Policy = DEFAULT_POLICY):
         self.workflow = workflow
         self.state = state
         self.now = now
+        self.policy = policy
         self.effects: list[Effect] = []
         self._copied: set[str] = set()
 
@@ -147,13 +157,38 @@ class _Run:
         }
 
     # ---- events -----------------------------------------------------------------------------
-    def start(self, event: StartRun) -> None:
-        self._record("run_started", input=event.input, trigger=event.trigger,
+    def start(self, event: StartRun, failure: str | None = None) -> None:
+        """Record the start and run what can run; with `failure` (or an input over the
+        limit), the run is recorded without its input and fails at once."""
+        too_big = failure or self._oversized("input", event.input)
+        if too_big:
+            self.state.input = None
+        self._record("run_started", input=self.state.input, trigger=event.trigger,
                      started_by=event.started_by, created_at=self.state.created_at)
         for step_id in self.workflow.steps:
             self.state.steps[step_id] = S.StepState()
             self._copied.add(step_id)
+        if too_big:
+            self.state.error = too_big
+            self._finish(S.RUN_FAILED, error=too_big, failed_steps=[])
+            return
         self.advance()
+
+    def _oversized(self, what: str, value: Any) -> str | None:
+        """An error when `value` encodes to more than the payload limit, else None."""
+        limit = self.policy.max_payload_bytes
+        if not limit or value is None:
+            return None
+        size = len(value) if isinstance(value, bytes) else len(msgspec.json.encode(value))
+        if size <= limit:
+            return None
+        return f"{what} of {size} bytes exceeds the limit of {limit} bytes"
+
+    def _reserved(self, topic: str) -> str | None:
+        prefix = self.policy.reserved_topic_prefix
+        if prefix and str(topic).startswith(prefix):
+            return f"topic {topic!r} is reserved for Sluice (names starting with {prefix!r} are its own)"
+        return None
 
     def on_result(self, result: StepResult) -> None:
         step = self.state.steps.get(result.step_id)
@@ -168,9 +203,27 @@ class _Run:
                                  ended_at=result.ended_at)
         self.advance()
 
+    def on_picked_up(self, notice: StepPickedUp) -> None:
+        step = self.state.steps.get(notice.step_id)
+        if self.state.done or step is None or step.status != S.RUNNING or step.attempt != notice.attempt:
+            return
+        if step.dispatch_deadline is not None:
+            self._step(notice.step_id).dispatch_deadline = None
+
+    def on_rejected(self, rejected: Rejected) -> None:
+        """What the run's records made of it cannot be stored: fail it, from the state before."""
+        if self.state.done:
+            return
+        self._stop_in_flight()
+        self.state.error = rejected.reason
+        self._finish(S.RUN_FAILED, error=rejected.reason, failed_steps=[])
+
     def on_tick(self, _tick: Tick) -> None:
         if self.state.done:
             return
+        for step_id, step in list(self.state.steps.items()):
+            if step.dispatch_deadline is not None and step.dispatch_deadline <= self.now and step.status == S.RUNNING:
+                self._redispatch(step_id)
         due = [step_id for step_id, step in self.state.steps.items()
                if step.wake_at is not None and step.wake_at <= self.now]
         for step_id in due:
@@ -300,6 +353,7 @@ class _Run:
                 self._close_wait_if_any(step_id)
                 step.status, step.ended_at, step.wake_at, step.wake_reason, step.signal = (
                     S.CANCELLED, self.now, None, None, None)
+                step.dispatch_deadline = None
                 if step.attempts and step.attempts[-1].ended_at is None:
                     step.attempts[-1].ended_at = self.now
                     step.attempts[-1].error = "cancelled"
@@ -327,15 +381,44 @@ class _Run:
         except ExpressionError as exc:
             self._attempt_failed(step_id, str(exc), retryable=False)
             return
+        too_big = self._oversized("rendered configuration", config)
+        if too_big:
+            self._attempt_failed(step_id, too_big, retryable=False)
+            return
         self._record("step_started", step_id, step.attempt, input=config)
+        self._send_task(step_id, spec_step, step_type, config)
+        step.redispatches = 0
+        if spec_step.timeout_seconds:
+            step.wake_at, step.wake_reason = self.now + spec_step.timeout_seconds, "timeout"
+
+    def _send_task(self, step_id: str, spec_step: Step, step_type, config: Any) -> None:
+        step = self.state.steps[step_id]
         self.effects.append(Dispatch(step_type.queue, StepTask(
             run_id=self.state.run_id, workflow=self.state.workflow, version=self.state.version,
             step_id=step_id, type=spec_step.type, attempt=step.attempt, config=config,
             idempotency_key=f"{self.state.run_id}/{step_id}/{step.attempt}",
             timeout_seconds=spec_step.timeout_seconds, dispatched_at=self.now,
         )))
-        if spec_step.timeout_seconds:
-            step.wake_at, step.wake_reason = self.now + spec_step.timeout_seconds, "timeout"
+        wait = self.policy.schedule_to_start_seconds
+        step.dispatch_deadline = self.now + wait * (2 ** step.redispatches) if wait else None
+
+    def _redispatch(self, step_id: str) -> None:
+        """No worker has picked the attempt up in time: the task may never have reached one.
+        Send the same attempt again; its idempotency key is unchanged, so a worker that did
+        have it and answers late is harmless (the engine keeps the first result)."""
+        spec_step = self.workflow.steps[step_id]
+        step_type = step_types.get(spec_step.type)
+        try:
+            config = step_type.render_config(spec_step.config, self.context())
+        except ExpressionError as exc:
+            self._attempt_failed(step_id, str(exc), retryable=False)
+            return
+        step = self._step(step_id)
+        waited = self.now - step.attempts[-1].started_at if step.attempts else 0.0
+        step.redispatches += 1
+        self._record("step_redispatched", step_id, step.attempt, redispatches=step.redispatches,
+                     reason=f"no worker picked the step up within {waited:.0f}s")
+        self._send_task(step_id, spec_step, step_type, config)
 
     def _call(self, step_id: str, method: str, *args) -> Instruction:
         """Run an engine-side step hook; an expression error fails the step (not retried)."""
@@ -349,6 +432,9 @@ class _Run:
 
     def _apply(self, step_id: str, instruction: Instruction) -> None:
         step = self._step(step_id)
+        refused = self._refuse(instruction)
+        if refused:
+            instruction = Fail(refused, retryable=False)
         if isinstance(instruction, Complete):
             self._succeed(step_id, instruction.output, instruction.port)
         elif isinstance(instruction, Emit):
@@ -381,10 +467,23 @@ class _Run:
         else:
             self._attempt_failed(step_id, f"step type returned {instruction!r}", retryable=False)
 
+    def _refuse(self, instruction: Instruction) -> str | None:
+        """Why an engine-side step's instruction may not be carried out, if it may not."""
+        if isinstance(instruction, (Emit, AwaitEvent)):
+            reserved = self._reserved(instruction.topic)
+            if reserved:
+                return reserved
+        if isinstance(instruction, Emit):
+            return self._oversized("record value", instruction.value) or self._oversized("output", instruction.output)
+        if isinstance(instruction, Complete):
+            return self._oversized("output", instruction.output)
+        return None
+
     def _succeed(self, step_id: str, output: Any, port: str, ended_at: float | None = None) -> None:
         step = self._step(step_id)
         step.status, step.output, step.port, step.error = S.SUCCEEDED, output, port, None
         step.wake_at = step.wake_reason = step.signal = None
+        step.dispatch_deadline = None
         step.ended_at = self.now
         attempt = step.attempts[-1]
         attempt.ended_at = ended_at or self.now
@@ -395,6 +494,7 @@ class _Run:
         spec_step = self.workflow.steps[step_id]
         step = self._step(step_id)
         step.wake_at = step.wake_reason = step.signal = None
+        step.dispatch_deadline = None
         attempt = step.attempts[-1]
         attempt.ended_at, attempt.error = ended_at or self.now, error
         attempts_this_round = step.attempt - step.retry_base

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..messages import HistoryEvent, StepTask, WaitSubscription
+from ..messages import HistoryEvent, StartRun, StepTask, WaitSubscription
 
 
 @dataclass(frozen=True)
@@ -13,6 +13,18 @@ class Tick:
     """Not a Kafka record: the engine loop feeds it to a run whose earliest timer is due."""
 
     run_id: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Not a Kafka record: the engine loop feeds it to a run when what the run's records made of
+    it cannot be stored (its state grew over the size limit). The run fails with `reason`,
+    decided from the state before those records, which did fit."""
+
+    run_id: str
+    reason: str
+    # For a run that these records were starting: its start (the run is created, then failed).
+    start: StartRun | None = None
 
 
 @dataclass(frozen=True)

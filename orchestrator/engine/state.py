@@ -20,7 +20,6 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 SKIPPED = "skipped"
 CANCELLED = "cancelled"
-STEP_DONE = frozenset({SUCCEEDED, FAILED, SKIPPED, CANCELLED})
 
 # Run statuses
 RUN_RUNNING = "running"
@@ -56,6 +55,10 @@ class StepState(msgspec.Struct, kw_only=True):
     wake_reason: str | None = None
     # Approval steps: the signal name awaited.
     signal: str | None = None
+    # Worker steps: when to dispatch the attempt again if no worker has picked it up (cleared
+    # by the pick-up notice or the result), and how many times it was dispatched again.
+    dispatch_deadline: float | None = None
+    redispatches: int = 0
 
 
 class RunState(msgspec.Struct, kw_only=True):
@@ -80,4 +83,5 @@ class RunState(msgspec.Struct, kw_only=True):
 
     def next_wake(self) -> float | None:
         wakes = [step.wake_at for step in self.steps.values() if step.wake_at is not None]
+        wakes += [step.dispatch_deadline for step in self.steps.values() if step.dispatch_deadline is not None]
         return min(wakes) if wakes else None
