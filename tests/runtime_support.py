@@ -66,12 +66,18 @@ class HistoryLog:
         self.consumer.close()
 
 
+def user_topic(topics, name: str) -> str:
+    """A topic of the test's own (outside Sluice's prefix, which workflows may not use)."""
+    return f"{topics.prefix.rstrip('.')}-{name}"
+
+
 def publish(definition: dict, version: int = 1) -> None:
     commands.publish_definition(definition["slug"], version, definition, by="test")
 
 
 def produce(topic: str, records, key=None) -> None:
-    producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS, "partitioner": "murmur2_random"})
+    producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS, "partitioner": "murmur2_random",
+                         "message.max.bytes": 2 * 1048576})
     for record in records:
         producer.produce(topic, key=key, value=record)
     assert producer.flush(30) == 0
@@ -81,8 +87,16 @@ class ManageProcess:
     """`manage.py <command>` in a child process, pointed at the test's broker, topics and
     database file (runners never use the database; bridges do)."""
 
-    def __init__(self, command: str, *args: str):
+    def __init__(self, command: str, *args: str, env: dict | None = None):
         self.log_path = Path(settings.DATA_DIR) / f"{command}-{os.getpid()}-{time.monotonic_ns()}.log"
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), command, *args], cwd=ROOT,
+                                        env=self.environment(**(env or {})), stdout=self.log,
+                                        stderr=subprocess.STDOUT)
+
+    @staticmethod
+    def environment(**extra) -> dict:
+        """The environment of a child `manage.py`: this test's broker, topics and database."""
         env = dict(os.environ)
         env.update({
             "KAFKA_BOOTSTRAP_SERVERS": settings.KAFKA_BOOTSTRAP_SERVERS,
@@ -91,10 +105,9 @@ class ManageProcess:
             "SLUICE_EMBEDDED_BROKER": "1",
             "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['TEST']['NAME']}",
             "PYTHONUNBUFFERED": "1",
+            **extra,
         })
-        self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), command, *args], cwd=ROOT,
-                                        env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        return env
 
     def kill(self) -> None:
         """SIGKILL: no goodbye, no flush, no commit."""
@@ -115,8 +128,31 @@ class ManageProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def runner_process(instance_id: str, *args: str) -> ManageProcess:
-    return ManageProcess("runner", "--instance-id", instance_id, *args)
+def runner_process(instance_id: str, *args: str, env: dict | None = None) -> ManageProcess:
+    return ManageProcess("runner", "--instance-id", instance_id, *args, env=env)
+
+
+def read_topic(topic: str, timeout: float = 10.0) -> list:
+    """Every committed record of `topic` (all partitions), read from the start."""
+    from confluent_kafka import TopicPartition
+
+    consumer = Consumer({
+        "bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS, "group.id": f"test-{uuid.uuid4().hex}",
+        "isolation.level": "read_committed", "enable.auto.commit": False, "enable.partition.eof": True,
+    })
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        records, ended, deadline = [], set(), time.monotonic() + timeout
+        while len(ended) < len(partitions) and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=0.5):
+                if msg.error():
+                    ended.add(msg.partition())
+                else:
+                    records.append(msg)
+        return records
+    finally:
+        consumer.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer
 
 from orchestrator.runtime import commands
 from orchestrator.runtime.triggers import trigger_run_id
-from tests.runtime_support import produce, publish, runner_process, start_thread
+from tests.runtime_support import produce, publish, runner_process, start_thread, user_topic
 
 pytestmark = pytest.mark.kafka
 
@@ -162,20 +162,20 @@ def test_kill_9_in_the_middle_of_200_runs_loses_and_repeats_nothing(kafka, histo
 def test_kafka_trigger_starts_one_run_per_matching_record_across_a_restart(kafka, history):
     publish({
         "slug": "big-orders", "name": "Big orders",
-        "trigger": {"type": "kafka", "topic": f"{kafka.prefix}orders", "filter": "trigger.total > 100",
+        "trigger": {"type": "kafka", "topic": user_topic(kafka, "orders"), "filter": "trigger.total > 100",
                     "start_from": "earliest"},
         "steps": [{"id": "note", "type": "transform", "config": {"output": {"order": "{{ trigger.id }}"}}}],
         "edges": [],
     })
     orders = [json.dumps({"id": i, "total": 150 if i % 2 else 50}).encode() for i in range(1000)]
-    produce(f"{kafka.prefix}orders", orders[:500])
+    produce(user_topic(kafka, "orders"), orders[:500])
     first = runner_process("trigger-test")
     try:
         history.wait_until(lambda log: len(log.finished()) >= 100, 120, "the first runs")
         first.kill()  # mid-way, without warning
     finally:
         first.stop()
-    produce(f"{kafka.prefix}orders", orders[500:])
+    produce(user_topic(kafka, "orders"), orders[500:])
     second = runner_process("trigger-test")
     try:
         history.wait_until(lambda log: len(log.finished()) >= 500, 180, "500 runs")
@@ -187,13 +187,13 @@ def test_kafka_trigger_starts_one_run_per_matching_record_across_a_restart(kafka
     assert len(started) == 500
     assert sorted(e.data["input"]["id"] for e in started) == list(range(1, 1000, 2))
     first_record = started[0].data["trigger"]
-    assert first_record["type"] == "kafka" and first_record["topic"] == f"{kafka.prefix}orders"
+    assert first_record["type"] == "kafka" and first_record["topic"] == user_topic(kafka, "orders")
     assert started[0].run_id == trigger_run_id("big-orders", first_record["topic"], first_record["partition"],
                                                first_record["offset"])
 
 
 def test_wait_for_event_is_released_by_the_matching_record_only(kafka, runner, history):
-    topic = f"{kafka.prefix}payments"
+    topic = user_topic(kafka, "payments")
     publish({
         "slug": "await-payment", "name": "Await payment", "trigger": {"type": "manual"},
         "steps": [

@@ -29,10 +29,12 @@ class DefinitionRegistry:
         self.topic = topic
         self._lock = threading.RLock()
         self._versions: dict[tuple[str, int], spec.WorkflowSpec] = {}
-        self._raw: dict[tuple[str, int], dict] = {}
         self._live: dict[str, int] = {}
+        # When each workflow last went live (ms, the broker's time of the record that made it
+        # live after it was not): a Kafka trigger with start_from "published" starts there.
+        # Publishing a new version of a live workflow keeps the time.
+        self._live_since: dict[str, int] = {}
         self._consumer: Consumer | None = None
-        self.generation = 0  # bumps whenever something changes; loops watch it
 
     def _open(self) -> Consumer:
         if self._consumer is None:
@@ -67,8 +69,6 @@ class DefinitionRegistry:
                 break
             for msg in poll_batch(consumer, 500, 0.2):
                 applied += self._apply(msg)
-        if applied:
-            self.generation += 1
         return applied
 
     def _apply(self, msg) -> int:
@@ -92,11 +92,14 @@ class DefinitionRegistry:
                 log.error("definitions: %s@%s is not valid and is ignored: %s", record.slug, record.version, exc)
                 return 0
             self._versions[(record.slug, record.version)] = workflow
-            self._raw[(record.slug, record.version)] = record.definition
         elif isinstance(record, LiveVersion):
             if record.version is None:
                 self._live.pop(record.slug, None)
+                self._live_since.pop(record.slug, None)
             else:
+                if record.slug not in self._live:
+                    _kind, timestamp = msg.timestamp()
+                    self._live_since[record.slug] = timestamp if timestamp > 0 else int(time.time() * 1000)
                 self._live[record.slug] = record.version
         return 1
 
@@ -121,6 +124,11 @@ class DefinitionRegistry:
     def live_version(self, slug: str) -> int | None:
         with self._lock:
             return self._live.get(slug)
+
+    def live_since(self, slug: str) -> int | None:
+        """When `slug` went live (ms), if it is live."""
+        with self._lock:
+            return self._live_since.get(slug)
 
     def close(self) -> None:
         with self._lock:

@@ -20,29 +20,57 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, defaultdict
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from django.conf import settings
 
-from ..engine import CloseWait, Dispatch, OpenWait, Produce, Record, Tick, decide
+from ..engine import CloseWait, Dispatch, OpenWait, Policy, Produce, Record, Rejected, Tick, decide
 from ..engine.state import RUN_SUCCEEDED, RunState
 from ..messages import StartRun
 from . import codec
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
-from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, poll_batch, transactional_producer
+from .loops import (IdleBackoff, Loop, check_size, consumed_offsets, dead_letter, dead_letter_alone, poll_batch,
+                    rewind)
 from .topics import Topics
 
 log = logging.getLogger(__name__)
 
 _MISSING = object()
-# Finished runs' states are tombstoned; remember recent ids so a late duplicate start of a
-# finished run (e.g. a retried webhook) is not mistaken for a new run.
+# Finished runs' states are tombstoned; remember recent ids (also rebuilt from the tombstones
+# on restore) so a late duplicate of a finished run's records is told apart from a record for
+# a run whose state is missing.
 RECENTLY_FINISHED = 100_000
 
 
+# A history event's `cause` names the input of the decision that wrote it, so a replayer can
+# feed the same inputs to decide() again: a wf.runs record, a timer, or a rejection (which
+# dropped what the listed records had done to the run).
+TIMER_CAUSE = "timer"
+
+
+def record_cause(partition: int, offset: int) -> str:
+    return f"runs/{partition}/{offset}"
+
+
+def rejected_cause(dropped: list[str]) -> str:
+    return "rejected:" + ",".join(cause for cause in dropped if cause != TIMER_CAUSE)
+
+
+class MissingState(LookupError):
+    """A record for a run this engine has no state for (and did not see finish)."""
+
+
+def engine_policy(topics: Topics) -> Policy:
+    return Policy(reserved_topic_prefix=topics.prefix, max_payload_bytes=settings.SLUICE_MAX_PAYLOAD_BYTES,
+                  schedule_to_start_seconds=settings.SLUICE_SCHEDULE_TO_START_SECONDS or None)
+
+
 class EngineLoop(Loop):
+    stage = "engine"
+
     def __init__(self, topics: Topics, registry: DefinitionRegistry, instance_id: str,
                  stop: threading.Event, batch_size: int = 500, clock=time.time):
         self.topics = topics
@@ -51,6 +79,7 @@ class EngineLoop(Loop):
         self.stop = stop
         self.batch_size = batch_size
         self.clock = clock
+        self.policy = engine_policy(topics)
         self.states: dict[str, RunState] = {}
         self.partition_of: dict[str, int] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
@@ -58,11 +87,10 @@ class EngineLoop(Loop):
         self._heap: list[tuple[float, str]] = []
         self.stats: Counter = Counter()
         self.consumer: Consumer | None = None
-        self.producer = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     def open(self) -> None:
-        self.producer = transactional_producer(f"{self.topics.prefix}engine-{self.instance_id}")
+        self.open_producer(self.topics, f"engine-{self.instance_id}")
         self.consumer = Consumer(consumer_config(self.topics.group("engine"), **{
             "group.instance.id": f"{self.instance_id}-engine",
             "session.timeout.ms": 30000,
@@ -76,9 +104,7 @@ class EngineLoop(Loop):
         if self.consumer is not None:
             self.consumer.close()
             self.consumer = None
-        if self.producer is not None:
-            self.producer.flush(10)
-            self.producer = None
+        self.close_producer()
 
     # ---- rebalance: restore from the changelog ------------------------------------------------
     def _on_assign(self, consumer, partitions) -> None:
@@ -120,10 +146,13 @@ class EngineLoop(Loop):
                     if tp.offset >= ends[tp.partition][1]:
                         pending.discard(tp.partition)
             if pending:
-                log.warning("engine: restore of wf.state partitions %s did not reach the end", sorted(pending))
+                # Working on without every state would strand runs: stop, and be restarted.
+                raise RuntimeError(f"restore of {self.topics.state} partitions {sorted(pending)} "
+                                   f"did not reach the end in 120s")
             count = 0
             for run_id, state in restored.items():
                 if state is None:
+                    self._remember_finished(run_id)
                     continue
                 self.states[run_id] = state
                 self.partition_of[run_id] = owner[run_id]
@@ -132,6 +161,12 @@ class EngineLoop(Loop):
             return count
         finally:
             reader.close()
+
+    def _remember_finished(self, run_id: str) -> None:
+        self._finished[run_id] = None
+        self._finished.move_to_end(run_id)
+        if len(self._finished) > RECENTLY_FINISHED:
+            self._finished.popitem(last=False)
 
     # ---- timers -------------------------------------------------------------------------------
     def _schedule(self, run_id: str, state: RunState | None) -> None:
@@ -163,76 +198,122 @@ class EngineLoop(Loop):
         wait = 0.1 if until_timer is None else min(0.1, until_timer)
         msgs = poll_batch(self.consumer, self.batch_size, self.idle.timeout(wait))
         now = self.clock()
-        due = self._take_due(now, limit=2000)
+        due = [Tick(run_id) for _wake, run_id in self._take_due(now, limit=2000)]
         if not msgs and not due:
             self.idle.idle(max_pause=until_timer)
             return 0
         self.idle.busy()
-        try:
-            self._process(msgs, due, now)
-        except KafkaException as exc:
-            for entry in due:
-                heapq.heappush(self._heap, entry)
-            self.stats["aborted_batches"] += 1
-            self.abort_batch(exc, msgs, "engine")
-            return 0
+        # Timers first, in a unit list with the records: a failed transaction is narrowed down
+        # to the one record (or timer) that causes it, and the rest is committed.
+        self.commit_isolated([*due, *msgs], lambda units: self._process(units, self.clock()), self._rewind)
         return len(msgs) + len(due)
 
-    def _process(self, msgs, due, now: float) -> None:
+    def _rewind(self, units) -> None:
+        rewind(self.consumer, [unit for unit in units if not isinstance(unit, Tick)])
+        for unit in units:
+            wake = self._wakes.get(unit.run_id) if isinstance(unit, Tick) else None
+            if wake is not None:
+                heapq.heappush(self._heap, (wake, unit.run_id))
+
+    def dead_letter_unit(self, unit, reason: str) -> None:
+        if isinstance(unit, Tick):
+            # A timer whose effects cannot be committed: park the run (it wakes again on its next
+            # record) and leave a record of it where operators look.
+            self._wakes.pop(unit.run_id, None)
+            producer = self.producer
+            producer.begin_transaction()
+            producer.produce(self.topics.dlq, key=unit.run_id.encode(),
+                             value=msgspec.json.encode({"run_id": unit.run_id, "event": "timer"}),
+                             headers=[("sluice-error", reason[:2000].encode()), ("sluice-stage", b"engine")])
+            producer.commit_transaction(60)
+            log.error("engine: timer of run %s parked: %s", unit.run_id, reason)
+            return
+        dead_letter_alone(self, self.topics.dlq, unit, reason)
+
+    def _process(self, units: list, now: float) -> None:
         working: dict[str, RunState | None] = {}
+        started: dict[str, StartRun] = {}
         partitions: dict[str, int] = {}
-        out: list[tuple[str, bytes | None, bytes | None, list]] = []
+        effects: dict[str, list] = defaultdict(list)
+        consumed: dict[str, list[str]] = defaultdict(list)  # causes of each run's decisions
         counts: Counter = Counter()
         producer = self.producer
         producer.begin_transaction()
+        msgs = [unit for unit in units if not isinstance(unit, Tick)]
 
         def current(run_id):
             state = working.get(run_id, _MISSING)
             return self.states.get(run_id) if state is _MISSING else state
 
-        def apply(run_id, event, partition):
+        def workflow_of(run_id, event):
             state = current(run_id)
             if isinstance(event, StartRun):
                 if state is None and run_id in self._finished:
-                    return  # a late duplicate start of a finished run
+                    return None, None  # a late duplicate start of a finished run
                 workflow = self.registry.ensure(event.workflow, event.version)
                 if workflow is None:
                     raise LookupError(f"workflow {event.workflow}@{event.version} is not published "
                                       f"(nothing on {self.topics.definitions})")
-            elif state is not None:
-                workflow = self.registry.ensure(state.workflow, state.version)
-            else:
+                return state, workflow
+            if state is None:
+                if run_id in self._finished:
+                    counts["late_records"] += 1
+                    return None, None  # e.g. a result that arrives after the run finished
+                raise MissingState(f"no state for run {run_id}: it is not running on this engine and did "
+                                   f"not finish here recently ({type(event).__name__} cannot be applied)")
+            return state, self.registry.ensure(state.workflow, state.version)
+
+        def apply(run_id, event, partition, cause):
+            state, workflow = workflow_of(run_id, event)
+            if workflow is None:
                 return
-            decision = decide(workflow, state, event, now)
+            decision = decide(workflow, state, event, now, self.policy)
             if not decision.effects:
+                if decision.state is not None and decision.state != state:
+                    working[run_id] = decision.state  # e.g. a pick-up notice: state only
+                    partitions[run_id] = partition
                 return
+            for event_ in decision.history:
+                event_.cause = cause  # what the replayer (verify_history) feeds decide() again
+            if isinstance(event, StartRun):
+                started[run_id] = event
+            consumed[run_id].append(cause)
             working[run_id] = decision.state
             partitions[run_id] = partition
-            self._collect(run_id, decision.effects, out, counts)
+            effects[run_id].extend(self._effect_records(run_id, decision.effects, counts))
 
-        for msg in msgs:
+        for unit in units:
+            if isinstance(unit, Tick):
+                if current(unit.run_id) is not None:  # else the run moved to another engine
+                    apply(unit.run_id, unit, self.partition_of.get(unit.run_id), TIMER_CAUSE)
+                continue
             try:
-                command = codec.decode_run_command(msg.value(), msg.headers())
+                command = codec.decode_run_command(unit.value(), unit.headers())
             except (codec.DecodeError, ValueError, TypeError) as exc:
-                dead_letter(producer, self.topics.dlq, msg, "engine", f"undecodable record: {exc}")
+                dead_letter(producer, self.topics.dlq, unit, "engine", f"undecodable record: {exc}")
                 counts["dlq"] += 1
                 continue
             try:
-                apply(command.run_id, command, msg.partition())
+                apply(command.run_id, command, unit.partition(), record_cause(unit.partition(), unit.offset()))
             except Exception as exc:  # one bad record must never stop the loop
-                dead_letter(producer, self.topics.dlq, msg, "engine", f"{type(exc).__name__}: {exc}")
+                dead_letter(producer, self.topics.dlq, unit, "engine", f"{type(exc).__name__}: {exc}")
                 counts["dlq"] += 1
-        for _wake, run_id in due:
-            try:
-                apply(run_id, Tick(run_id), self.partition_of.get(run_id, partitions.get(run_id)))
-            except Exception:
-                log.exception("engine: timer of run %s failed", run_id)
 
+        snapshots = {}
         for run_id, state in working.items():
             value = None if state.status == RUN_SUCCEEDED else codec.encode(state)
-            out.append((self.topics.state, run_id.encode(), value, codec.headers_for(state)))
-        for topic, key, value, headers in out:
-            producer.produce(topic, key=key, value=value, headers=headers)
+            if value is not None and len(value) > settings.SLUICE_MAX_STATE_BYTES:
+                state, value = self._reject(run_id, state, len(value), started.get(run_id), now, effects, counts,
+                                            consumed[run_id])
+                working[run_id] = state
+            snapshots[run_id] = value
+        for run_id, records in effects.items():
+            for topic, key, value, headers in records:
+                check_size(topic, value, key, headers)
+                producer.produce(topic, key=key, value=value, headers=headers)
+        for run_id, value in snapshots.items():
+            producer.produce(self.topics.state, key=run_id.encode(), value=value,
+                             headers=codec.headers_for(working[run_id]))
         if msgs:
             producer.send_offsets_to_transaction(consumed_offsets(msgs), self.consumer.consumer_group_metadata(), 30)
         producer.commit_transaction(60)
@@ -244,20 +325,36 @@ class EngineLoop(Loop):
             if state.status == RUN_SUCCEEDED:
                 self.states.pop(run_id, None)
                 self.partition_of.pop(run_id, None)
-                self._finished[run_id] = None
-                if len(self._finished) > RECENTLY_FINISHED:
-                    self._finished.popitem(last=False)
+                self._remember_finished(run_id)
             else:
                 self.states[run_id] = state
                 if partitions.get(run_id) is not None:
                     self.partition_of[run_id] = partitions[run_id]
             self._schedule(run_id, state)
         counts["records"] += len(msgs)
-        counts["timers"] += len(due)
+        counts["timers"] += len(units) - len(msgs)
         counts["batches"] += 1
         self.stats.update(counts)
 
-    def _collect(self, run_id: str, effects, out: list, counts: Counter) -> None:
+    def _reject(self, run_id: str, state: RunState, size: int, start: StartRun | None, now: float,
+                effects: dict, counts: Counter, dropped: list[str]):
+        """The batch grew a run's state past the limit: drop what the batch did to that run and
+        fail it from the state before, which fitted. Returns the new state and its snapshot."""
+        reason = (f"run state of {size} bytes exceeds the limit of {settings.SLUICE_MAX_STATE_BYTES} bytes "
+                  f"(SLUICE_MAX_STATE_BYTES): step outputs or input are too large")
+        before = self.states.get(run_id)
+        workflow = self.registry.ensure(state.workflow, state.version)
+        decision = decide(workflow, before, Rejected(run_id, reason, start=start if before is None else None),
+                          now, self.policy)
+        for event in decision.history:
+            event.cause = rejected_cause(dropped)
+        effects[run_id] = self._effect_records(run_id, decision.effects, counts)
+        counts["rejected_states"] += 1
+        log.error("engine: run %s failed: %s", run_id, reason)
+        return decision.state, codec.encode(decision.state)
+
+    def _effect_records(self, run_id: str, effects, counts: Counter) -> list:
+        out = []
         key = run_id.encode()
         for effect in effects:
             if isinstance(effect, Record):
@@ -278,3 +375,4 @@ class EngineLoop(Loop):
                             codec.headers_for(sub)))
             elif isinstance(effect, CloseWait):
                 out.append((self.topics.waits, f"{effect.run_id}/{effect.step_id}".encode(), None, []))
+        return out

@@ -5,22 +5,78 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from django.conf import settings
 
 from .. import messages
-from .kafka import producer_config
+from .transactions import ProducerIdLog, RotatingProducer, is_fatal
 
 log = logging.getLogger(__name__)
+
+class Poisoned(Exception):
+    """Processing a unit of work produced something that can never be committed (a record over
+    the size limit, a value that cannot be encoded): isolate the unit, do not retry the batch."""
+
+
+# Errors that say "the data is the problem", not the broker: the same records would fail again.
+_DATA_ERRORS = {
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
+    KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG, KafkaError.INVALID_TIMESTAMP,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.POLICY_VIOLATION, KafkaError._INVALID_ARG,
+    KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+}
+
+
+def caused_by_data(exc: BaseException) -> bool:
+    """True when a failed transaction was caused by what it carried, so retrying the same batch
+    would fail forever; False for broker trouble (timeouts, coordinator moves, rebalances)."""
+    if isinstance(exc, Poisoned):
+        return True
+    if isinstance(exc, KafkaException):
+        error = exc.args[0] if exc.args else None
+        if not hasattr(error, "code"):
+            return False
+        if error.code() in _DATA_ERRORS:
+            return True
+        # An abortable error that a retry will not fix (e.g. a record the broker refused).
+        return bool(error.txn_requires_abort() and not error.retriable())
+    if isinstance(exc, BufferError):
+        return False  # the local queue is full: wait and try again
+    return True  # encoding and programming errors travel with the data
+
 
 class Loop:
     """A runtime loop: open its Kafka clients, run batches until `stop` is set, close them.
 
-    Subclasses define open(), run_once() and close(), and set `self.stop`.
+    Subclasses define open(), run_once() and close(), and set `self.stop`. Their producer is a
+    RotatingProducer (see transactions.py): `self.producer` is the Producer to use now.
     """
 
     stop: threading.Event
+    txn: RotatingProducer | None = None
+    consumer: Consumer | None = None
+    stage = "loop"
+    stats: Counter
+
+    @property
+    def producer(self) -> Producer | None:
+        return self.txn.producer if self.txn is not None else None
+
+    def open_producer(self, topics, name: str) -> None:
+        """Fence the previous incarnation of `name` and start on a fresh transactional id."""
+        self.txn = RotatingProducer(f"{topics.prefix}{name}", ProducerIdLog(topics.producers), **{
+            "linger.ms": 2,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 500000,
+        })
+        self.txn.open()
+
+    def close_producer(self) -> None:
+        if self.txn is not None:
+            self.txn.close()
+            self.txn = None
 
     def open(self) -> None:
         raise NotImplementedError
@@ -39,21 +95,60 @@ class Loop:
         finally:
             self.close()
 
-    def abort_batch(self, exc: KafkaException, msgs: list[Message], what: str) -> None:
-        """A batch's transaction failed: abort it and seek back so its records are read again.
+    # ---- committing a batch, with poison isolated -------------------------------------------
+    def commit_isolated(self, units: list, attempt, rewind_units) -> bool:
+        """Commit `units` (records, or other work) through `attempt(units)`, which runs one
+        whole transaction and raises if it fails.
 
-        A fatal error (this producer was fenced by a newer incarnation) is raised instead: the
-        runner stops rather than work on with a producer that can no longer commit.
+        A failure caused by the data is narrowed down by halving the failed part until the one
+        unit that makes the transaction fail stands alone; that unit goes to the dead-letter
+        topic with the reason (`dead_letter_unit`) and everything else is committed. Broker
+        trouble instead rewinds what is left (`rewind_units`) to be read again after a pause.
+        Returns False when something was rewound.
         """
-        if is_fatal(exc):
+        pending = [units]
+        while pending:
+            chunk = pending.pop(0)
+            try:
+                attempt(chunk)
+                continue
+            except Exception as exc:  # noqa: BLE001 - classified below; fatal ones re-raised
+                self._abort_after(exc, len(chunk))
+                if not caused_by_data(exc):
+                    rewind_units([unit for part in [chunk, *pending] for unit in part])
+                    self.stats["aborted_batches"] += 1
+                    self.stop.wait(0.5)  # let the broker recover instead of spinning on it
+                    return False
+                reason = describe(exc)
+            if len(chunk) > 1:
+                middle = len(chunk) // 2
+                pending[:0] = [chunk[:middle], chunk[middle:]]
+                continue
+            try:
+                self.dead_letter_unit(chunk[0], reason)
+                self.stats["dlq"] += 1
+            except Exception as exc:  # noqa: BLE001
+                self._abort_after(exc, 1)
+                rewind_units([unit for part in [chunk, *pending] for unit in part])
+                self.stop.wait(0.5)
+                return False
+        return True
+
+    def dead_letter_unit(self, unit, reason: str) -> None:
+        """Move one isolated unit to the dead-letter topic in its own transaction."""
+        raise NotImplementedError
+
+    def _abort_after(self, exc: BaseException, size: int) -> None:
+        if isinstance(exc, KafkaException) and is_fatal(exc):
             raise exc
-        log.warning("%s: batch of %d records aborted, it will be read again: %s", what, len(msgs), exc)
-        try:
-            self.producer.abort_transaction(30)
-        except KafkaException as abort_exc:
-            if is_fatal(abort_exc):
-                raise
-        rewind(self.consumer, msgs)
+        log.warning("%s: transaction of %d unit(s) failed and was aborted: %s", self.stage, size, describe(exc))
+        self.txn.abort()
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, KafkaException) and exc.args and hasattr(exc.args[0], "str"):
+        return exc.args[0].str()
+    return f"{type(exc).__name__}: {exc}"
 
 
 class IdleBackoff:
@@ -180,34 +275,35 @@ def poll_batch(consumer: Consumer, max_records: int, timeout: float) -> list[Mes
         error = msg.error()
         if error is None:
             records.append(msg)
+        elif error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            # A trigger's topic that does not exist yet: it is picked up once it does.
+            log.debug("consumer: %s does not exist (yet)", msg.topic())
         elif error.code() != KafkaError._PARTITION_EOF:
             log.warning("consumer error on %s: %s", msg.topic(), error)
     return records
 
 
-def transactional_producer(transactional_id: str) -> Producer:
-    """A transactional producer. init_transactions() with a stable id fences any earlier
-    incarnation (e.g. a runner killed with -9) and aborts its open transaction, which would
-    otherwise block read_committed readers on the embedded broker."""
-    producer = Producer(producer_config(**{
-        "transactional.id": transactional_id,
-        "transaction.timeout.ms": 60000,
-        "linger.ms": 2,
-        "batch.num.messages": 10000,
-        "queue.buffering.max.messages": 500000,
-    }))
-    producer.init_transactions(60)
-    return producer
+def record_size(value: bytes | None, key: bytes | None = None, headers=None) -> int:
+    """Roughly what a record costs against the broker's limit: value, key and headers."""
+    return (len(value or b"") + len(key or b"")
+            + sum(len(name) + len(v or b"") + 8 for name, v in (headers or ())) + 64)
 
 
-def is_fatal(exc: KafkaException) -> bool:
-    error = exc.args[0] if exc.args else None
-    return bool(error and hasattr(error, "fatal") and (error.fatal() or error.code() == KafkaError._FENCED))
+def check_size(topic: str, value: bytes | None, key: bytes | None = None, headers=None) -> None:
+    """Refuse a record the broker would refuse, before it poisons a transaction."""
+    size = record_size(value, key, headers)
+    if size > settings.SLUICE_MAX_RECORD_BYTES:
+        raise Poisoned(f"a record for {topic} of {size} bytes exceeds the limit of "
+                       f"{settings.SLUICE_MAX_RECORD_BYTES} bytes (SLUICE_MAX_RECORD_BYTES)")
 
 
 def dead_letter(producer: Producer, dlq_topic: str, msg: Message, stage: str, reason: str) -> None:
     """Copy `msg` to the dead-letter topic with headers saying why. Inside the caller's
-    transaction, so the record is moved exactly once: it never vanishes and never repeats."""
+    transaction, so the record is moved exactly once: it never vanishes and never repeats.
+
+    A record too big to copy (the reason it failed, often) keeps its coordinates and headers
+    but not its value; the original stays readable in its topic at those coordinates.
+    """
     headers = list(msg.headers() or [])
     headers += [
         (messages.DLQ_ERROR, reason[:2000].encode()),
@@ -217,8 +313,21 @@ def dead_letter(producer: Producer, dlq_topic: str, msg: Message, stage: str, re
         (messages.DLQ_SOURCE_OFFSET, str(msg.offset()).encode()),
         (messages.DLQ_FAILED_AT, f"{time.time():.3f}".encode()),
     ]
-    producer.produce(dlq_topic, key=msg.key(), value=msg.value(), headers=headers)
+    value = msg.value()
+    if record_size(value, msg.key(), headers) > settings.SLUICE_MAX_RECORD_BYTES:
+        headers.append((messages.DLQ_VALUE_OMITTED, str(len(value or b"")).encode()))
+        value = None
+    producer.produce(dlq_topic, key=msg.key(), value=value, headers=headers)
     log.warning("dead-lettered %s[%s]@%s (%s): %s", msg.topic(), msg.partition(), msg.offset(), stage, reason)
+
+
+def dead_letter_alone(loop: "Loop", dlq_topic: str, msg: Message, reason: str) -> None:
+    """One record to the dead-letter topic and past it, in a transaction of its own."""
+    producer = loop.producer
+    producer.begin_transaction()
+    dead_letter(producer, dlq_topic, msg, loop.stage, reason)
+    producer.send_offsets_to_transaction(consumed_offsets([msg]), loop.consumer.consumer_group_metadata(), 30)
+    producer.commit_transaction(60)
 
 
 def consumed_offsets(messages_: list[Message]) -> list:

@@ -10,8 +10,12 @@ One consumer (group `sluice-triggers`) follows the union of
   its run as EventArrived. Recent records are kept briefly so a subscription that is read
   after its event arrived still matches.
 
-Where a partition has no committed offset yet, reading starts at the end (Kafka's default),
-or at the beginning for a trigger with `"start_from": "earliest"`.
+Where a trigger starts reading (`start_from`): `published` (the default) starts at the first
+record written after the workflow went live (`offsets_for_times`), so every record produced
+after publishing starts its run, also on a topic created after publishing; `earliest` starts
+at the beginning of the topic; `latest` at its end when the trigger is first assigned. Once
+the trigger has consumed a partition, its committed offset rules, across restarts.
+A topic that does not exist yet is picked up within about a second of its creation.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import uuid
 from collections import Counter, defaultdict, deque
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from django.conf import settings
 
 from .. import expressions
 from ..steps import wait_for_event
@@ -32,7 +37,8 @@ from ..messages import EventArrived, StartRun, WaitSubscription
 from . import codec
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
-from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, poll_batch, transactional_producer
+from .loops import (IdleBackoff, Loop, check_size, consumed_offsets, dead_letter, dead_letter_alone, poll_batch,
+                    rewind)
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -132,6 +138,8 @@ class WaitIndex:
 
 
 class TriggerLoop(Loop):
+    stage = "trigger"
+
     def __init__(self, topics: Topics, registry: DefinitionRegistry, instance_id: str, stop: threading.Event,
                  batch_size: int = 500):
         self.topics = topics
@@ -142,23 +150,24 @@ class TriggerLoop(Loop):
         self.stats: Counter = Counter()
         self.subscribed: set[str] = set()
         self.recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=RECENT_RECORDS_PER_TOPIC))
-        # Waits already matched ("run/step#attempt"), so one is sent a record only once, and
-        # those matched in the current batch (forgotten again if its transaction aborts).
+        # Waits already matched ("run/step#attempt"), so one is sent a record only once.
         self._fired: set[str] = set()
-        self._fired_in_batch: list[str] = []
         self._pending_events: list[EventArrived] = []
+        # (slug, live since, topic, partition) -> first offset that workflow's trigger reads.
+        self._starts: dict[tuple, int] = {}
+        self._refused: set[str] = set()
         self._last_refresh = 0.0
         self.consumer: Consumer | None = None
-        self.producer = None
         self.waits: WaitIndex | None = None
 
     def open(self) -> None:
         name = f"{self.instance_id}-triggers"
-        self.producer = transactional_producer(f"{self.topics.prefix}{name}")
+        self.open_producer(self.topics, name)
         self.consumer = Consumer(consumer_config(self.topics.group("triggers"), **{
             "group.instance.id": name,
             "session.timeout.ms": 30000,
-            "topic.metadata.refresh.interval.ms": 5000,
+            # A topic created after its workflow was published is seen within about a second.
+            "topic.metadata.refresh.interval.ms": 1000,
         }))
         self.waits = WaitIndex(self.topics.waits)
         self.idle = IdleBackoff(self.consumer, self.stop)
@@ -168,13 +177,25 @@ class TriggerLoop(Loop):
             if closeable is not None:
                 closeable.close()
         self.consumer = self.waits = None
+        self.close_producer()
 
     # ---- what to follow -----------------------------------------------------------------------
+    def _allowed(self, topic: str, what: str) -> bool:
+        """Sluice's own topics are never a workflow's (validation refuses them; a definition
+        published before that rule existed is refused here again)."""
+        if not topic.startswith(self.topics.prefix):
+            return True
+        if (what, topic) not in self._refused:
+            self._refused.add((what, topic))
+            log.error("triggers: %s names %s, one of Sluice's own topics: ignored", what, topic)
+        return False
+
     def _kafka_triggers(self) -> dict[str, list]:
         by_topic: dict[str, list] = defaultdict(list)
         for slug, workflow in self.registry.live().items():
-            if workflow.trigger.type == "kafka" and workflow.trigger.topic:
-                by_topic[workflow.trigger.topic].append((slug, workflow))
+            topic = workflow.trigger.topic
+            if workflow.trigger.type == "kafka" and topic and self._allowed(topic, f"the trigger of {slug}"):
+                by_topic[topic].append((slug, workflow))
         return by_topic
 
     def _refresh(self) -> None:
@@ -188,7 +209,7 @@ class TriggerLoop(Loop):
         # A closed wait can no longer match: forget that it fired (the set would only grow).
         open_waits = {key for subs in self.waits.by_topic.values() for key in subs}
         self._fired = {key for key in self._fired if key.partition("#")[0] in open_waits}
-        wanted = set(self._kafka_triggers()) | self.waits.topics()
+        wanted = set(self._kafka_triggers()) | {t for t in self.waits.topics() if self._allowed(t, "a wait")}
         if wanted != self.subscribed:
             if wanted:
                 self.consumer.subscribe(sorted(wanted), on_assign=self._on_assign)
@@ -203,18 +224,54 @@ class TriggerLoop(Loop):
         for tp in committed:
             if tp.offset >= 0:
                 continue
-            earliest = any(w.trigger.config.get("start_from") == "earliest" for _s, w in triggers.get(tp.topic, ()))
-            tp.offset = OFFSET_BEGINNING if earliest else self._wait_start(consumer, tp)
+            starts = [self._start_of(slug, workflow, tp.topic, tp.partition) for slug, workflow in
+                      triggers.get(tp.topic, ())]
+            if tp.topic in self.waits.by_topic:
+                starts.append(self._wait_start(consumer, tp))
+            tp.offset = min(starts) if starts else self._end_offset(tp.topic, tp.partition)
         consumer.assign(committed)
+
+    def _start_of(self, slug: str, workflow, topic: str, partition: int) -> int:
+        """The first offset `slug`'s trigger reads on a partition it has never consumed."""
+        start_from = workflow.trigger.config.get("start_from") or "published"
+        if start_from == "earliest":
+            return self._begin_offset(topic, partition)
+        since = self.registry.live_since(slug)
+        if start_from == "latest" or since is None:
+            return self._end_offset(topic, partition)
+        key = (slug, since, topic, partition)
+        if key not in self._starts:
+            # Read the end first: if no record is as recent as `since`, everything from this end
+            # on came after publishing.
+            end = self._end_offset(topic, partition)
+            found = self.consumer.offsets_for_times([TopicPartition(topic, partition, since)], timeout=10)
+            offset = found[0].offset if found and found[0].offset >= 0 else end
+            self._starts[key] = min(offset, end)
+        return self._starts[key]
+
+    def _begin_offset(self, topic: str, partition: int) -> int:
+        return self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)[0]
+
+    def _end_offset(self, topic: str, partition: int) -> int:
+        return self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)[1]
 
     def _wait_start(self, consumer, tp) -> int:
         """First read of a topic that open waits watch: start a little before the oldest wait
         was opened, so an event written while we were subscribing is not skipped."""
         opened = self.waits.earliest_open(tp.topic)
+        end = self._end_offset(tp.topic, tp.partition)
         if opened is None:
-            return OFFSET_END
+            return end
         found = consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, max(0, opened - 5000))], timeout=10)
-        return found[0].offset if found and found[0].offset >= 0 else OFFSET_END
+        return found[0].offset if found and found[0].offset >= 0 else end
+
+    def _reads(self, slug: str, workflow, msg) -> bool:
+        """Whether `slug`'s trigger takes this record (not one from before it went live)."""
+        start_from = workflow.trigger.config.get("start_from") or "published"
+        since = self.registry.live_since(slug)
+        if start_from != "published" or since is None:
+            return True
+        return msg.offset() >= self._start_of(slug, workflow, msg.topic(), msg.partition())
 
     # ---- one batch ----------------------------------------------------------------------------
     def run_once(self) -> int:
@@ -229,18 +286,25 @@ class TriggerLoop(Loop):
             self.idle.idle()
             return 0
         self.idle.busy()
-        pending = list(self._pending_events)
-        self._fired_in_batch = []
-        try:
-            self._process(msgs)
-        except KafkaException as exc:
-            # Nothing of the batch was committed: its matches are forgotten (the records are
-            # read again), and look-back matches that were waiting are kept to be sent.
-            self._fired.difference_update(self._fired_in_batch)
-            self._pending_events = pending
-            self.abort_batch(exc, msgs, "triggers")
-            return 0
+        self.commit_isolated(msgs or [None], self._attempt, lambda units: rewind(self.consumer, [u for u in units if u]))
         return len(msgs)
+
+    def _attempt(self, msgs) -> None:
+        """One transaction; if it fails, its matches are forgotten (the records are read again)
+        and look-back matches that were waiting stay waiting."""
+        fired, pending = set(self._fired), list(self._pending_events)
+        try:
+            self._process([msg for msg in msgs if msg is not None])
+        except BaseException:
+            self._fired, self._pending_events = fired, pending
+            raise
+
+    def dead_letter_unit(self, unit, reason: str) -> None:
+        if unit is None:  # only look-back events, and they cannot be committed: drop them
+            log.error("triggers: %d look-back event(s) dropped: %s", len(self._pending_events), reason)
+            self._pending_events = []
+            return
+        dead_letter_alone(self, self.topics.dlq, unit, reason)
 
     def _process(self, msgs) -> None:
         triggers = self._kafka_triggers()
@@ -251,6 +315,9 @@ class TriggerLoop(Loop):
         for msg in msgs:
             value, record = decode_value(msg.value()), record_info(msg)
             for slug, workflow in triggers.get(msg.topic(), ()):
+                if not self._reads(slug, workflow, msg):
+                    counts["before_publish"] += 1
+                    continue
                 context = {"trigger": value, "record": record}
                 try:
                     matched = workflow.trigger.filter is None or expressions.truthy(workflow.trigger.filter, context)
@@ -266,10 +333,22 @@ class TriggerLoop(Loop):
                     run_id=trigger_run_id(slug, msg.topic(), msg.partition(), msg.offset()),
                     workflow=slug, version=self.registry.live_version(slug), input=value,
                     trigger={"type": "kafka", **record}, started_by=f"trigger:{msg.topic()}", ts=time.time())
-                producer.produce(self.topics.runs, key=start.run_id.encode(), value=codec.encode(start),
+                encoded = codec.encode(start)
+                if len(msg.value() or b"") > settings.SLUICE_MAX_PAYLOAD_BYTES:
+                    dead_letter(producer, self.topics.dlq, msg, "trigger",
+                                f"record of {len(msg.value())} bytes is over the run input limit of "
+                                f"{settings.SLUICE_MAX_PAYLOAD_BYTES} bytes (SLUICE_MAX_PAYLOAD_BYTES); "
+                                f"no run of {slug} started")
+                    counts["dlq"] += 1
+                    continue
+                check_size(self.topics.runs, encoded, None, codec.headers_for(start))
+                producer.produce(self.topics.runs, key=start.run_id.encode(), value=encoded,
                                  headers=codec.headers_for(start))
                 counts["runs_started"] += 1
             if msg.topic() in self.waits.by_topic:
+                if len(msg.value() or b"") > settings.SLUICE_MAX_PAYLOAD_BYTES:
+                    counts["events_too_large"] += 1
+                    continue
                 self.recent[msg.topic()].append((value, record))
                 events.extend(self._match(msg.topic(), value, record))
         for event in events:
@@ -293,7 +372,6 @@ class TriggerLoop(Loop):
         if not wait_for_event.matches(sub.key_expression, sub.correlation, value, record):
             return None
         self._fired.add(fired_key)
-        self._fired_in_batch.append(fired_key)
         return EventArrived(run_id=sub.run_id, step_id=sub.step_id, attempt=sub.attempt,
                             event={"value": value, "record": record}, ts=time.time())
 

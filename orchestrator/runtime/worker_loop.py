@@ -21,14 +21,16 @@ import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from confluent_kafka import Consumer, KafkaException
+import msgspec
+from confluent_kafka import Consumer, Producer
+from django.conf import settings
 
 from .. import expressions, steps
-from ..messages import StepResult, StepTask
+from ..messages import StepPickedUp, StepResult, StepTask
 from ..steps.base import TaskContext
 from . import codec
-from .kafka import consumer_config
-from .loops import IdleBackoff, Loop, consumed_offsets, dead_letter, poll_batch, transactional_producer
+from .kafka import consumer_config, producer_config
+from .loops import IdleBackoff, Loop, check_size, consumed_offsets, dead_letter, dead_letter_alone, poll_batch, rewind
 from .topics import Topics
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,62 @@ def _handler_key(task: StepTask) -> str:
     return f"{task.type}:{handler}"
 
 
+def bounded(result: StepResult, limit: int) -> StepResult:
+    """The result, or a failure saying the output is too large to carry (never retried in
+    vain: the engine's retry policy decides, and the same handler will likely answer the same)."""
+    if not result.ok or not limit or result.output is None:
+        return result
+    size = len(msgspec.json.encode(result.output))
+    if size <= limit:
+        return result
+    return msgspec.structs.replace(
+        result, ok=False, output=None,
+        error=f"output of {size} bytes exceeds the limit of {limit} bytes (SLUICE_MAX_PAYLOAD_BYTES)")
+
+
+class PickUpNotices:
+    """Tells the engine that a batch's attempts are in hand once they have taken a while, so it
+    does not dispatch them again (schedule-to-start). Quick batches send nothing.
+
+    Plain (not transactional) records: a lost notice costs at most one extra dispatch of an
+    attempt with the same idempotency key, which the engine already tolerates.
+    """
+
+    def __init__(self, topics: Topics, after_seconds: float):
+        self.topics = topics
+        self.after_seconds = after_seconds
+        self._producer: Producer | None = None
+
+    def watch(self, tasks: list[StepTask]) -> threading.Timer | None:
+        if not tasks or not self.after_seconds:
+            return None
+        timer = threading.Timer(self.after_seconds, self._send, args=(tasks,))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _send(self, tasks: list[StepTask]) -> None:
+        try:
+            if self._producer is None:
+                self._producer = Producer(producer_config(**{"linger.ms": 5}))
+            for task in tasks:
+                notice = StepPickedUp(run_id=task.run_id, step_id=task.step_id, attempt=task.attempt,
+                                      worker=_WORKER_NAME, ts=time.time())
+                self._producer.produce(self.topics.runs, key=task.run_id.encode(), value=codec.encode(notice),
+                                       headers=codec.headers_for(notice))
+            self._producer.flush(10)
+        except Exception:  # noqa: BLE001 - a hint only; the engine copes without it
+            log.warning("worker: pick-up notices not sent", exc_info=True)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(5)
+            self._producer = None
+
+
 class WorkerLoop(Loop):
+    stage = "worker"
+
     def __init__(self, topics: Topics, queue: str, instance_id: str, index: int, stop: threading.Event,
                  batch_size: int = 200, concurrency: int = 8):
         self.topics = topics
@@ -82,12 +139,13 @@ class WorkerLoop(Loop):
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=f"step-{queue}")
         self.stats: Counter = Counter()
         self._typical_seconds: dict[str, float] = {}
+        # Well inside the engine's schedule-to-start time, so a slow batch is never dispatched twice.
+        self.notices = PickUpNotices(topics, min(5.0, settings.SLUICE_SCHEDULE_TO_START_SECONDS / 4))
         self.consumer: Consumer | None = None
-        self.producer = None
 
     def open(self) -> None:
         name = f"{self.instance_id}-worker-{self.queue}-{self.index}"
-        self.producer = transactional_producer(f"{self.topics.prefix}{name}")
+        self.open_producer(self.topics, name)
         self.consumer = Consumer(consumer_config(self.topics.group(f"workers.{self.queue}"), **{
             "group.instance.id": name,
             "session.timeout.ms": 30000,
@@ -100,6 +158,8 @@ class WorkerLoop(Loop):
         if self.consumer is not None:
             self.consumer.close()
             self.consumer = None
+        self.close_producer()
+        self.notices.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     def _execute(self, tasks: list[StepTask]) -> list[StepResult]:
@@ -127,27 +187,44 @@ class WorkerLoop(Loop):
             self.idle.idle()
             return 0
         self.idle.busy()
-        tasks, poison = [], []
+        outcome: dict[int, StepResult | str] = {}  # id(msg) -> result, or why it is poison
+        tasks, task_msgs = [], []
         for msg in msgs:
             try:
-                tasks.append(codec.decode_task(msg.value(), msg.headers()))
+                task = codec.decode_task(msg.value(), msg.headers())
             except (codec.DecodeError, ValueError, TypeError) as exc:
-                poison.append((msg, f"undecodable task: {exc}"))
-        results = self._execute(tasks)
+                outcome[id(msg)] = f"undecodable task: {exc}"
+                continue
+            tasks.append(task)
+            task_msgs.append(msg)
+        timer = self.notices.watch(tasks)
         try:
-            self.producer.begin_transaction()
-            for msg, reason in poison:
-                dead_letter(self.producer, self.topics.dlq, msg, "worker", reason)
-            for result in results:
-                self.producer.produce(self.topics.runs, key=result.run_id.encode(), value=codec.encode(result),
-                                      headers=codec.headers_for(result))
-            self.producer.send_offsets_to_transaction(consumed_offsets(msgs),
-                                                      self.consumer.consumer_group_metadata(), 30)
-            self.producer.commit_transaction(60)
-        except KafkaException as exc:
-            self.abort_batch(exc, msgs, "worker")
-            return 0
+            results = self._execute(tasks)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        for msg, result in zip(task_msgs, results):
+            outcome[id(msg)] = bounded(result, settings.SLUICE_MAX_PAYLOAD_BYTES)
+        self.commit_isolated(msgs, lambda chunk: self._commit(chunk, outcome),
+                             lambda units: rewind(self.consumer, units))
         self.stats["tasks"] += len(tasks)
         self.stats["failed"] += sum(1 for r in results if not r.ok)
-        self.stats["dlq"] += len(poison)
         return len(msgs)
+
+    def _commit(self, msgs: list, outcome: dict) -> None:
+        producer = self.producer
+        producer.begin_transaction()
+        for msg in msgs:
+            result = outcome[id(msg)]
+            if isinstance(result, str):
+                dead_letter(producer, self.topics.dlq, msg, "worker", result)
+                self.stats["dlq"] += 1
+                continue
+            value, headers = codec.encode(result), codec.headers_for(result)
+            check_size(self.topics.runs, value, None, headers)
+            producer.produce(self.topics.runs, key=result.run_id.encode(), value=value, headers=headers)
+        producer.send_offsets_to_transaction(consumed_offsets(msgs), self.consumer.consumer_group_metadata(), 30)
+        producer.commit_transaction(60)
+
+    def dead_letter_unit(self, unit, reason: str) -> None:
+        dead_letter_alone(self, self.topics.dlq, unit, reason)
