@@ -21,8 +21,7 @@ def _results(page) -> list[dict]:
 
 
 def dlq_list(args, client: Client) -> int:
-    page = client.get("dead-letters/", {"workflow": args.workflow, "stage": args.stage, "status": args.status,
-                                        "page_size": args.limit})
+    page = client.get("dead-letters/", {"workflow": args.workflow, "stage": args.stage, "page_size": args.limit})
     if args.json:
         output.print_json(page)
         return SUCCESS

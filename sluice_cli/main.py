@@ -134,7 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     letters = command(dlq_commands, "list", dead_letters.dlq_list, "dead letters, newest first")
     letters.add_argument("--workflow", metavar="SLUG")
     letters.add_argument("--stage", help="where the record failed (engine, worker, trigger, ...)")
-    letters.add_argument("--status", choices=("new", "replayed", "discarded"))
     letters.add_argument("--limit", type=_positive, default=20, metavar="N", help="at most N (default 20)")
     letter = command(dlq_commands, "get", dead_letters.dlq_get, "one dead letter with its value and error")
     letter.add_argument("letter_id", metavar="ID")
