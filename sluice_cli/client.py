@@ -16,6 +16,16 @@ from .errors import CliError
 TIMEOUT_SECONDS = 30.0
 
 
+def api_path(*parts) -> str:
+    """`api_path("runs", run_id, "cancel")` -> "runs/<id>/cancel/", each part quoted.
+
+    Slugs and ids come from the command line: quoting keeps `sluice runs get ../x` a run id.
+    """
+    from urllib.parse import quote
+
+    return "".join(quote(str(part), safe="") + "/" for part in parts)
+
+
 class ApiError(CliError):
     """The server refused a request (any answer but 2xx)."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import output
-from .client import Client
+from .client import Client, api_path
 from .errors import SUCCESS, UsageError
 
 
@@ -41,7 +41,7 @@ def dlq_list(args, client: Client) -> int:
 
 
 def dlq_get(args, client: Client) -> int:
-    letter = client.get(f"dead-letters/{args.letter_id}/")
+    letter = client.get(api_path("dead-letters", args.letter_id))
     if args.json:
         output.print_json(letter)
         return SUCCESS
@@ -65,7 +65,7 @@ def _value(text: str | None) -> str | None:
 
 def dlq_replay(args, client: Client) -> int:
     value = _value(args.value)
-    answer = client.post(f"dead-letters/{args.letter_id}/replay/", {} if value is None else {"value": value})
+    answer = client.post(api_path("dead-letters", args.letter_id, "replay"), {} if value is None else {"value": value})
     if args.json:
         output.print_json(answer)
     else:
@@ -74,7 +74,7 @@ def dlq_replay(args, client: Client) -> int:
 
 
 def dlq_discard(args, client: Client) -> int:
-    answer = client.post(f"dead-letters/{args.letter_id}/discard/", {})
+    answer = client.post(api_path("dead-letters", args.letter_id, "discard"), {})
     if args.json:
         output.print_json(answer)
     else:

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from .client import Client
+from .client import ApiError, Client, api_path
 from .errors import CliError
 from .output import one_line, parse_time, seconds
 
 POLL_SECONDS = 0.5
+# Polls in a row that may fail (server unreachable, 502-504) before following gives up: about 40 s.
+MAX_MISSED_POLLS = 10
 FINISHED = ("succeeded", "failed", "cancelled")
 STEP_ENDINGS = ("succeeded", "failed", "skipped", "cancelled")
 LATEST = datetime.max.replace(tzinfo=timezone.utc)
@@ -154,8 +156,21 @@ def watch(client: Client, run_id: str, on_event: Callable[[StepEvent], Any] | No
     """Poll the run until it has finished; call `on_event` for each step event; return the run."""
     deadline = None if timeout is None else time.monotonic() + timeout
     seen: set = set()
+    missed = 0
     while True:
-        run = client.get(f"runs/{run_id}/")
+        try:
+            run = client.get(api_path("runs", run_id))
+        except CliError as exc:
+            # A web process restarting (`manage.py up` restarts a crashed child) should not end
+            # a follow that may have run for an hour; anything else is a real answer.
+            if not _transient(exc) or missed >= MAX_MISSED_POLLS:
+                raise
+            missed += 1
+            if deadline is not None and time.monotonic() >= deadline:
+                raise
+            time.sleep(min(interval * 2 ** missed, 5.0))
+            continue
+        missed = 0
         for event in new_events(run, seen, step_ranks):
             if on_event is not None:
                 on_event(event)
@@ -165,3 +180,9 @@ def watch(client: Client, run_id: str, on_event: Callable[[StepEvent], Any] | No
             raise CliError(f"run {run_id} is still {run.get('status')} after {timeout:g} s; it goes on "
                            f"(`sluice runs get {run_id}` shows where it is)", code="timeout")
         time.sleep(interval)
+
+
+def _transient(error: CliError) -> bool:
+    if isinstance(error, ApiError):
+        return error.status in (502, 503, 504)
+    return error.code == "unreachable"

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from . import follow, output
-from .client import Client
+from .client import Client, api_path
 from .errors import SUCCESS, RunFailed, UsageError
 
 
@@ -47,7 +47,7 @@ def json_argument(option: str, text: str | None) -> Any:
 # ---- run --------------------------------------------------------------------------------------
 def run(args, client: Client) -> int:
     body = {} if args.input is None else {"input": json_argument("--input", args.input)}
-    started = client.post(f"workflows/{args.slug}/runs/", body)
+    started = client.post(api_path("workflows", args.slug, "runs"), body)
     run_id = started["id"]
     if not (args.wait or args.follow):
         if args.json:
@@ -71,7 +71,7 @@ def _step_ranks(client: Client, slug: str, version: int) -> dict | None:
     from .client import ApiError
 
     try:
-        return follow.graph_ranks(client.get(f"workflows/{slug}/versions/{version}/").get("definition") or {})
+        return follow.graph_ranks(client.get(api_path("workflows", slug, "versions", version)).get("definition") or {})
     except ApiError:
         return None  # following works without it; lines at one instant then come alphabetically
 
@@ -133,7 +133,7 @@ def runs_list(args, client: Client) -> int:
 def runs_get(args, client: Client) -> int:
     if args.wait or args.follow:
         return _watch_existing(args, client)
-    run = client.get(f"runs/{args.run_id}/")
+    run = client.get(api_path("runs", args.run_id))
     if args.json:
         output.print_json(run)
         return SUCCESS
@@ -167,7 +167,7 @@ def runs_get(args, client: Client) -> int:
 
 def _watch_existing(args, client: Client) -> int:
     """`runs get ID --wait|--follow`: like `run --wait|--follow`, for a run started elsewhere."""
-    run = client.get(f"runs/{args.run_id}/")
+    run = client.get(api_path("runs", args.run_id))
     ranks = _step_ranks(client, run["workflow"], run["version"]) if args.follow else None
     if args.follow and not args.json:
         print(f"run {run['id']} of {run['workflow']} version {run['version']}: following "
@@ -184,19 +184,19 @@ def _accepted(args, answer: dict, text: str) -> int:
 
 
 def runs_cancel(args, client: Client) -> int:
-    answer = client.post(f"runs/{args.run_id}/cancel/", {"reason": args.reason or ""})
+    answer = client.post(api_path("runs", args.run_id, "cancel"), {"reason": args.reason or ""})
     return _accepted(args, answer, f"cancel sent to run {args.run_id}")
 
 
 def runs_retry(args, client: Client) -> int:
     if args.input is None:
-        answer = client.post(f"runs/{args.run_id}/retry/", {})
+        answer = client.post(api_path("runs", args.run_id, "retry"), {})
         return _accepted(args, answer, f"retry sent: run {args.run_id} resumes from its failed steps")
-    answer = client.post(f"runs/{args.run_id}/retry/", {"input": json_argument("--input", args.input)})
+    answer = client.post(api_path("runs", args.run_id, "retry"), {"input": json_argument("--input", args.input)})
     return _accepted(args, answer, f"started run {answer['new_run']} with the new input (a retry of {args.run_id})")
 
 
 def signal(args, client: Client) -> int:
     payload = json_argument("--payload", args.payload)
-    answer = client.post(f"runs/{args.run_id}/signal/", {"name": args.name, "payload": payload})
+    answer = client.post(api_path("runs", args.run_id, "signal"), {"name": args.name, "payload": payload})
     return _accepted(args, answer, f"signal {args.name!r} sent to run {args.run_id}")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import documents, output, validation
-from .client import ApiError, Client
+from .client import ApiError, Client, api_path
 from .errors import CliError, SUCCESS, REFUSED, UsageError
 
 CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
@@ -112,7 +112,7 @@ class Outcome:
 
 def _remote(client: Client, slug: str) -> dict | None:
     try:
-        return client.get(f"workflows/{slug}/")
+        return client.get(api_path("workflows", slug))
     except ApiError as exc:
         if exc.status == 404 and exc.code != "no_endpoint":
             return None
@@ -134,13 +134,13 @@ def _apply_one(client: Client, args, document: documents.Document) -> Outcome:
     elif remote.get("definition") == document.data:
         outcome.action, outcome.version = UNCHANGED, remote["latest_version"]
     else:
-        saved = client.put(f"workflows/{slug}/", {**document.data, "message": _save_message(args, document),
+        saved = client.put(api_path("workflows", slug), {**document.data, "message": _save_message(args, document),
                                                   "base_version": remote["latest_version"]})
         outcome.action, outcome.version, outcome.previous = UPDATED, saved["version"], remote["latest_version"]
         outcome.warnings = [validation.located(document, warning) for warning in saved.get("warnings", [])]
     outcome.live_version = remote.get("live_version") if remote else None
     if args.publish and outcome.live_version != outcome.version:
-        client.post(f"workflows/{slug}/publish/", {"version": outcome.version})
+        client.post(api_path("workflows", slug, "publish"), {"version": outcome.version})
         outcome.published, outcome.live_version = True, outcome.version
     return outcome
 
@@ -256,10 +256,10 @@ def diff(args, client: Client) -> int:
 # ---- export -----------------------------------------------------------------------------------
 def export(args, client: Client) -> int:
     if args.version is not None:
-        answer = client.get(f"workflows/{args.slug}/versions/{args.version}/")
+        answer = client.get(api_path("workflows", args.slug, "versions", args.version))
         version = answer["version"]
     else:
-        answer = client.get(f"workflows/{args.slug}/")
+        answer = client.get(api_path("workflows", args.slug))
         version = answer.get("latest_version")
     definition = answer.get("definition")
     if definition is None:

@@ -241,3 +241,32 @@ def test_a_step_shown_waiting_is_not_shown_started_later():
     events = follow.new_events(done, seen)
     assert [e.kind for e in events] == ["succeeded"]
     assert events[0].detail == " in 9.0 s, port approve"
+
+
+class FlakyServer:
+    """The edge of the network: answers (or failures) in order, as a web process restarting gives them."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.calls = 0
+
+    def get(self, path, params=None):
+        self.calls += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_following_survives_a_restarting_server_but_not_a_refusal():
+    from sluice_cli.client import ApiError
+    from sluice_cli.errors import CliError
+
+    gone = CliError("could not reach the Sluice server at http://x: refused", code="unreachable")
+    finished = {"id": "r", "status": "succeeded", "steps": []}
+    server = FlakyServer({"id": "r", "status": "running", "steps": []}, gone, ApiError(502, "Bad gateway"), finished)
+    assert follow.watch(server, "r", interval=0.001) == finished and server.calls == 4
+    with pytest.raises(ApiError, match="No run"):
+        follow.watch(FlakyServer(ApiError(404, "No run 'r'")), "r", interval=0.001)
+    with pytest.raises(CliError, match="could not reach"):
+        follow.watch(FlakyServer(*[gone] * (follow.MAX_MISSED_POLLS + 1)), "r", interval=0.001)
