@@ -134,8 +134,8 @@ def _apply_one(client: Client, args, document: documents.Document) -> Outcome:
     elif remote.get("definition") == document.data:
         outcome.action, outcome.version = UNCHANGED, remote["latest_version"]
     else:
-        saved = client.put(api_path("workflows", slug), {**document.data, "message": _save_message(args, document),
-                                                  "base_version": remote["latest_version"]})
+        body = {**document.data, "message": _save_message(args, document), "base_version": remote["latest_version"]}
+        saved = client.put(api_path("workflows", slug), body)
         outcome.action, outcome.version, outcome.previous = UPDATED, saved["version"], remote["latest_version"]
         outcome.warnings = [validation.located(document, warning) for warning in saved.get("warnings", [])]
     outcome.live_version = remote.get("live_version") if remote else None
