@@ -21,6 +21,8 @@ from .permissions import visible_runs
 from .serializers import (
     AcceptedSerializer,
     CancelRequestSerializer,
+    RetryAcceptedSerializer,
+    RetryRequestSerializer,
     RunDetailSerializer,
     RunSerializer,
     SignalRequestSerializer,
@@ -113,11 +115,30 @@ class CancelRunView(RunActionView):
 class RetryRunView(RunActionView):
     action_name = "retry"
 
-    @extend_schema(summary="Retry a failed or cancelled run from its failed steps", request=None,
-                   responses={202: AcceptedSerializer, 404: ErrorSerializer, 409: ErrorSerializer})
+    @extend_schema(summary="Retry a failed or cancelled run from its failed steps, or start it again with new input",
+                   description="Without a body: the run resumes from its failed steps (failed or cancelled runs "
+                               "only). With `{\"input\": ...}`: a new run of the same workflow version with that "
+                               "input (trigger `{\"type\": \"replay\", \"of\": <id>}`); the answer names it.",
+                   request=RetryRequestSerializer,
+                   responses={202: RetryAcceptedSerializer, 404: ErrorSerializer, 409: ErrorSerializer})
     def post(self, request, run_id):
-        self.json_object(allowed=set())
+        body = self.json_object(allowed={"input"})
+        if "input" in body:
+            return self.retry_with_input(request, run_id, body["input"])
         return self.act(request, run_id, operations.retry)
+
+    def retry_with_input(self, request, run_id: str, new_input) -> Response:
+        """A new run with edited input, as the monitor's "retry with input" form starts one."""
+        started: list[str] = []
+        new_input = {} if new_input is None else new_input  # as a start without input
+
+        def start(user, run):
+            started.append(operations.retry_with_input(user, run, new_input))
+
+        response = self.act(request, run_id, start)
+        response.data.update({"accepted": "retry_with_input", "new_run": started[0],
+                              "url": f"/api/runs/{started[0]}/"})
+        return response
 
 
 class SignalRunView(RunActionView):

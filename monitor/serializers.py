@@ -60,4 +60,14 @@ class SignalRequestSerializer(serializers.Serializer):
 
 class AcceptedSerializer(serializers.Serializer):
     id = serializers.CharField()
-    accepted = serializers.CharField(help_text="The command sent: cancel, retry or signal")
+    accepted = serializers.CharField(help_text="The command sent: cancel, retry, retry_with_input or signal")
+
+
+class RetryRequestSerializer(serializers.Serializer):
+    input = serializers.JSONField(required=False, help_text="Start a new run of the same version with this input "
+                                                            "instead of resuming the run")
+
+
+class RetryAcceptedSerializer(AcceptedSerializer):
+    new_run = serializers.CharField(required=False, help_text="With input: the id of the new run")
+    url = serializers.CharField(required=False, help_text="With input: the new run's API address")

@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from monitor.models import Run, StepRun
-from orchestrator.messages import CancelRun, RetryRun, SignalRun
+from orchestrator.messages import CancelRun, RetryRun, SignalRun, StartRun
 from orchestrator.runtime import codec
 from tests.test_api_workflows import errors_at, make_client, read_records
 
@@ -90,6 +90,29 @@ def test_retry_of_a_failed_run_sends_retry(kafka, operator):
     assert operator.post("/api/runs/r-failed/retry/", {}, format="json").status_code == 202
     command, _ = read_records(kafka.runs, codec.decode_run_command, lambda value, _m: isinstance(value, RetryRun))
     assert command.run_id == "r-failed" and command.by == "operator"
+
+
+@pytest.mark.kafka
+def test_retry_with_input_starts_a_new_run_of_the_same_version(kafka, operator):
+    make_run("r-old", status="succeeded")
+    response = operator.post("/api/runs/r-old/retry/", {"input": {"id": "fixed"}}, format="json")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    new_id = body["new_run"]
+    assert body == {"id": "r-old", "accepted": "retry_with_input", "new_run": new_id, "url": f"/api/runs/{new_id}/"}
+    assert new_id != "r-old"
+    command, msg = read_records(kafka.runs, codec.decode_run_command,
+                                lambda value, _m: isinstance(value, StartRun) and value.run_id == new_id)
+    assert (command.workflow, command.version, command.input) == ("orders", 3, {"id": "fixed"})
+    assert command.trigger == {"type": "replay", "of": "r-old"} and command.started_by == "operator"
+    # The new run answers at once (pending), so a client can follow it straight away.
+    assert operator.get(f"/api/runs/{new_id}/").json()["input"] == {"id": "fixed"}
+
+
+def test_retry_takes_only_input(operator):
+    make_run("r-failed", status="failed")
+    response = operator.post("/api/runs/r-failed/retry/", {"inputs": {}}, format="json")
+    assert response.status_code == 400 and errors_at(response) == ["inputs"]
 
 
 @pytest.mark.parametrize("status,action,body,phrase", [
