@@ -88,7 +88,22 @@ class StepPickedUp(msgspec.Struct, tag="picked_up", kw_only=True):
     ts: float
 
 
-RunCommand = StartRun | CancelRun | SignalRun | RetryRun | StepResult | EventArrived | StepPickedUp
+class ChildFinished(msgspec.Struct, tag="child", kw_only=True):
+    """A child run (of a `subworkflow` step, an item of a `foreach` step) ended: sent to its
+    parent run, which may live on another partition and another engine."""
+
+    run_id: str  # the parent run
+    step_id: str
+    attempt: int
+    index: int = 0  # the foreach item
+    child_run_id: str
+    status: str  # succeeded, failed, cancelled
+    output: Any = None
+    error: str | None = None
+    ts: float
+
+
+RunCommand = StartRun | CancelRun | SignalRun | RetryRun | StepResult | EventArrived | StepPickedUp | ChildFinished
 
 
 # ---- wf.tasks.<queue>: work for step handlers ---------------------------------------------

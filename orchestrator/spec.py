@@ -113,6 +113,10 @@ class WorkflowSpec:
     edges: tuple[Edge, ...]
     description: str = ""
     layout: dict = field(default_factory=dict)
+    # {"workflow": slug, "version": "live" | N}: started with the failure when a run fails.
+    on_failure: dict | None = None
+    # JSON Schema the input of a run started by hand, API or webhook must match.
+    input_schema: dict | None = None
     # Derived graph indexes, filled by parse().
     incoming: dict[str, tuple[Edge, ...]] = field(default_factory=dict)
     outgoing: dict[str, tuple[Edge, ...]] = field(default_factory=dict)
@@ -174,6 +178,8 @@ def build(data: dict) -> WorkflowSpec:
         steps=steps,
         edges=edges,
         layout=data.get("layout") or {},
+        on_failure=data.get("on_failure") or None,
+        input_schema=data.get("input_schema") or None,
         incoming={k: tuple(v) for k, v in incoming.items()},
         outgoing={k: tuple(v) for k, v in outgoing.items()},
     )
@@ -185,7 +191,8 @@ SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$")
 # Identifiers, so expressions can write `steps.<id>.output` without quoting.
 STEP_ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-DOCUMENT_FIELDS = ("slug", "name", "description", "trigger", "steps", "edges", "layout")
+DOCUMENT_FIELDS = ("slug", "name", "description", "trigger", "steps", "edges", "layout", "on_failure",
+                   "input_schema")
 STEP_FIELDS = ("id", "type", "name", "description", "config", "retry", "timeout_seconds")
 RETRY_FIELDS = ("max_attempts", "backoff_seconds", "backoff_multiplier", "max_backoff_seconds")
 TRIGGER_FILTER_NAMES = ("trigger", "record")

@@ -6,8 +6,9 @@ and replayed after a crash with the same outcome.
 """
 
 from .decide import Decision, decide
-from .effects import CloseWait, Dispatch, Effect, OpenWait, Produce, Record, Rejected, Tick
+from .effects import (CancelChild, CloseWait, Dispatch, Effect, NotifyParent, OpenWait, Produce, Record, Rejected,
+                      StartChild, Tick)
 from .policy import DEFAULT_POLICY, Policy
 
 __all__ = ["Decision", "decide", "Tick", "Rejected", "Effect", "Dispatch", "Produce", "OpenWait", "CloseWait",
-           "Record", "Policy", "DEFAULT_POLICY"]
+           "StartChild", "CancelChild", "NotifyParent", "Record", "Policy", "DEFAULT_POLICY"]

@@ -22,6 +22,7 @@ from .. import steps as step_types
 from ..expressions import ExpressionError
 from ..messages import (
     CancelRun,
+    ChildFinished,
     EventArrived,
     HistoryEvent,
     RetryRun,
@@ -33,9 +34,10 @@ from ..messages import (
     WaitSubscription,
 )
 from ..spec import Step, WorkflowSpec
-from ..steps.base import AwaitEvent, AwaitSignal, Complete, Emit, Fail, Instruction, Sleep
+from ..steps.base import AwaitEvent, AwaitSignal, Complete, Emit, Fail, Instruction, RunChildren, Sleep
 from . import state as S
-from .effects import CloseWait, Dispatch, Effect, OpenWait, Produce, Record, Rejected, Tick
+from .effects import (CancelChild, CloseWait, Dispatch, Effect, NotifyParent, OpenWait, Produce, Record, Rejected,
+                      StartChild, Tick)
 from .policy import DEFAULT_POLICY, Policy
 
 
@@ -77,6 +79,7 @@ def decide(workflow: WorkflowSpec | None, state: S.RunState | None, event: Any, 
         RetryRun: run.on_retry,
         SignalRun: run.on_signal,
         EventArrived: run.on_event,
+        ChildFinished: run.on_child_finished,
         Rejected: run.on_rejected,
     }.get(type(event))
     if handler is None:
@@ -283,6 +286,112 @@ class _Run:
         self._apply(arrived.step_id, self._call(arrived.step_id, "on_event", arrived.event))
         self.advance()
 
+    def on_child_finished(self, finished: ChildFinished) -> None:
+        step = self.state.steps.get(finished.step_id)
+        if (self.state.done or step is None or step.status != S.WAITING or step.attempt != finished.attempt
+                or step.children is None or step.children.running.get(str(finished.index)) != finished.child_run_id):
+            return  # late, duplicate, or for an attempt that is over
+        step_id, index = finished.step_id, str(finished.index)
+        kids = self._children(step_id)
+        del kids.running[index]
+        ok = finished.status == S.RUN_SUCCEEDED
+        if ok:
+            kids.results[index] = finished.output
+        else:
+            kids.failed[index] = finished.error or finished.status
+        self._record("child_finished", step_id, step.attempt, index=finished.index,
+                     child_run_id=finished.child_run_id, status=finished.status)
+        what = f"child run {finished.child_run_id} {finished.status}" + (f": {finished.error}" if finished.error else "")
+        if kids.items is None:
+            if ok:
+                self._succeed(step_id, finished.output, "out")
+            else:
+                self._attempt_failed(step_id, what, retryable=True)
+        elif not ok and kids.on_item_failure == "fail":
+            self._release(step_id, f"item {finished.index} failed")
+            self._attempt_failed(step_id, f"item {finished.index}: {what}", retryable=True)
+        else:
+            self._launch(step_id)
+        self._maybe_complete_children(step_id)
+        self.advance()
+
+    # ---- child runs ---------------------------------------------------------------------------
+    def _children(self, step_id: str) -> S.Children:
+        """The step's children, copied on write like the step itself."""
+        step = self._step(step_id)
+        kids = step.children
+        step.children = msgspec.structs.replace(kids, running=dict(kids.running), results=dict(kids.results),
+                                                failed=dict(kids.failed))
+        return step.children
+
+    def _run_children(self, step_id: str, instruction: RunChildren) -> None:
+        step = self._step(step_id)
+        total = 1 if instruction.items is None else len(instruction.items)
+        step.status = S.WAITING
+        step.children = S.Children(workflow=instruction.workflow, version=instruction.version, total=total,
+                                   concurrency=max(1, instruction.concurrency), items=instruction.items,
+                                   input=instruction.input, on_item_failure=instruction.on_item_failure)
+        if self.workflow.steps[step_id].timeout_seconds:
+            step.wake_at = self.now + self.workflow.steps[step_id].timeout_seconds
+            step.wake_reason = "timeout"
+        self._record("step_waiting", step_id, step.attempt, reason="children", workflow=instruction.workflow,
+                     version=instruction.version or "live", total=total, until=step.wake_at)
+        self._launch(step_id)
+        self._maybe_complete_children(step_id)
+
+    def _launch(self, step_id: str) -> None:
+        """Start children until `concurrency` run at once or every item has started."""
+        if self._status(step_id) != S.WAITING:
+            return
+        spec_step = self.workflow.steps[step_id]
+        step_type = step_types.get(spec_step.type)
+        kids = self._children(step_id)
+        attempt = self.state.steps[step_id].attempt
+        while len(kids.running) < kids.concurrency and kids.next < kids.total:
+            index = kids.next
+            kids.next += 1
+            if kids.items is None:
+                child_input = kids.input
+                child_id = f"{self.state.run_id}.{step_id}.{attempt}"
+            else:
+                child_id = f"{self.state.run_id}.{step_id}.{attempt}.{index}"
+                try:
+                    child_input = step_type.child_input(spec_step.config, self.context(), kids.items[index], index)
+                except ExpressionError as exc:
+                    kids.failed[str(index)] = str(exc)
+                    if kids.on_item_failure == "fail":
+                        self._release(step_id, f"item {index} failed")
+                        self._attempt_failed(step_id, f"item {index}: {exc}", retryable=False)
+                        return
+                    continue
+            kids.running[str(index)] = child_id
+            self.effects.append(StartChild(
+                run_id=child_id, workflow=kids.workflow, version=kids.version, input=child_input,
+                trigger={"type": "parent", "run_id": self.state.run_id, "workflow": self.state.workflow,
+                         "step_id": step_id, "attempt": attempt, "index": index},
+                started_by=f"run:{self.state.run_id}", parent=(self.state.run_id, step_id, attempt, index)))
+            self._record("child_started", step_id, attempt, index=index, child_run_id=child_id)
+
+    def _maybe_complete_children(self, step_id: str) -> None:
+        step = self.state.steps[step_id]
+        kids = step.children
+        if step.status != S.WAITING or kids is None or kids.items is None or kids.running or kids.next < kids.total:
+            return
+        self._succeed(step_id, {
+            "results": [kids.results.get(str(i)) for i in range(kids.total)],
+            "failed": [{"index": int(i), "error": error} for i, error in sorted(kids.failed.items(), key=lambda x: int(x[0]))],
+        }, "out")
+
+    def _release(self, step_id: str, reason: str) -> None:
+        """Cancel the step's running children (the step is cancelled, failed or timed out)."""
+        step = self.state.steps.get(step_id)
+        if step is None or step.children is None or not step.children.running:
+            return
+        kids = self._children(step_id)
+        for child_id in kids.running.values():
+            self.effects.append(CancelChild(child_id, reason))
+        kids.running = {}
+
     # ---- graph ------------------------------------------------------------------------------
     def advance(self) -> None:
         """Start or skip every pending step whose inputs are resolved, until nothing changes."""
@@ -345,6 +454,30 @@ class _Run:
         self.state.status, self.state.ended_at = status, self.now
         kind = {S.RUN_SUCCEEDED: "run_succeeded", S.RUN_FAILED: "run_failed", S.RUN_CANCELLED: "run_cancelled"}[status]
         self._record(kind, **data)
+        trigger = self.state.trigger or {}
+        if trigger.get("type") == "parent":
+            self.effects.append(NotifyParent(ChildFinished(
+                run_id=str(trigger.get("run_id")), step_id=str(trigger.get("step_id")),
+                attempt=int(trigger.get("attempt") or 0), index=int(trigger.get("index") or 0),
+                child_run_id=self.state.run_id, status=status,
+                output=self.state.output if status == S.RUN_SUCCEEDED else None, error=self.state.error,
+                ts=self.now)))
+        if status == S.RUN_FAILED and self.workflow.on_failure and trigger.get("type") != "on_failure":
+            self._start_failure_handler(data.get("failed_steps") or [])
+
+    def _start_failure_handler(self, failed_steps: list[str]) -> None:
+        """The workflow's on_failure: start the handler workflow with what went wrong."""
+        handler = self.workflow.on_failure
+        version = handler.get("version", "live")
+        run_id = f"{self.state.run_id}.on-failure.{self.state.seq}"
+        self.effects.append(StartChild(
+            run_id=run_id, workflow=handler["workflow"], version=None if version == "live" else version,
+            input={"run_id": self.state.run_id, "workflow": self.state.workflow, "version": self.state.version,
+                   "failed_step": failed_steps[0] if failed_steps else None, "error": self.state.error,
+                   "input": self.state.input},
+            trigger={"type": "on_failure", "run_id": self.state.run_id, "workflow": self.state.workflow},
+            started_by=f"on_failure:{self.state.run_id}"))
+        self._record("on_failure_started", workflow=handler["workflow"], run_id=run_id)
 
     def _stop_in_flight(self) -> None:
         for step_id, step in list(self.state.steps.items()):
@@ -453,6 +586,8 @@ class _Run:
                 step.wake_at, step.wake_reason = self.now + instruction.timeout_seconds, "timeout"
             self._record("step_waiting", step_id, step.attempt, reason="signal", signal=step.signal,
                          until=step.wake_at, **instruction.details)
+        elif isinstance(instruction, RunChildren):
+            self._run_children(step_id, instruction)
         elif isinstance(instruction, AwaitEvent):
             step.status = S.WAITING
             if instruction.timeout_seconds:
@@ -511,5 +646,9 @@ class _Run:
                          started_at=attempt.started_at, ended_at=attempt.ended_at)
 
     def _close_wait_if_any(self, step_id: str) -> None:
-        if self.workflow.steps[step_id].type == "wait_for_event" and self._status(step_id) == S.WAITING:
+        """A waiting step stops waiting: close its event subscription, cancel its children."""
+        if self._status(step_id) != S.WAITING:
+            return
+        if self.workflow.steps[step_id].type == "wait_for_event":
             self.effects.append(CloseWait(self.state.run_id, step_id))
+        self._release(step_id, "the parent step stopped waiting")

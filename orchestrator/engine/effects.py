@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..messages import HistoryEvent, StartRun, StepTask, WaitSubscription
+from ..messages import ChildFinished, HistoryEvent, StartRun, StepTask, WaitSubscription
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,42 @@ class CloseWait:
 
 
 @dataclass(frozen=True)
+class StartChild:
+    """Start a run of another workflow: a sub-workflow, a foreach item, an on_failure handler.
+
+    `version` None means the live version, which the runtime resolves when it writes the start.
+    When the workflow has no such version, the runtime answers a parent with a failed
+    ChildFinished instead (so the parent's step fails, and its retry policy applies).
+    """
+
+    run_id: str
+    workflow: str
+    version: int | None
+    input: Any
+    trigger: dict
+    started_by: str
+    # The waiting parent: (run id, step id, attempt, item index), or None (on_failure).
+    parent: tuple[str, str, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class CancelChild:
+    run_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class NotifyParent:
+    """This run was a child: tell its parent how it ended (a ChildFinished on wf.runs)."""
+
+    finished: ChildFinished
+
+
+@dataclass(frozen=True)
 class Record:
     """Append a history event (wf.history)."""
 
     event: HistoryEvent
 
 
-Effect = Dispatch | Produce | OpenWait | CloseWait | Record
+Effect = Dispatch | Produce | OpenWait | CloseWait | StartChild | CancelChild | NotifyParent | Record

@@ -38,6 +38,22 @@ class Attempt(msgspec.Struct, kw_only=True):
     backoff_seconds: float | None = None
 
 
+class Children(msgspec.Struct, kw_only=True):
+    """The child runs of a `subworkflow` or `foreach` step's current attempt."""
+
+    workflow: str
+    version: int | None  # None: the live version
+    total: int
+    next: int = 0  # the next item to start
+    running: dict[str, str] = {}  # item index (as text) -> child run id
+    results: dict[str, Any] = {}  # item index -> output of its succeeded child
+    failed: dict[str, str] = {}  # item index -> error
+    concurrency: int = 1
+    on_item_failure: str = "fail"
+    items: list | None = None  # None: one child with `input`
+    input: Any = None
+
+
 class StepState(msgspec.Struct, kw_only=True):
     status: str = PENDING
     attempt: int = 0
@@ -59,6 +75,8 @@ class StepState(msgspec.Struct, kw_only=True):
     # by the pick-up notice or the result), and how many times it was dispatched again.
     dispatch_deadline: float | None = None
     redispatches: int = 0
+    # Sub-workflow and foreach steps: their child runs.
+    children: Children | None = None
 
 
 class RunState(msgspec.Struct, kw_only=True):

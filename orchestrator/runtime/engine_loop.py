@@ -26,9 +26,10 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from django.conf import settings
 
-from ..engine import CloseWait, Dispatch, OpenWait, Policy, Produce, Record, Rejected, Tick, decide
+from ..engine import (CancelChild, CloseWait, Dispatch, NotifyParent, OpenWait, Policy, Produce, Record, Rejected,
+                      StartChild, Tick, decide)
 from ..engine.state import RUN_SUCCEEDED, RunState
-from ..messages import StartRun
+from ..messages import CancelRun, ChildFinished, StartRun
 from . import codec
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
@@ -375,4 +376,36 @@ class EngineLoop(Loop):
                             codec.headers_for(sub)))
             elif isinstance(effect, CloseWait):
                 out.append((self.topics.waits, f"{effect.run_id}/{effect.step_id}".encode(), None, []))
+            elif isinstance(effect, StartChild):
+                out.append(self._start_child(effect, counts))
+            elif isinstance(effect, CancelChild):
+                cancel = CancelRun(run_id=effect.run_id, reason=effect.reason, by=f"run:{run_id}", ts=time.time())
+                out.append((self.topics.runs, effect.run_id.encode(), codec.encode(cancel), codec.headers_for(cancel)))
+            elif isinstance(effect, NotifyParent):
+                finished = effect.finished
+                out.append((self.topics.runs, finished.run_id.encode(), codec.encode(finished),
+                            codec.headers_for(finished)))
         return out
+
+    def _start_child(self, effect: StartChild, counts: Counter) -> tuple:
+        """The start of a child run on wf.runs, with "live" resolved to a version now; or, when
+        the workflow has no such version, a failed ChildFinished for the parent instead."""
+        version = effect.version if effect.version is not None else self.registry.live_version(effect.workflow)
+        if version is not None and self.registry.ensure(effect.workflow, version) is not None:
+            start = StartRun(run_id=effect.run_id, workflow=effect.workflow, version=version, input=effect.input,
+                             trigger=effect.trigger, started_by=effect.started_by, ts=time.time())
+            counts["children_started"] += 1
+            return (self.topics.runs, effect.run_id.encode(), codec.encode(start), codec.headers_for(start))
+        problem = (f"workflow {effect.workflow!r} has no live version" if effect.version is None
+                   else f"workflow {effect.workflow!r} has no version {effect.version}")
+        if effect.parent is None:  # an on_failure handler: nobody waits for it
+            counts["children_not_started"] += 1
+            log.error("engine: %s not started: %s", effect.run_id, problem)
+            note = {"run_id": effect.run_id, "workflow": effect.workflow, "input": effect.input}
+            return (self.topics.dlq, effect.run_id.encode(), msgspec.json.encode(note),
+                    [("sluice-error", f"not started: {problem}".encode()), ("sluice-stage", b"engine")])
+        parent, step_id, attempt, index = effect.parent
+        finished = ChildFinished(run_id=parent, step_id=step_id, attempt=attempt, index=index,
+                                 child_run_id=effect.run_id, status="failed", error=f"not started: {problem}",
+                                 ts=time.time())
+        return (self.topics.runs, parent.encode(), codec.encode(finished), codec.headers_for(finished))

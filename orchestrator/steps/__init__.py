@@ -16,6 +16,8 @@ _MODULES = (
     "delay",
     "wait_for_event",
     "approval",
+    "subworkflow",
+    "foreach",
     "fail",
 )
 

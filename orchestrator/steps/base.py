@@ -84,7 +84,21 @@ class Emit:
     output: Any = None
 
 
-Instruction = Complete | Fail | Sleep | AwaitSignal | AwaitEvent | Emit
+@dataclass(frozen=True)
+class RunChildren:
+    """Run other workflows' runs and wait for them: one (`subworkflow`) or one per item
+    (`foreach`, at most `concurrency` at once). `version` None: the live version. The step's
+    `child_input(config, context, item, index)` renders each item's input when it starts."""
+
+    workflow: str
+    version: int | None
+    items: list | None = None  # None: a single child with `input`
+    input: Any = None
+    concurrency: int = 1
+    on_item_failure: str = "fail"  # or "collect"
+
+
+Instruction = Complete | Fail | Sleep | AwaitSignal | AwaitEvent | Emit | RunChildren
 
 
 @dataclass(frozen=True)
