@@ -148,6 +148,19 @@ class HistoryEvent(msgspec.Struct, kw_only=True):
     cause: str = ""
 
 
+# ---- wf.windows.in / wf.windows: stream aggregation ----------------------------------------
+class WindowInput(msgspec.Struct, kw_only=True):
+    """A record that passed a windowed trigger's filter, re-keyed by its window key (the
+    trigger writes it to wf.windows.in, keyed by [slug, key], so one window loop sees every
+    record of a key whatever partition it came from: Kafka Streams' repartition)."""
+
+    slug: str
+    key: Any
+    ts: int  # the record's timestamp, ms
+    values: dict = {}  # aggregate name -> the value its `of` expression gave
+    source: dict = {}  # topic, partition, offset of the original record
+
+
 # ---- wf.waits: open wait_for_event subscriptions (compacted; key run_id/step_id) ----------
 class WaitSubscription(msgspec.Struct, kw_only=True):
     run_id: str
@@ -177,9 +190,24 @@ class LiveVersion(msgspec.Struct, tag="live", kw_only=True):
 
     slug: str
     version: int | None  # None: unpublished (triggers stop)
+    # For a Kafka trigger: where its topic ended when this was written (partition -> offset), so
+    # "every record produced after publishing" does not depend on record timestamps. Partitions
+    # not listed (or a topic that did not exist yet) start at their beginning.
+    trigger_topic: str | None = None
+    trigger_offsets: dict[str, int] | None = None
 
 
-DefinitionRecord = PublishedDefinition | LiveVersion
+class TriggerControl(msgspec.Struct, tag="trigger", kw_only=True):
+    """Key `slug#trigger`. Whether the workflow's trigger is paused: records of a paused Kafka
+    trigger wait in their topic; schedules and webhooks of a paused workflow start nothing."""
+
+    slug: str
+    paused: bool
+    by: str = ""
+    ts: float
+
+
+DefinitionRecord = PublishedDefinition | LiveVersion | TriggerControl
 
 
 # ---- wf.heartbeats: runner processes (compacted; key instance id) -------------------------

@@ -89,14 +89,23 @@ def test_start_from_published_earliest_and_latest(kafka, history):
     time.sleep(0.05)  # record times are milliseconds: keep "before" strictly before
     publish(watcher("published", topic, filter=None))
     publish(watcher("earliest", topic, "earliest", filter=None))
+    publish(watcher("latest", topic, "latest", filter=None))
     with running() as runner:
-        trigger_loop = next(loop for loop in runner.loops if type(loop).__name__ == "TriggerLoop")
-        deadline = time.monotonic() + 30
-        while not (trigger_loop.consumer and trigger_loop.consumer.assignment()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        publish(watcher("latest", topic, "latest", filter=None))
-        time.sleep(2.5)  # "latest" is assigned (its first read of the topic is now)
+        wait_until_assigned(runner, {"published", "earliest", "latest"})
         produce_keyed(topic, records(20, 10))
         assert settle(history, "earliest", 30) == list(range(30))
         assert settle(history, "published", 10) == list(range(20, 30))
         assert settle(history, "latest", 10) == list(range(20, 30))
+
+
+def wait_until_assigned(runner, slugs: set[str], timeout: float = 30.0) -> None:
+    """Each workflow's trigger holds its partitions (so "latest" has taken its position)."""
+    supervisor = next(loop for loop in runner.loops if loop.stage == "triggers")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = {slug: trigger for slug, (trigger, _stop, _thread) in list(supervisor.running.items())}
+        if slugs <= set(running) and all(running[s].consumer and running[s].consumer.assignment() for s in slugs):
+            time.sleep(0.5)
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the triggers of {sorted(slugs)} were not assigned in {timeout}s")

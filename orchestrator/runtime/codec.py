@@ -19,6 +19,7 @@ from ..messages import (
     RunCommand,
     StepTask,
     WaitSubscription,
+    WindowInput,
 )
 
 DecodeError = msgspec.DecodeError
@@ -30,6 +31,7 @@ _history_decoder = msgspec.json.Decoder(HistoryEvent)
 _state_decoder = msgspec.json.Decoder(RunState)
 _definition_decoder = msgspec.json.Decoder(DefinitionRecord)
 _wait_decoder = msgspec.json.Decoder(WaitSubscription)
+_window_input_decoder = msgspec.json.Decoder(WindowInput)
 
 
 _headers_by_type: dict[type, list[tuple[str, bytes]]] = {}
@@ -83,3 +85,8 @@ def decode_wait(value: bytes) -> WaitSubscription:
 
 def to_builtins(message: Any) -> Any:
     return msgspec.to_builtins(message)
+
+
+def decode_window_input(value: bytes, headers=None) -> WindowInput:
+    _check_schema(headers)
+    return _window_input_decoder.decode(value)

@@ -15,9 +15,9 @@ import uuid
 from confluent_kafka import KafkaException, Producer
 from django.conf import settings
 
-from ..messages import LiveVersion, PublishedDefinition, RunCommand, StartRun
+from ..messages import LiveVersion, PublishedDefinition, RunCommand, StartRun, TriggerControl
 from . import codec
-from .kafka import producer_config
+from .kafka import base_config, producer_config
 from .topics import Topics
 
 _lock = threading.Lock()
@@ -76,7 +76,25 @@ def new_run_id() -> str:
 def publish_definition(slug: str, version: int, definition: dict, by: str = "") -> None:
     """Make `slug@version` available to runners and the live version for new runs."""
     offer_definition(slug, version, definition, by)
-    _produce(topics().definitions, slug, LiveVersion(slug=slug, version=version))
+    trigger = definition.get("trigger") or {}
+    topic = trigger.get("topic") if trigger.get("type") == "kafka" else None
+    _produce(topics().definitions, slug, LiveVersion(slug=slug, version=version, trigger_topic=topic,
+                                                     trigger_offsets=end_offsets(topic) if topic else None))
+
+
+def end_offsets(topic: str, timeout: float = 10.0) -> dict[str, int]:
+    """Where each partition of `topic` ends now ({} if the topic does not exist yet)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**base_config(), "group.id": f"sluice-offsets-{uuid.uuid4().hex}"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return {}
+        return {str(p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)[1]
+                for p in metadata.partitions}
+    finally:
+        consumer.close()
 
 
 def offer_definition(slug: str, version: int, definition: dict, by: str = "") -> None:
@@ -89,6 +107,11 @@ def offer_definition(slug: str, version: int, definition: dict, by: str = "") ->
 def unpublish_definition(slug: str) -> None:
     """No live version any more: runners stop the workflow's triggers; started runs finish."""
     _produce(topics().definitions, slug, LiveVersion(slug=slug, version=None))
+
+
+def set_trigger_paused(slug: str, paused: bool, by: str = "") -> None:
+    """Pause or resume a workflow's trigger on every runner (kept across restarts: compacted)."""
+    _produce(topics().definitions, f"{slug}#trigger", TriggerControl(slug=slug, paused=paused, by=by, ts=time.time()))
 
 
 def send_command(command: RunCommand) -> None:

@@ -16,7 +16,7 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from .. import spec
-from ..messages import LiveVersion, PublishedDefinition
+from ..messages import LiveVersion, PublishedDefinition, TriggerControl
 from . import codec
 from .kafka import consumer_config
 from .loops import poll_batch
@@ -30,10 +30,14 @@ class DefinitionRegistry:
         self._lock = threading.RLock()
         self._versions: dict[tuple[str, int], spec.WorkflowSpec] = {}
         self._live: dict[str, int] = {}
-        # When each workflow last went live (ms, the broker's time of the record that made it
-        # live after it was not): a Kafka trigger with start_from "published" starts there.
-        # Publishing a new version of a live workflow keeps the time.
+        # Since when (ms, the time of the record that made it so) each live workflow's trigger
+        # has listened where it does now: set when the workflow goes live, and again when a
+        # version with another trigger type or topic goes live. A Kafka trigger with start_from
+        # "published" starts there; a new version with the same trigger keeps the time.
         self._live_since: dict[str, int] = {}
+        self._paused: set[str] = set()
+        # Where each live Kafka trigger's topic ended when it went live: (topic, partition -> offset).
+        self._trigger_start: dict[str, tuple[str, dict[str, int]]] = {}
         self._consumer: Consumer | None = None
 
     def _open(self) -> Consumer:
@@ -74,7 +78,9 @@ class DefinitionRegistry:
     def _apply(self, msg) -> int:
         key = (msg.key() or b"").decode()
         if msg.value() is None:  # tombstone: a version or pointer removed
-            if "@" in key:
+            if key.endswith("#trigger"):
+                self._paused.discard(key.removesuffix("#trigger"))
+            elif "@" in key:
                 slug, _, version = key.rpartition("@")
                 self._versions.pop((slug, int(version)), None)
             else:
@@ -96,12 +102,28 @@ class DefinitionRegistry:
             if record.version is None:
                 self._live.pop(record.slug, None)
                 self._live_since.pop(record.slug, None)
+                self._trigger_start.pop(record.slug, None)
             else:
-                if record.slug not in self._live:
+                if record.slug not in self._live or self._listens_elsewhere(record.slug, record.version):
                     _kind, timestamp = msg.timestamp()
                     self._live_since[record.slug] = timestamp if timestamp > 0 else int(time.time() * 1000)
+                    if record.trigger_offsets is not None:
+                        self._trigger_start[record.slug] = (record.trigger_topic, dict(record.trigger_offsets))
+                    else:
+                        self._trigger_start.pop(record.slug, None)
                 self._live[record.slug] = record.version
+        elif isinstance(record, TriggerControl):
+            if record.paused:
+                self._paused.add(record.slug)
+            else:
+                self._paused.discard(record.slug)
         return 1
+
+    def _listens_elsewhere(self, slug: str, version: int) -> bool:
+        old, new = self._versions.get((slug, self._live.get(slug))), self._versions.get((slug, version))
+        if old is None or new is None:
+            return True
+        return (old.trigger.type, old.trigger.topic) != (new.trigger.type, new.trigger.topic)
 
     def get(self, slug: str, version: int) -> spec.WorkflowSpec | None:
         with self._lock:
@@ -126,9 +148,19 @@ class DefinitionRegistry:
             return self._live.get(slug)
 
     def live_since(self, slug: str) -> int | None:
-        """When `slug` went live (ms), if it is live."""
+        """Since when (ms) the live trigger of `slug` has listened where it does, if it is live."""
         with self._lock:
             return self._live_since.get(slug)
+
+    def trigger_start(self, slug: str, topic: str) -> dict[str, int] | None:
+        """Where `topic` ended when `slug`'s trigger on it went live (partition -> offset), if known."""
+        with self._lock:
+            start = self._trigger_start.get(slug)
+            return start[1] if start and start[0] == topic else None
+
+    def paused(self, slug: str) -> bool:
+        with self._lock:
+            return slug in self._paused
 
     def close(self) -> None:
         with self._lock:

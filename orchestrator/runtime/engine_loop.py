@@ -19,11 +19,10 @@ import heapq
 import logging
 import threading
 import time
-import uuid
 from collections import Counter, OrderedDict, defaultdict
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import Consumer
 from django.conf import settings
 
 from ..engine import (CancelChild, CloseWait, Dispatch, NotifyParent, OpenWait, Policy, Produce, Record, Rejected,
@@ -31,6 +30,7 @@ from ..engine import (CancelChild, CloseWait, Dispatch, NotifyParent, OpenWait, 
 from ..engine.state import RUN_SUCCEEDED, RunState
 from ..messages import CancelRun, ChildFinished, StartRun
 from . import codec
+from .changelog import restore
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
 from .loops import (IdleBackoff, Loop, check_size, consumed_offsets, dead_letter, dead_letter_alone, poll_batch,
@@ -122,46 +122,17 @@ class EngineLoop(Loop):
         log.info("engine: revoked partitions %s", sorted(revoked))
 
     def _restore(self, partitions: list[int]) -> int:
-        if not partitions:
-            return 0
-        reader = Consumer(consumer_config(f"sluice-restore-{uuid.uuid4().hex}"))
-        try:
-            tps = [TopicPartition(self.topics.state, p, OFFSET_BEGINNING) for p in partitions]
-            reader.assign(tps)
-            ends = {p: reader.get_watermark_offsets(TopicPartition(self.topics.state, p), timeout=10)
-                    for p in partitions}
-            pending = {p for p, (low, high) in ends.items() if high > low}
-            restored: dict[str, RunState | None] = {}
-            owner: dict[str, int] = {}
-            deadline = time.monotonic() + 120
-            while pending and time.monotonic() < deadline:
-                for msg in reader.consume(1000, timeout=0.2):
-                    if msg.error():
-                        continue
-                    run_id = msg.key().decode()
-                    owner[run_id] = msg.partition()
-                    restored[run_id] = None if msg.value() is None else codec.decode_state(msg.value())
-                # Done when the position (not the last message) reaches the end: transaction
-                # markers take offsets too.
-                for tp in reader.position([TopicPartition(self.topics.state, p) for p in list(pending)]):
-                    if tp.offset >= ends[tp.partition][1]:
-                        pending.discard(tp.partition)
-            if pending:
-                # Working on without every state would strand runs: stop, and be restarted.
-                raise RuntimeError(f"restore of {self.topics.state} partitions {sorted(pending)} "
-                                   f"did not reach the end in 120s")
-            count = 0
-            for run_id, state in restored.items():
-                if state is None:
-                    self._remember_finished(run_id)
-                    continue
-                self.states[run_id] = state
-                self.partition_of[run_id] = owner[run_id]
-                self._schedule(run_id, state)
-                count += 1
-            return count
-        finally:
-            reader.close()
+        count = 0
+        for key, (partition, state) in restore(self.topics.state, partitions, codec.decode_state).items():
+            run_id = key.decode()
+            if state is None:
+                self._remember_finished(run_id)
+                continue
+            self.states[run_id] = state
+            self.partition_of[run_id] = partition
+            self._schedule(run_id, state)
+            count += 1
+        return count
 
     def _remember_finished(self, run_id: str) -> None:
         self._finished[run_id] = None

@@ -30,7 +30,9 @@ from .definitions import DefinitionRegistry
 from .engine_loop import EngineLoop
 from .kafka import base_config, producer_config
 from .topics import Topics, ensure_topics
-from .triggers import TriggerLoop
+from .event_waits import EventWaitLoop
+from .triggers import TriggerSupervisor
+from .window_loop import WindowLoop
 from .worker_loop import WorkerLoop
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,9 @@ class Runner:
                 self.loops.append(WorkerLoop(self.topics, queue, self.instance_id, index, self.stop,
                                              concurrency=self.options.worker_concurrency))
         if self.options.triggers:
-            self.loops.append(TriggerLoop(self.topics, self.registry, self.instance_id, self.stop))
+            self.loops.append(TriggerSupervisor(self.topics, self.registry, self.instance_id, self.stop))
+            self.loops.append(EventWaitLoop(self.topics, self.instance_id, self.stop))
+            self.loops.append(WindowLoop(self.topics, self.registry, self.instance_id, self.stop))
 
     def start(self) -> None:
         self.prepare()
@@ -157,9 +161,10 @@ class Runner:
     def stats(self) -> dict:
         total: Counter = Counter()
         for loop in self.loops:
-            prefix = type(loop).__name__.replace("Loop", "").lower()
             for key, value in loop.stats.items():
-                total[f"{prefix}.{key}"] += value
+                total[f"{loop.stage}.{key}"] += value
+            for slug, lag in (loop.lags() if hasattr(loop, "lags") else {}).items():
+                total[f"{loop.stage}.lag:{slug}"] = lag
         return dict(total)
 
     def _heartbeat(self) -> None:

@@ -44,6 +44,16 @@ class Topics:
         return f"{self.prefix}dlq"
 
     @property
+    def windows_in(self) -> str:
+        """Windowed triggers' records re-keyed by window key (the repartition topic)."""
+        return f"{self.prefix}windows.in"
+
+    @property
+    def windows(self) -> str:
+        """Open windows per workflow and key (compacted changelog, co-partitioned with windows.in)."""
+        return f"{self.prefix}windows"
+
+    @property
     def producers(self) -> str:
         """Each loop's current transactional id, so a restart can fence it (transactions.py)."""
         return f"{self.prefix}producers"
@@ -72,6 +82,8 @@ class Topics:
             self.heartbeats: (1, compacted),
             self.dlq: (1, keep),
             self.producers: (1, compacted),
+            self.windows_in: (partitions, keep),
+            self.windows: (partitions, compacted),
         }
         for queue in queues:
             topics[self.tasks(queue)] = (partitions, keep)
