@@ -13,6 +13,9 @@ import pytest
 
 
 class EchoHandler(BaseHTTPRequestHandler):
+    # Authorization headers received, so a test can tell the secret really was sent.
+    received: list[str] = []
+
     def log_message(self, *args):  # keep test output clean
         pass
 
@@ -22,6 +25,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             self.rfile.read(length)
         url = urlsplit(self.path)
         authorization = self.headers.get("Authorization", "")
+        EchoHandler.received.append(authorization)
         payload = json.dumps({"path": url.path, "query": parse_qs(url.query), "authorization": authorization}).encode()
         self.send_response(500 if url.path == "/fail" else 200)
         self.send_header("Content-Type", "application/json")
@@ -35,6 +39,7 @@ class EchoHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_server():
+    EchoHandler.received = []
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
