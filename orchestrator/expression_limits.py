@@ -28,10 +28,11 @@ An evaluation over budget raises BudgetExceeded; `expressions` turns it into Exp
 ("... exceeded the time budget of 0.25 s"), the step fails, and the loop goes on.
 
 How the checks are wired, so that no syntax bypasses them:
-- `{% for %}` loops, `~` and list/dict/tuple literals are rewritten in the parsed tree into
-  calls of private filters (names with a dash, which template syntax cannot spell);
+- `{% for %}` loops, `~`, `+` (unless one operand is a number constant) and list/dict/tuple
+  literals are rewritten in the parsed tree into calls of private filters (names with a dash,
+  which template syntax cannot spell);
 - every filter and test is wrapped (`guard_filters`, `guard_tests`); every call goes through
-  the sandbox's `call`, the growing operators (`+ * % **`) through `call_binop`, and every
+  the sandbox's `call`, the other growing operators (`* % **`) through `call_binop`, and every
   `{{ }}` output through the environment's `finalize`; these hooks live on the environment
   (see `expressions._Environment`).
 """
@@ -57,7 +58,7 @@ MAX_SLOW_ITEMS = 20_000
 MAX_INT_BITS = 4096
 MAX_FORMAT_WIDTH = 10_000
 MAX_JSON_INDENT = 16
-# How many cheap steps pass between two looks at the clock (a look costs ~60 ns).
+# How many cheap steps pass between two looks at the clock (a look costs ~0.7 us).
 _TICKS_PER_CLOCK_CHECK = 32
 # A value measured at least this large is worth a look at the clock right away.
 _LARGE = 10_000
@@ -65,6 +66,7 @@ _LARGE = 10_000
 LOOP_FILTER = "sluice-loop"
 CONCAT_FILTER = "sluice-concat"
 LITERAL_FILTER = "sluice-literal"
+ADD_FILTER = "sluice-add"
 
 
 class BudgetExceeded(Exception):
@@ -94,15 +96,14 @@ class Budget:
     evaluations that take a few steps never pay for it (a read costs ~0.7 us).
     """
 
-    __slots__ = ("started", "ticks", "total", "_sizes")
-
-    def __init__(self):
-        self.started: float | None = None
-        self.ticks = 0
-        self.total = 0
-        # id -> (value, size) of containers measured in this evaluation: a value built from
-        # others (`[b, b, b]`) is measured from their sizes instead of walked again.
-        self._sizes: dict[int, tuple[Any, int]] | None = None
+    # Class attributes as the starting values: an evaluation creates a Budget on every render,
+    # and most never change more than `ticks`, so there is no __init__ to run.
+    started: float | None = None
+    ticks = 0
+    total = 0
+    # id -> (value, size) of containers measured in this evaluation: a value built from
+    # others (`[b, b, b]`) is measured from their sizes instead of walked again.
+    _sizes: dict[int, tuple[Any, int]] | None = None
 
     def tick(self) -> None:
         self.ticks += 1
@@ -138,7 +139,9 @@ class Budget:
             if size > limit:
                 break
             if isinstance(container, dict):
-                size += sum(len(key) for key in container if isinstance(key, str))
+                for key in container:
+                    if isinstance(key, str):
+                        size += len(key)
                 items = container.values()
             else:
                 items = container
@@ -179,21 +182,28 @@ class Budget:
             self.charge(self.measure(value), what)
             return value
         if hasattr(value, "__next__"):
-            return BudgetedIterator(self, value, what)
+            return BudgetedIterator(self, value, what, measure_items=True)
         self.tick()
         return value
 
 
 class BudgetedIterator:
-    """Iterates `iterable`, ticking the budget per item and charging what each item costs."""
+    """Iterates `iterable`, ticking the budget per item.
 
-    __slots__ = ("budget", "iterator", "what", "per_item")
+    `per_item` charges a fixed size per item (a loop's literal text); `measure_items` charges
+    the lists and tuples a filter's generator builds (`batch`, `slice`, `groupby`). Items that
+    are data passing through (what `select` or `map` yield) only tick: measuring every item
+    was most of the cost of a `map` over a list of objects.
+    """
 
-    def __init__(self, budget: Budget, iterable: Any, what: str, per_item: int = 0):
+    __slots__ = ("budget", "iterator", "what", "per_item", "measure_items")
+
+    def __init__(self, budget: Budget, iterable: Any, what: str, per_item: int = 0, measure_items: bool = False):
         self.budget = budget
         self.iterator = iter(iterable)
         self.what = what
         self.per_item = per_item
+        self.measure_items = measure_items
 
     def __iter__(self):
         return self
@@ -202,27 +212,36 @@ class BudgetedIterator:
         item = next(self.iterator)
         budget = self.budget
         if self.per_item:
-            budget.charge(self.per_item, self.what)
-        elif isinstance(item, (list, tuple, dict)):
+            budget.total += self.per_item
+            if budget.total > MAX_TOTAL_SIZE:
+                budget.charge(self.per_item, self.what)  # raises with the message
+            budget.ticks += 1
+            if not budget.ticks % _TICKS_PER_CLOCK_CHECK:
+                budget.check_time()
+        elif self.measure_items and isinstance(item, (list, tuple)):
             budget.charge(budget.measure(item), self.what)
         else:
             budget.tick()
         return item
 
 
-_state = threading.local()
+class _State(threading.local):
+    budget: Budget | None = None
+
+
+_state = _State()
 
 
 def current() -> Budget:
     """The budget of the evaluation running in this thread (a fresh one if none is)."""
-    budget = getattr(_state, "budget", None)
+    budget = _state.budget
     return budget if budget is not None else Budget()
 
 
-def begin() -> Budget | None:
-    """Start an evaluation's budget in this thread; returns the previous one for `end`."""
-    previous = getattr(_state, "budget", None)
-    _state.budget = Budget()
+def begin(budget: Budget) -> Budget | None:
+    """Make `budget` the running evaluation's in this thread; returns the previous one for `end`."""
+    previous = _state.budget
+    _state.budget = budget
     return previous
 
 
@@ -231,18 +250,33 @@ def end(previous: Budget | None) -> None:
 
 
 # ---- checks of arguments that scale a result ----------------------------------------------
-# A width or precision in a %-format or str.format spec ("%08.3f", "{:>20}").
-_FORMAT_NUMBER = re.compile(r"(?:%[-#0 +]*|\{[^{}]*:[^{}]*?)(\*|\d+)")
+# A %-conversion ("%08.3f", "%(name)-20s", "%*d") and a str.format field with a spec
+# ("{:>20}", "{0:.3f}", "{a:{w}}").
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_BRACE_SPEC = re.compile(r"\{[^{}]*?:((?:[^{}]|\{[^{}]*\})*)\}")
 
 
 def check_format(text: Any) -> None:
-    """Widths and precisions in a %-format or str.format spec ("%08.3f", "{:>20}")."""
-    if isinstance(text, str) and ("%" in text or "{" in text):
-        for number in _FORMAT_NUMBER.findall(text):
-            if number == "*" or int(number) > MAX_FORMAT_WIDTH:
-                raise BudgetExceeded(f"the size budget: format width {number} is too large "
-                                     f"(at most {MAX_FORMAT_WIDTH:,})")
+    """Widths and precisions in a %-format or str.format string: written out, and small.
 
+    `'%.99999999f' % 1` or `'{:>{w}}'.format('x', w=10**9)` would build gigabytes from a few
+    characters; a width that comes from an argument (`*`, a nested `{w}`) cannot be checked
+    before the string is built, so it is refused."""
+    if not isinstance(text, str):
+        return
+    numbers: list[str] = []
+    if "%" in text:
+        for width, precision in _PERCENT_SPEC.findall(text):
+            numbers += [width, precision]
+    if "{" in text:
+        for spec in _BRACE_SPEC.findall(text):
+            if "{" in spec:
+                raise BudgetExceeded("the size budget: a format width or precision must be written out, "
+                                     "not taken from an argument")
+            numbers += re.findall(r"\d+", spec)
+    for number in numbers:
+        if number == "*" or (number and int(number) > MAX_FORMAT_WIDTH):
+            raise BudgetExceeded(f"the size budget: format width {number} is too large (at most {MAX_FORMAT_WIDTH:,})")
 
 
 def _as_int(value: Any, default: int = 0) -> int:
@@ -316,10 +350,23 @@ def _pre_tojson(budget, value, indent=None, *_, **__):
 
 
 def _pre_slow(name):
+    # Per-item work in Python behind one call, which no tick can interrupt: bound the items.
     def check(budget, value, *_, **__):
         if isinstance(value, (list, tuple, dict, str)) and len(value) > MAX_SLOW_ITEMS:
             raise BudgetExceeded(f"the size budget: {name} takes at most {MAX_SLOW_ITEMS:,} items, "
                                  f"got {len(value):,}")
+    return check
+
+
+def _pre_slow_deep(name):
+    # Like _pre_slow, for filters that walk nested values (pprint, xmlattr, urlencode).
+    def check(budget, value, *_, **__):
+        if not isinstance(value, (list, tuple, dict)):
+            return
+        size = budget.measure(value)
+        if size > MAX_SLOW_ITEMS:
+            raise BudgetExceeded(f"the size budget: {name} takes at most {MAX_SLOW_ITEMS:,} characters or items, "
+                                 f"got {_describe(size)}")
     return check
 
 
@@ -328,10 +375,15 @@ PRE_CHECKS = {
     "format": _pre_format, "replace": _pre_replace, "join": _pre_join, "wordwrap": _pre_wordwrap,
     "urlize": _pre_urlize, "tojson": _pre_tojson,
     **{name: _pre_slow(name) for name in ("sort", "unique", "groupby", "dictsort", "min", "max")},
+    **{name: _pre_slow_deep(name) for name in ("pprint", "xmlattr", "urlencode")},
 }
 # Filters that walk their input lazily and may yield few items for many read (select and
 # friends): their input is iterated through the budget, so skipped items tick too.
 LAZY_INPUT = frozenset({"select", "reject", "selectattr", "rejectattr", "map", "unique"})
+# Filters whose generators yield more, or other, items than they read.
+BUILDS_ITEMS = frozenset({"batch", "slice"})
+# Below this many items, the work a filter does on its input is too small to tick per item.
+SMALL_INPUT = 1000
 
 
 def _pass_arg(function) -> str | None:
@@ -357,6 +409,7 @@ def guard_filter(name: str, function):
     pass_arg = _pass_arg(function)
     check = PRE_CHECKS.get(name)
     lazy = name in LAZY_INPUT
+    builds_items = name in BUILDS_ITEMS
 
     @pass_context
     def guarded(context, value=None, *args, **kwargs):
@@ -364,9 +417,19 @@ def guard_filter(name: str, function):
         budget.tick()
         if check is not None:
             check(budget, value, *args, **kwargs)
-        if lazy and isinstance(value, (list, tuple)):
+        small = isinstance(value, (list, tuple, dict, str)) and len(value) <= SMALL_INPUT
+        if lazy and not small:
             value = BudgetedIterator(budget, value, name)
         result = _call_with_pass_arg(function, pass_arg, context, (value, *args), kwargs)
+        if isinstance(result, str):  # the common case, kept short
+            size = len(result)
+            if size > _LARGE or budget.total + size > MAX_TOTAL_SIZE:
+                budget.charge(size, name)
+            else:
+                budget.total += size
+            return result
+        if small and not builds_items and hasattr(result, "__next__"):
+            return result  # at most SMALL_INPUT items of the input: not worth a tick each
         return budget.built(result, name)
 
     guarded.__name__ = f"guarded_{name}"
@@ -415,29 +478,65 @@ def _private_filters() -> dict:
     def literal(context, value):
         return current().built(value, "a literal")
 
-    return {LOOP_FILTER: loop, CONCAT_FILTER: concat, LITERAL_FILTER: literal}
+    @pass_context
+    def add(context, operands):
+        return binop("+", *operands)
+
+    return {LOOP_FILTER: loop, CONCAT_FILTER: concat, LITERAL_FILTER: literal, ADD_FILTER: add}
 
 
 # ---- operators and calls (called by the environment's hooks) -------------------------------
-def check_binop(budget: Budget, operator: str, left: Any, right: Any) -> None:
-    budget.tick()
+_SEQUENCES = (str, list, tuple)
+
+
+def binop(operator: str, left: Any, right: Any) -> Any:
+    """`left <operator> right` for the operators that can grow a value (`+ * % **`), checked
+    first. No tick: an operator runs once per evaluation unless a loop repeats it, and loops
+    tick on their own; arithmetic on numbers stays a type check away from the plain operator."""
+    if operator == "+":
+        if isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
+            budget = current()
+            budget.charge(budget.measure(left) + budget.measure(right), "+")
+        return left + right
+    if operator == "*":
+        if isinstance(left, int) and isinstance(right, int):
+            if abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+                raise BudgetExceeded("the size budget: the product is too large")
+        else:
+            for sequence, count in ((left, right), (right, left)):
+                if isinstance(sequence, _SEQUENCES) and isinstance(count, int):
+                    budget = current()
+                    budget.charge(budget.measure(sequence) * max(count, 0), "*")
+        return left * right
+    if operator == "%":
+        if not isinstance(left, str):
+            return left % right
+        check_format(left)
+        result = left % right
+        current().charge(len(result), "%")
+        return result
     if operator == "**":
         if isinstance(left, int) and isinstance(right, int) and right > 0:
             if max(abs(left), 2).bit_length() * right > MAX_INT_BITS:
                 raise BudgetExceeded(f"the size budget: {left} ** {right} is too large")
-    elif operator == "*":
-        if isinstance(left, int) and isinstance(right, int):
-            if abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
-                raise BudgetExceeded("the size budget: the product is too large")
-            return
-        for sequence, count in ((left, right), (right, left)):
-            if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
-                budget.charge(budget.measure(sequence) * max(count, 0), "*")
-    elif operator == "+":
-        if isinstance(left, (str, list, tuple)) and isinstance(right, (str, list, tuple)):
-            budget.charge(budget.measure(left) + budget.measure(right), "+")
-    elif operator == "%":
-        check_format(left)
+        return left**right
+    raise ValueError(f"operator {operator!r} is not budgeted")
+
+
+def output(value: Any) -> Any:
+    """Every `{{ ... }}` a template writes (the environment's `finalize`): all of it counts
+    against the evaluation's total, or a loop could write gigabytes between two clock reads."""
+    budget = _state.budget
+    if budget is None:
+        return value
+    if isinstance(value, str):
+        size = len(value)
+        if size > MAX_VALUE_SIZE or budget.total + size > MAX_TOTAL_SIZE:
+            budget.charge(size, "output")  # raises with the message
+        budget.total += size
+    elif isinstance(value, (list, tuple, dict)):
+        budget.charge(budget.measure(value), "output")
+    return value
 
 
 # Methods of built-in values a template may call, and the argument checks some need. Other
@@ -457,6 +556,7 @@ SAFE_METHODS = {
     list: frozenset({"copy", "count", "index"}),
     tuple: frozenset({"count", "index"}),
     int: _NUMBER_METHODS - {"hex"},
+    bool: _NUMBER_METHODS - {"hex"},
     float: _NUMBER_METHODS,
 }
 
@@ -464,16 +564,17 @@ SAFE_METHODS = {
 def check_call(budget: Budget, function: Any, args: tuple, kwargs: dict) -> None:
     budget.tick()
     owner = getattr(function, "__self__", None)
+    if owner is None:
+        return  # a function or macro, not a method of a value
+    allowed = SAFE_METHODS.get(type(owner))
+    if allowed is None:
+        kind = next((kind for kind in SAFE_METHODS if isinstance(owner, kind)), None)
+        if kind is None:
+            return  # a method of one of Jinja's own objects (loop.cycle, caller, ...)
+        allowed = SAFE_METHODS[kind]
     name = getattr(function, "__name__", "")
-    for kind in (str, dict, list, tuple, bool, int, float):
-        if isinstance(owner, kind):
-            allowed = SAFE_METHODS.get(int if kind is bool else kind, frozenset())
-            if name not in allowed:
-                raise SecurityError(f"method {name!r} of {type(owner).__name__} values is not available "
-                                    "in expressions")
-            break
-    else:
-        return
+    if name not in allowed:
+        raise SecurityError(f"method {name!r} of {type(owner).__name__} values is not available in expressions")
     if not isinstance(owner, str):
         return
     if name in ("center", "ljust", "rjust", "zfill") and args:
@@ -549,6 +650,16 @@ class _BudgetRewriter(NodeTransformer):
         node.iter = nodes.Filter(node.iter, LOOP_FILTER, [nodes.Const(literal)], [], None, None,
                                  lineno=node.lineno)
         return node
+
+    def visit_Add(self, node: nodes.Add) -> nodes.Node:
+        # `+` joins strings and lists too. Only an operand that is a number constant
+        # (`trigger.n + 1`, most uses) proves it is arithmetic and lets Python add directly.
+        self.generic_visit(node)
+        if any(isinstance(side, nodes.Const) and isinstance(side.value, (int, float)) and not isinstance(side.value, bool)
+               for side in (node.left, node.right)):
+            return node
+        return nodes.Filter(nodes.Tuple([node.left, node.right], "load", lineno=node.lineno), ADD_FILTER, [], [],
+                            None, None, lineno=node.lineno)
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
         self.generic_visit(node)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import functools
 import os
 import re
-import threading
 from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateError, Undefined, meta, nodes
@@ -49,6 +48,8 @@ from .expression_limits import BudgetExceeded, TooComplex
 
 SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SECRET_MARKER = re.compile(r"«secret:([A-Za-z_][A-Za-z0-9_]*)»")
+# What secret() returns while an evaluation runs: the marker plus that evaluation's nonce.
+_NONCED_MARKER = re.compile(r"«secret:([A-Za-z_][A-Za-z0-9_]*):([0-9a-f]{16})»")
 # The rendered config's key listing the secret markers rendering produced (see the module doc).
 SECRET_REFS_KEY = "$secrets"
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
@@ -64,24 +65,23 @@ class ExpressionError(ValueError):
 
 
 # ---- secret markers ----------------------------------------------------------------------
-class _Evaluation(threading.local):
-    """Per thread: the nonce of the running evaluation's secret markers, and how many secret()
-    calls it made."""
+class _Evaluation(limits.Budget):
+    """One evaluation in progress: its budgets, and the nonce of the secret markers it made."""
 
     nonce: str | None = None
-    secret_calls: int = 0
-
-
-_evaluation = _Evaluation()
+    secret_calls = 0
 
 
 def _secret(name: str) -> str:
     if not isinstance(name, str) or not SECRET_NAME.fullmatch(name):
         raise ExpressionError(f"secret() takes a name of letters, digits and underscores, got {name!r}")
-    if _evaluation.nonce is None:
-        _evaluation.nonce = os.urandom(8).hex()
-    _evaluation.secret_calls += 1
-    return f"«secret:{name}:{_evaluation.nonce}»"
+    evaluation = limits.current()
+    if not isinstance(evaluation, _Evaluation):
+        raise ExpressionError("secret() is only available while a step's config is rendered")
+    if evaluation.nonce is None:
+        evaluation.nonce = os.urandom(8).hex()
+    evaluation.secret_calls += 1
+    return f"«secret:{name}:{evaluation.nonce}»"
 
 
 def _escape_pointer(key: str) -> str:
@@ -93,44 +93,40 @@ def _seal(value: Any, nonce: str, calls: int) -> tuple[Any, list[dict]]:
 
     Returns (sealed value, [{"at": JSON pointer, "offset": n, "name": NAME}, ...]).
     """
-    pattern = re.compile(rf"«secret:([A-Za-z_][A-Za-z0-9_]*):{nonce}»")
     refs: list[dict] = []
+    suffix = f":{nonce}»"
 
-    def seal_text(text: str, pointer: str) -> str:
-        if nonce not in text:
-            return text
-        parts, position, length = [], 0, 0
-        for match in pattern.finditer(text):
-            literal = text[position:match.start()]
-            marker = f"«secret:{match.group(1)}»"
-            parts.append(literal)
-            length += len(literal)
-            refs.append({"at": pointer, "offset": length, "name": match.group(1)})
-            parts.append(marker)
-            length += len(marker)
-            position = match.end()
-        parts.append(text[position:])
-        sealed = "".join(parts)
-        if nonce in sealed:
+    def seal_text(text: str, path: tuple) -> str:
+        pointer = "".join(f"/{_escape_pointer(part)}" for part in path)
+        ours = 0
+        for match in _NONCED_MARKER.finditer(text):
+            if match.group(2) == nonce:  # other nonces: the shape of a marker, from data
+                refs.append({"at": pointer, "offset": match.start() - ours * (len(suffix) - 1),
+                             "name": match.group(1)})
+                ours += 1
+        sealed = text.replace(suffix, "»")
+        # Every use of the nonce must be in a whole marker (`secret('X')[3:]` is not).
+        if ours != text.count(suffix) or nonce in sealed:
             raise ExpressionError("secret() must reach the result whole: a filter, slice or operator changed its "
                                   "marker (the value is only known on the worker, when the step runs)")
         return sealed
 
-    def walk(item: Any, pointer: str) -> Any:
+    def walk(item: Any, path: tuple) -> Any:
+        # The pointer is only spelled out for a text that holds a marker.
         if isinstance(item, str):
-            return seal_text(item, pointer)
+            return seal_text(item, path) if nonce in item else item
         if isinstance(item, dict):
             sealed = {}
             for key, sub in item.items():
                 if nonce in key:
                     raise ExpressionError("secret() cannot be used in a key, only in values")
-                sealed[key] = walk(sub, f"{pointer}/{_escape_pointer(key)}")
+                sealed[key] = walk(sub, (*path, key))
             return sealed
         if isinstance(item, list):
-            return [walk(sub, f"{pointer}/{index}") for index, sub in enumerate(item)]
+            return [walk(sub, (*path, index)) for index, sub in enumerate(item)]
         return item
 
-    sealed = walk(value, "")
+    sealed = walk(value, ())
     if len(refs) < calls:
         raise ExpressionError("secret() must reach the result: its value is only known on the worker, when the "
                               "step runs, so it cannot be compared, tested or measured in an expression")
@@ -140,8 +136,9 @@ def _seal(value: Any, nonce: str, calls: int) -> tuple[Any, list[dict]]:
 # ---- the environment ---------------------------------------------------------------------
 class _Environment(ImmutableSandboxedEnvironment):
     # Intercepting these also stops Jinja from folding constant expressions at compile time,
-    # which would otherwise hang validation itself (`9 ** 9999999`).
-    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    # which would otherwise hang validation itself (`9 ** 9999999`). `+` is routed through the
+    # budget by the tree rewrite instead (see expression_limits), so `x + 1` stays plain.
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         # Definitions work on JSON objects: `trigger.items` must be the "items" key of the
@@ -155,10 +152,7 @@ class _Environment(ImmutableSandboxedEnvironment):
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
 
     def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
-        budget = limits.current()
-        limits.check_binop(budget, operator, left, right)
-        result = super().call_binop(context, operator, left, right)
-        return budget.built(result, operator) if operator == "%" else result
+        return limits.binop(operator, left, right)
 
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's signature)
         budget = limits.current()
@@ -181,14 +175,8 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super()._generate(limits.rewrite(source, self), name, filename, defer_init=defer_init)
 
 
-def _finalize(value: Any) -> Any:
-    """Every `{{ ... }}` output of a template: its size counts against the budget."""
-    budget = limits.current()
-    budget.charge(budget.measure(value) if not isinstance(value, str) else len(value), "output")
-    return value
-
-
-_env = _Environment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True, finalize=_finalize)
+_env = _Environment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True,
+                   finalize=limits.output)
 _env.globals = {"secret": _secret}  # drop Jinja's default globals (range, cycler, ...)
 _env.filters = limits.guard_filters(_env.filters)
 _env.tests = limits.guard_tests(_env.tests)
@@ -307,28 +295,15 @@ def _run_expression(compiled, variables: dict) -> Any:
 
 def _run_template(template, variables: dict) -> str:
     text = _env.concat(template.root_render_func(template.new_context(variables, shared=True)))
-    limits.current().charge(len(text), "the template")
+    if len(text) > limits.MAX_VALUE_SIZE:
+        limits.current().charge(len(text), "the template")  # raises, naming the limit
     return text
 
 
-class _Evaluating:
-    """One evaluation: its budget and its secret markers, for the thread that runs it."""
-
-    __slots__ = ("previous_budget", "previous_nonce", "previous_calls")
-
-    def __init__(self):
-        self.previous_budget = limits.begin()
-        self.previous_nonce, self.previous_calls = _evaluation.nonce, _evaluation.secret_calls
-        _evaluation.nonce, _evaluation.secret_calls = None, 0
-
-    def seal(self, value: Any) -> tuple[Any, list[dict]]:
-        if _evaluation.nonce is None:
-            return value, []
-        return _seal(value, _evaluation.nonce, _evaluation.secret_calls)
-
-    def close(self) -> None:
-        limits.end(self.previous_budget)
-        _evaluation.nonce, _evaluation.secret_calls = self.previous_nonce, self.previous_calls
+def _sealed(evaluation: _Evaluation, value: Any) -> tuple[Any, list[dict]]:
+    if evaluation.nonce is None:
+        return value, []
+    return _seal(value, evaluation.nonce, evaluation.secret_calls)
 
 
 def _evaluate(expression: str, variables: dict) -> Any:
@@ -345,11 +320,12 @@ def _evaluate(expression: str, variables: dict) -> Any:
 
 def evaluate(expression: str, context: dict) -> Any:
     """Evaluate a bare expression (a condition or filter) to a value."""
-    evaluation = _Evaluating()
+    evaluation = _Evaluation()
+    previous = limits.begin(evaluation)
     try:
-        return evaluation.seal(_evaluate(expression, _variables(context)))[0]
+        return _sealed(evaluation, _evaluate(expression, _variables(context)))[0]
     finally:
-        evaluation.close()
+        limits.end(previous)
 
 
 def render(value: Any, context: dict) -> Any:
@@ -365,14 +341,15 @@ def render(value: Any, context: dict) -> Any:
 def render_with_secrets(value: Any, context: dict) -> tuple[Any, list[dict]]:
     """Render `value` like `render`, and say where the secret markers rendering produced are:
     `[{"at": JSON pointer into the result, "offset": n, "name": NAME}, ...]`."""
-    evaluation = _Evaluating()
+    evaluation = _Evaluation()
+    previous = limits.begin(evaluation)
     try:
-        return evaluation.seal(_render(value, _variables(context)))
+        return _sealed(evaluation, _render(value, _variables(context)))
     except RecursionError:
         # JSON nested deeper than Python's stack: an error for the step, not a crashed engine.
         raise ExpressionError("the value is nested too deeply to render") from None
     finally:
-        evaluation.close()
+        limits.end(previous)
 
 
 def _render(value: Any, variables: dict) -> Any:

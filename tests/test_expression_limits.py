@@ -53,6 +53,11 @@ def test_runaway_evaluations_stop_at_the_time_budget(template):
     "[1] | tojson(indent=100000)",
     "trigger.numbers | sort",
     "9 ** 1000 * 9 ** 1000",
+    # Widths and precisions: written out and small, never taken from an argument.
+    "'%.99999999f' % 1.5", "'{:.99999999f}'.format(1.5)", "'%(a)99999999d' | format(a=1)",
+    "'{0:>{1}}'.format('x', 10 ** 9)", "'{a:{w}}'.format_map({'a': 'x', 'w': 10 ** 9})", "'%*d' % (10 ** 9, 1)",
+    # Filters that walk nested values in Python take bounded input.
+    "trigger.numbers | pprint", "trigger.numbers | urlencode",
 ])
 def test_building_too_much_is_refused_before_it_is_built(expression):
     with pytest.raises(ExpressionError, match=r"exceeded the size budget|too large"):
@@ -94,6 +99,9 @@ def test_range_and_friends_do_not_exist():
     ("trigger.numbers | select('odd') | list | length", 50000),
     ("trigger.numbers | tojson | length", 688890),
     ("'%05d|%s' % (7, 'x' * 100)", "00007|" + "x" * 100),
+    ("'%(a)s-%(b)05.1f %%' % {'a': 1, 'b': 2}", "1-002.0 %"),
+    ("'{0}:{1:>5}|{x:.2f}'.format(1, 2, x=3.14159)", "1:    2|3.14"),
+    ("'{{literal}}'.format()", "{literal}"),
     ("'ab'.center(6) ~ 'x'.zfill(3) ~ ','.join(['a', 'b']) ~ 'a-b'.replace('-', '+')", "  ab  00xa,ba+b"),
     ("{'a': [1, (2, 3)], 'b': trigger.name}", {"a": [1, [2, 3]], "b": "Ada"}),
 ])
