@@ -84,7 +84,7 @@ def resolve(config: Any, environ=None) -> Any:
         by_pointer.setdefault(ref["at"], []).append((ref["offset"], ref["name"]))
     for pointer, entries in by_pointer.items():
         parent, key = _locate(resolved, pointer)
-        text = parent[key] if parent is not None else resolved
+        text = parent[key]
         if not isinstance(text, str):
             raise SecretError(f"secret reference at {pointer!r} does not point at a text in the step's config")
         # From the last marker to the first, so earlier offsets stay valid.
@@ -95,17 +95,15 @@ def resolve(config: Any, environ=None) -> Any:
             value = _secret_value(name, environ)
             MASKER.add(value)
             text = text[:offset] + value + text[offset + len(marker):]
-        if parent is None:
-            return text  # a config that is one string (not produced by render_config)
         parent[key] = text
     return resolved
 
 
 def _locate(document: Any, pointer: str) -> tuple[Any, Any]:
-    """The container holding the value at `pointer`, and its key; (None, None) for the root."""
+    """The container holding the value at `pointer`, and its key."""
     parts = _pointer_parts(pointer)
     if not parts:
-        return None, None
+        raise SecretError("a secret reference points at the whole config, not at a text in it")
     node = document
     for part in parts[:-1]:
         node = _child(node, part, pointer)

@@ -115,6 +115,7 @@ def test_an_empty_secret_resolves_and_masks_nothing():
     [{"at": "/missing", "offset": 0, "name": "S"}],
     [{"at": "/input/0", "offset": 0, "name": "S"}],
     [{"at": "input", "offset": 0, "name": "S"}],
+    [{"at": "", "offset": 0, "name": "S"}],
     [{"at": "/input", "offset": 0, "name": "not a name"}],
     "garbage",
 ])
