@@ -54,6 +54,32 @@ CASES = [
 ]
 
 
+# The reproductions of the expression stalls and crashes: how long until each is refused.
+BOMB_DATA = {"trigger": {"items": list(range(3163))}}
+BOMBS = [
+    ("10-million-step loop", "render",
+     "{% for a in trigger['items'] %}{% for b in trigger['items'] %}{{ b }}{% endfor %}{% endfor %}"),
+    ("`[1] | batch(3000000, 0)`", "evaluate", "[1] | batch(3000000, 0) | list | length"),
+    ("5,000 parentheses", "evaluate", "(" * 5000 + "1" + ")" * 5000),
+    ("5,000 `not`s", "evaluate", "not " * 5000 + "true"),
+    ("2,000 nested `{% if %}`", "render", "{% if true %}" * 2000 + "x" + "{% endif %}" * 2000),
+]
+
+
+def time_to_refuse(module, kind: str, value) -> tuple[float, str]:
+    """(CPU ms, outcome) of one evaluation of a bomb on a cold cache."""
+    started = time.thread_time()
+    try:
+        if kind == "evaluate":
+            module.evaluate(value, BOMB_DATA)
+        else:
+            module.render(value, BOMB_DATA)
+        outcome = "finished"
+    except BaseException as exc:  # the point is to see what escapes
+        outcome = f"{type(exc).__name__}: {str(exc)[-60:]}"
+    return (time.thread_time() - started) * 1000, outcome
+
+
 def time_per_call(function, seconds: float) -> float:
     """CPU microseconds per call, calling in chunks until `seconds` of CPU time have passed."""
     calls, started = 0, time.thread_time()
@@ -120,6 +146,14 @@ def main() -> None:
     if len(modules) == 2:
         headers += ["added (us, min)", "added (%, min)"]
     print(table("Rendering on a warm cache, CPU time of one thread (microseconds per render)", headers, rows))
+    print()
+    rows = []
+    for label, kind, value in BOMBS:
+        for name, module in modules.items():
+            milliseconds, outcome = time_to_refuse(module, kind, value)
+            rows.append([label, name, milliseconds, outcome])
+    print(table("Over budget: CPU time until the evaluation ends, and how it ends", ["case", "code", "CPU (ms)", "outcome"],
+                rows))
 
 
 if __name__ == "__main__":
