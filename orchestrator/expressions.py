@@ -84,7 +84,8 @@ def _secret(name: str) -> str:
     return f"«secret:{name}:{evaluation.nonce}»"
 
 
-def _escape_pointer(key: str) -> str:
+def pointer_part(key: Any) -> str:
+    """A key or index escaped for a JSON pointer (RFC 6901): "~" -> "~0", "/" -> "~1"."""
     return str(key).replace("~", "~0").replace("/", "~1")
 
 
@@ -97,7 +98,7 @@ def _seal(value: Any, nonce: str, calls: int) -> tuple[Any, list[dict]]:
     suffix = f":{nonce}»"
 
     def seal_text(text: str, path: tuple) -> str:
-        pointer = "".join(f"/{_escape_pointer(part)}" for part in path)
+        pointer = "".join(f"/{pointer_part(part)}" for part in path)
         ours = 0
         for match in _NONCED_MARKER.finditer(text):
             if match.group(2) == nonce:  # other nonces: the shape of a marker, from data

@@ -235,8 +235,7 @@ class StepType:
             except expressions.ExpressionError as exc:
                 # Same exception type, now naming the field, so run errors point at the form field.
                 raise expressions.ExpressionError(f"config.{key}: {exc}") from None
-            pointer = "/" + str(key).replace("~", "~0").replace("/", "~1")
-            refs += [{**ref, "at": pointer + ref["at"]} for ref in key_refs]
+            refs += [{**ref, "at": f"/{expressions.pointer_part(key)}{ref['at']}"} for ref in key_refs]
         if refs and self.runs_on == "worker":
             rendered[expressions.SECRET_REFS_KEY] = refs
         return rendered
@@ -273,5 +272,8 @@ class StepType:
 
     # ---- worker-run types ----
     def execute(self, config: dict, task: TaskContext) -> Any:
-        """Do the work with the rendered, secret-resolved config; return output or raise."""
+        """Do the work with the rendered, secret-resolved config; return output or raise.
+
+        Raise StepFailure (or a subclass) for a failure the message explains in full: it is
+        reported as that sentence. Anything else is reported with its traceback."""
         raise NotImplementedError(f"{self.name} is not run by a worker")
