@@ -10,9 +10,26 @@ Two forms appear in a definition:
 Names available: `trigger`, `record` (for Kafka-triggered runs), `steps.<id>.output`, `run`,
 `event` (in wait_for_event key expressions) and `secret('NAME')`.
 
-Secrets: `secret('NAME')` renders to a marker, `«secret:NAME»`, not to the value. Markers pass
-through the engine, Kafka and history untouched; only a worker about to call out resolves them
-(`resolve_secrets`) from its own environment. So a secret's value is never stored or shown.
+Limits: what an evaluation may cost (source size, nesting, size and time budgets) is decided in
+`expression_limits`; this module wires those checks into the environment.
+
+Secrets: `secret('NAME')` never renders the value. Rendering leaves a marker, `«secret:NAME»`,
+in the rendered text, and `render_with_secrets` also returns where each marker it produced
+sits (a JSON pointer and an offset). Only a worker about to call out resolves them
+(`orchestrator.secrets.resolve`), and only at those positions. So a marker that comes from
+data (run input `{"name": "«secret:HOME»"}`, a Kafka record, a step's output) stays text:
+
+    Data can hold any text, including the marker's. While one evaluation runs, `secret()`
+    returns the marker with a random nonce (`«secret:NAME:3f9c...»`) drawn for that
+    evaluation; data written before the evaluation cannot know it. After rendering, the
+    markers carrying the nonce are the ones `secret()` produced: their positions are recorded
+    and the nonce is removed. The positions travel outside the rendered values (the config's
+    `$secrets` entry, which templates and data cannot write: only `render_config` sets top
+    level keys), so the worker never has to guess which `«secret:...»` text is a reference.
+    No key is shared between processes and nothing replayable is shown in history.
+
+A `secret()` whose marker does not reach the result whole (compared, sliced, passed to a
+filter that changes it) is an error: its value is unknown until the worker resolves it.
 """
 
 from __future__ import annotations
@@ -26,46 +43,102 @@ from jinja2 import ChainableUndefined, TemplateError, Undefined, meta, nodes
 from jinja2.parser import Parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from . import expression_limits as limits
+from .expression_limits import BudgetExceeded, TooComplex
+
+SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SECRET_MARKER = re.compile(r"«secret:([A-Za-z_][A-Za-z0-9_]*)»")
+# What secret() returns while an evaluation runs: the marker plus that evaluation's nonce.
+_NONCED_MARKER = re.compile(r"«secret:([A-Za-z_][A-Za-z0-9_]*):([0-9a-f]{16})»")
+# The rendered config's key listing the secret markers rendering produced (see the module doc).
+SECRET_REFS_KEY = "$secrets"
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(.*)\}\}\s*$", re.DOTALL)
 CONTEXT_NAMES = ("trigger", "record", "steps", "run", "event", "secret")
+# Compiled texts kept per process: validation in the designer sees a new text on every edit.
+COMPILED_CACHE_SIZE = 4096
+# How much of an expression an error message quotes.
+EXCERPT_CHARS = 120
 
 
 class ExpressionError(ValueError):
     """An expression or template that does not parse or cannot be evaluated."""
 
 
+# ---- secret markers ----------------------------------------------------------------------
+class _Evaluation(limits.Budget):
+    """One evaluation in progress: its budgets, and the nonce of the secret markers it made."""
+
+    nonce: str | None = None
+    secret_calls = 0
+
+
 def _secret(name: str) -> str:
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+    if not isinstance(name, str) or not SECRET_NAME.fullmatch(name):
         raise ExpressionError(f"secret() takes a name of letters, digits and underscores, got {name!r}")
-    return f"«secret:{name}»"
+    evaluation = limits.current()
+    if not isinstance(evaluation, _Evaluation):
+        raise ExpressionError("secret() is only available while a step's config is rendered")
+    if evaluation.nonce is None:
+        evaluation.nonce = os.urandom(8).hex()
+    evaluation.secret_calls += 1
+    return f"«secret:{name}:{evaluation.nonce}»"
 
 
-# Bounds on what one operator or filter may build, so a definition cannot stall the engine
-# (or validation, which compiles templates) with `{{ 9 ** 9999999 }}`, `{{ 'x' * 10 ** 10 }}`,
-# `{{ '%999999999d' % 1 }}` or `{{ 'x' | center(10 ** 9) }}`: Jinja's sandbox limits none of them.
-MAX_POWER_BITS = 4096
-MAX_SEQUENCE_LENGTH = 1_000_000
-MAX_FORMAT_WIDTH = 10_000
-# A width or precision in a %-format or str.format spec ("%08.3f", "{:>20}").
-_FORMAT_NUMBER = re.compile(r"(?:%[-#0 +]*|\{[^{}]*:[^{}]*?)(\*|\d+)")
+def pointer_part(key: Any) -> str:
+    """A key or index escaped for a JSON pointer (RFC 6901): "~" -> "~0", "/" -> "~1"."""
+    return str(key).replace("~", "~0").replace("/", "~1")
 
 
-def _check_format(text: Any) -> None:
-    if isinstance(text, str):
-        for number in _FORMAT_NUMBER.findall(text):
-            if number == "*" or int(number) > MAX_FORMAT_WIDTH:
-                raise SecurityError(f"format width {number} is too large (at most {MAX_FORMAT_WIDTH})")
+def _seal(value: Any, nonce: str, calls: int) -> tuple[Any, list[dict]]:
+    """`value` with this evaluation's markers turned into plain `«secret:NAME»`, and where they are.
+
+    Returns (sealed value, [{"at": JSON pointer, "offset": n, "name": NAME}, ...]).
+    """
+    refs: list[dict] = []
+    suffix = f":{nonce}»"
+
+    def seal_text(text: str, path: tuple) -> str:
+        pointer = "".join(f"/{pointer_part(part)}" for part in path)
+        ours = 0
+        for match in _NONCED_MARKER.finditer(text):
+            if match.group(2) == nonce:  # other nonces: the shape of a marker, from data
+                refs.append({"at": pointer, "offset": match.start() - ours * (len(suffix) - 1),
+                             "name": match.group(1)})
+                ours += 1
+        sealed = text.replace(suffix, "»")
+        # Every use of the nonce must be in a whole marker (`secret('X')[3:]` is not).
+        if ours != text.count(suffix) or nonce in sealed:
+            raise ExpressionError("secret() must reach the result whole: a filter, slice or operator changed its "
+                                  "marker (the value is only known on the worker, when the step runs)")
+        return sealed
+
+    def walk(item: Any, path: tuple) -> Any:
+        # The pointer is only spelled out for a text that holds a marker.
+        if isinstance(item, str):
+            return seal_text(item, path) if nonce in item else item
+        if isinstance(item, dict):
+            sealed = {}
+            for key, sub in item.items():
+                if nonce in key:
+                    raise ExpressionError("secret() cannot be used in a key, only in values")
+                sealed[key] = walk(sub, (*path, key))
+            return sealed
+        if isinstance(item, list):
+            return [walk(sub, (*path, index)) for index, sub in enumerate(item)]
+        return item
+
+    sealed = walk(value, ())
+    if len(refs) < calls:
+        raise ExpressionError("secret() must reach the result: its value is only known on the worker, when the "
+                              "step runs, so it cannot be compared, tested or measured in an expression")
+    return sealed, refs
 
 
-def _check_size(size: int, what: str) -> None:
-    if size > MAX_SEQUENCE_LENGTH:
-        raise SecurityError(f"{what} would build {size} items or characters (at most {MAX_SEQUENCE_LENGTH})")
-
-
+# ---- the environment ---------------------------------------------------------------------
 class _Environment(ImmutableSandboxedEnvironment):
     # Intercepting these also stops Jinja from folding constant expressions at compile time,
-    # which would otherwise hang validation itself.
+    # which would otherwise hang validation itself (`9 ** 9999999`). `+` is routed through the
+    # budget by the tree rewrite instead (see expression_limits), so `x + 1` stays plain.
     intercepted_binops = frozenset({"*", "**", "%"})
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -80,74 +153,39 @@ class _Environment(ImmutableSandboxedEnvironment):
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
 
     def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0:
-            if max(abs(left), 2).bit_length() * right > MAX_POWER_BITS:
-                raise SecurityError(f"{left} ** {right} is too large")
-        if operator == "*":
-            for sequence, count in ((left, right), (right, left)):
-                if isinstance(sequence, (str, list, tuple)) and isinstance(count, int):
-                    if len(sequence) * count > MAX_SEQUENCE_LENGTH:
-                        raise SecurityError(f"repeating a sequence {count} times is too large")
-        if operator == "%":
-            _check_format(left)
-        return super().call_binop(context, operator, left, right)
+        return limits.binop(operator, left, right)
+
+    def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's signature)
+        budget = limits.current()
+        limits.check_call(budget, __obj, args, kwargs)
+        return budget.built(super().call(__context, __obj, *args, **kwargs), "a call")
 
     def wrap_str_format(self, value: Any):
         wrapped = super().wrap_str_format(value)
         if wrapped is None:
             return None
-        _check_format(value.__self__)  # "{:>999999999}".format(1)
+        limits.check_format(value.__self__)  # "{:>999999999}".format(1)
         return wrapped
 
+    def _parse(self, source, name, filename):
+        limits.check_source(self, source, expression=False)
+        return super()._parse(source, name, filename)
 
-def _guarded_filters(filters: dict) -> dict:
-    """Jinja's filters, with the ones that can multiply their input's size bounded first."""
-    center, indent, format_, replace, join, wordwrap = (
-        filters[name] for name in ("center", "indent", "format", "replace", "join", "wordwrap"))
-
-    def safe_center(value, width=80):
-        _check_size(int(width), "center")
-        return center(value, width)
-
-    def safe_indent(value, width=4, *args, **kwargs):
-        if isinstance(width, int):
-            _check_size(width * (str(value).count("\n") + 1), "indent")
-        elif isinstance(width, str):
-            _check_size(len(width) * (str(value).count("\n") + 1), "indent")
-        return indent(value, width, *args, **kwargs)
-
-    def safe_format(value, *args, **kwargs):
-        _check_format(value)
-        return format_(value, *args, **kwargs)
-
-    def safe_replace(eval_ctx, value, old, new, count=None):
-        text = str(value)
-        occurrences = text.count(str(old)) if str(old) else len(text) + 1
-        _check_size(len(text) + occurrences * len(str(new)), "replace")
-        return replace(eval_ctx, value, old, new, count)
-
-    def safe_join(eval_ctx, value, d="", attribute=None):
-        if isinstance(value, (list, tuple)):
-            _check_size(len(value) * (len(str(d)) + 1), "join")
-        return join(eval_ctx, value, d, attribute)
-
-    def safe_wordwrap(environment, s, width=79, break_long_words=True, wrapstring=None, *args, **kwargs):
-        if wrapstring is not None:
-            _check_size(len(str(s)) * (len(str(wrapstring)) + 1), "wordwrap")
-        return wordwrap(environment, s, width, break_long_words, wrapstring, *args, **kwargs)
-
-    # Keep Jinja's pass_eval_context / pass_environment markers on the wrappers.
-    for original, wrapper in ((replace, safe_replace), (join, safe_join), (wordwrap, safe_wordwrap)):
-        wrapper.jinja_pass_arg = original.jinja_pass_arg
-    return {**filters, "center": safe_center, "indent": safe_indent, "format": safe_format,
-            "replace": safe_replace, "join": safe_join, "wordwrap": safe_wordwrap}
+    def _generate(self, source, name, filename, defer_init=False):
+        limits.check_tree(source)
+        return super()._generate(limits.rewrite(source, self), name, filename, defer_init=defer_init)
 
 
-_env = _Environment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
+_env = _Environment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True,
+                   finalize=limits.output)
 _env.globals = {"secret": _secret}  # drop Jinja's default globals (range, cycler, ...)
-_env.filters = _guarded_filters(_env.filters)
-_compiled_expressions: dict[str, Any] = {}
-_compiled_templates: dict[str, Any] = {}
+_env.filters = limits.guard_filters(_env.filters)
+_env.tests = limits.guard_tests(_env.tests)
+
+
+def _excerpt(text: str) -> str:
+    text = text.strip()
+    return repr(text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "...")
 
 
 def _why(exc: Exception) -> str:
@@ -202,34 +240,46 @@ def check_template(text: str) -> None:
 def _compile_expression(expression: str):
     if not isinstance(expression, str) or not expression.strip():
         raise ExpressionError("expression is empty")
-    compiled = _compiled_expressions.get(expression)
-    if compiled is None:
-        try:
-            compiled = _env.compile_expression(expression, undefined_to_none=False)
-        except TemplateError as exc:
-            raise ExpressionError(f"invalid expression {expression!r}: {_why(exc)}") from None
-        _compiled_expressions[expression] = compiled
-    return compiled
+    return _compiled_expression(expression)
+
+
+@functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)
+def _compiled_expression(expression: str):
+    try:
+        limits.check_source(_env, expression, expression=True)
+        return _env.compile_expression(expression, undefined_to_none=False)
+    except TooComplex as exc:
+        raise ExpressionError(f"expression {_excerpt(expression)} is refused: {exc}") from None
+    except TemplateError as exc:
+        raise ExpressionError(f"invalid expression {_excerpt(expression)}: {_why(exc)}") from None
+    except (RecursionError, MemoryError, SyntaxError):
+        # Backstop behind the nesting limits: Python's own compiler gave up on the code.
+        raise ExpressionError(f"expression {_excerpt(expression)} is refused: it is nested too deeply") from None
 
 
 def _compile_template(text: str):
     if not isinstance(text, str):
         raise ExpressionError(f"a template must be a string, got {type(text).__name__}")
-    compiled = _compiled_templates.get(text)
-    if compiled is None:
-        try:
-            compiled = _env.from_string(text)
-        except TemplateError as exc:
-            raise ExpressionError(f"invalid template {text!r}: {_why(exc)}") from None
-        _compiled_templates[text] = compiled
-    return compiled
+    return _compiled_template(text)
+
+
+@functools.lru_cache(maxsize=COMPILED_CACHE_SIZE)
+def _compiled_template(text: str):
+    try:
+        return _env.from_string(text)
+    except TooComplex as exc:
+        raise ExpressionError(f"template {_excerpt(text)} is refused: {exc}") from None
+    except TemplateError as exc:
+        raise ExpressionError(f"invalid template {_excerpt(text)}: {_why(exc)}") from None
+    except (RecursionError, MemoryError, SyntaxError):
+        raise ExpressionError(f"template {_excerpt(text)} is refused: it is nested too deeply") from None
 
 
 def _variables(context: dict) -> dict:
     return {**_env.globals, **context}
 
 
-def _run_expression(compiled, context: dict) -> Any:
+def _run_expression(compiled, variables: dict) -> Any:
     """Call a compiled expression with a *shared* Jinja context.
 
     `TemplateExpression.__call__` builds a fresh context by merging the variables with the
@@ -238,113 +288,96 @@ def _run_expression(compiled, context: dict) -> Any:
     context can share them. Jinja is pinned below 4; `_template` is its expression template.
     """
     template = compiled._template
-    context = template.new_context(_variables(context), shared=True)
+    context = template.new_context(variables, shared=True)
     for _ in template.root_render_func(context):
         pass
     return context.vars["result"]
 
 
-def _run_template(template, context: dict) -> str:
-    return _env.concat(template.root_render_func(template.new_context(_variables(context), shared=True)))
+def _run_template(template, variables: dict) -> str:
+    text = _env.concat(template.root_render_func(template.new_context(variables, shared=True)))
+    if len(text) > limits.MAX_VALUE_SIZE:
+        limits.current().charge(len(text), "the template")  # raises, naming the limit
+    return text
+
+
+def _sealed(evaluation: _Evaluation, value: Any) -> tuple[Any, list[dict]]:
+    if evaluation.nonce is None:
+        return value, []
+    return _seal(value, evaluation.nonce, evaluation.secret_calls)
+
+
+def _evaluate(expression: str, variables: dict) -> Any:
+    compiled = _compile_expression(expression)
+    try:
+        return _native(_run_expression(compiled, variables))
+    except ExpressionError:
+        raise
+    except BudgetExceeded as exc:
+        raise ExpressionError(f"expression {_excerpt(expression)} exceeded {exc}") from None
+    except Exception as exc:  # the sandbox raises SecurityError, TypeError, ... for bad input
+        raise ExpressionError(f"{_excerpt(expression)} failed: {_why(exc)}") from None
 
 
 def evaluate(expression: str, context: dict) -> Any:
     """Evaluate a bare expression (a condition or filter) to a value."""
-    compiled = _compile_expression(expression)
+    evaluation = _Evaluation()
+    previous = limits.begin(evaluation)
     try:
-        return _native(_run_expression(compiled, context))
-    except ExpressionError:
-        raise
-    except Exception as exc:  # the sandbox raises SecurityError, TypeError, ... for bad input
-        raise ExpressionError(f"{expression.strip()!r} failed: {_why(exc)}") from None
+        return _sealed(evaluation, _evaluate(expression, _variables(context)))[0]
+    finally:
+        limits.end(previous)
 
 
 def render(value: Any, context: dict) -> Any:
-    """Render every string inside `value` (dicts and lists recursively) as a template."""
+    """Render every string inside `value` (dicts and lists recursively) as a template.
+
+    Secret markers come out as plain `«secret:NAME»` text that nothing resolves: for what the
+    engine itself uses (transform outputs, produced records). Workers get theirs through
+    `render_with_secrets`.
+    """
+    return render_with_secrets(value, context)[0]
+
+
+def render_with_secrets(value: Any, context: dict) -> tuple[Any, list[dict]]:
+    """Render `value` like `render`, and say where the secret markers rendering produced are:
+    `[{"at": JSON pointer into the result, "offset": n, "name": NAME}, ...]`."""
+    evaluation = _Evaluation()
+    previous = limits.begin(evaluation)
     try:
-        return _render(value, context)
+        return _sealed(evaluation, _render(value, _variables(context)))
     except RecursionError:
         # JSON nested deeper than Python's stack: an error for the step, not a crashed engine.
         raise ExpressionError("the value is nested too deeply to render") from None
+    finally:
+        limits.end(previous)
 
 
-def _render(value: Any, context: dict) -> Any:
+def _render(value: Any, variables: dict) -> Any:
     if isinstance(value, str):
         if not is_template(value):
             return value
         expression = _single_expression(value)
         if expression is not None:
-            return evaluate(expression, context)
+            return _evaluate(expression, variables)
         template = _compile_template(value)
         try:
-            return _run_template(template, context)
+            return _run_template(template, variables)
         except ExpressionError:
             raise
+        except BudgetExceeded as exc:
+            raise ExpressionError(f"template {_excerpt(value)} exceeded {exc}") from None
         except Exception as exc:
-            raise ExpressionError(f"template {value!r} failed: {_why(exc)}") from None
+            raise ExpressionError(f"template {_excerpt(value)} failed: {_why(exc)}") from None
     if isinstance(value, dict):
-        return {key: _render(item, context) for key, item in value.items()}
+        return {key: _render(item, variables) for key, item in value.items()}
     if isinstance(value, list):
-        return [_render(item, context) for item in value]
+        return [_render(item, variables) for item in value]
     return value
 
 
 def truthy(expression: str, context: dict) -> bool:
     return bool(evaluate(expression, context))
-
-
-def resolve_secrets(value: Any, environ: dict | None = None) -> Any:
-    """Replace secret markers with values from the environment. Workers only."""
-    environ = os.environ if environ is None else environ
-    if isinstance(value, str):
-        if "«secret:" not in value:
-            return value
-
-        def lookup(match: re.Match) -> str:
-            name = match.group(1)
-            if name not in environ:
-                raise ExpressionError(f"secret {name!r} is not set in this runner's environment")
-            return environ[name]
-
-        return SECRET_MARKER.sub(lookup, value)
-    if isinstance(value, dict):
-        return {key: resolve_secrets(item, environ) for key, item in value.items()}
-    if isinstance(value, list):
-        return [resolve_secrets(item, environ) for item in value]
-    return value
-
-
-def secret_values(value: Any, environ: dict | None = None) -> list[str]:
-    """The values of the secrets whose markers appear in `value`, to pass to `redact`.
-
-    Names not set in the environment are left out (resolve_secrets reports those).
-    """
-    environ = os.environ if environ is None else environ
-    found: list[str] = []
-
-    def walk(item: Any) -> None:
-        if isinstance(item, str):
-            for name in SECRET_MARKER.findall(item):
-                if name in environ and environ[name] not in found:
-                    found.append(environ[name])
-        elif isinstance(item, dict):
-            for sub in item.values():
-                walk(sub)
-        elif isinstance(item, list):
-            for sub in item:
-                walk(sub)
-
-    walk(value)
-    # Longest first, so a secret that contains another is hidden whole.
-    return sorted(found, key=len, reverse=True)
-
-
-def redact(text: str, secret_values: list[str]) -> str:
-    """Hide resolved secret values in text that is about to leave the worker (errors, outputs)."""
-    for secret_value in secret_values:
-        if secret_value:
-            text = text.replace(secret_value, "«secret»")
-    return text
 
 
 # ---- static analysis, for validation -------------------------------------------------------
@@ -363,13 +396,19 @@ def _parse_expression(expression: str) -> nodes.Template:
     if not isinstance(expression, str) or not expression.strip():
         raise ExpressionError("expression is empty")
     try:
+        limits.check_source(_env, expression, expression=True)
         parser = Parser(_env, expression, state="variable")
         body = parser.parse_expression()
         if not parser.stream.eos:
             parser.fail(f"unexpected {parser.stream.current.value!r} after the expression")
+        tree = nodes.Template([nodes.Output([body], lineno=1)], lineno=1)
+        limits.check_tree(tree)
+    except TooComplex as exc:
+        raise ExpressionError(f"expression {_excerpt(expression)} is refused: {exc}") from None
     except TemplateError as exc:
-        raise ExpressionError(f"invalid expression {expression!r}: {_why(exc)}") from None
-    tree = nodes.Template([nodes.Output([body], lineno=1)], lineno=1)
+        raise ExpressionError(f"invalid expression {_excerpt(expression)}: {_why(exc)}") from None
+    except RecursionError:
+        raise ExpressionError(f"expression {_excerpt(expression)} is refused: it is nested too deeply") from None
     tree.set_environment(_env)
     return tree
 
@@ -379,9 +418,15 @@ def _parse_template(text: str) -> nodes.Template:
     if expression is not None:
         return _parse_expression(expression)
     try:
-        return _env.parse(text)
+        tree = _env.parse(text)  # checks the source (_Environment._parse)
+        limits.check_tree(tree)
+        return tree
+    except TooComplex as exc:
+        raise ExpressionError(f"template {_excerpt(text)} is refused: {exc}") from None
     except TemplateError as exc:
-        raise ExpressionError(f"invalid template {text!r}: {_why(exc)}") from None
+        raise ExpressionError(f"invalid template {_excerpt(text)}: {_why(exc)}") from None
+    except RecursionError:
+        raise ExpressionError(f"template {_excerpt(text)} is refused: it is nested too deeply") from None
 
 
 def _references(tree: nodes.Template) -> References:

@@ -222,11 +222,20 @@ CELERY_TIMEZONE = TIME_ZONE
 # Run rows older than this are purged by the retention task (0 keeps them for ever).
 SLUICE_RUN_RETENTION_DAYS = int(os.environ.get("SLUICE_RUN_RETENTION_DAYS", "30"))
 
+# HTTP client libraries log every request's URL, query string included (API keys travel
+# there), at INFO (httpx) or DEBUG (httpcore, urllib3): they log warnings only, unless
+# SLUICE_HTTP_LOG_LEVEL says otherwise. Every line also passes MaskSecretsFilter, which hides
+# the secret values this process resolved for a step (orchestrator/secrets.py).
+_HTTP_LOG_LEVEL = os.environ.get("SLUICE_HTTP_LOG_LEVEL", "WARNING")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"mask_secrets": {"()": "orchestrator.secrets.MaskSecretsFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["mask_secrets"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("SLUICE_LOG_LEVEL", "INFO")},
-    "loggers": {"django.channels.server": {"level": "WARNING"}},
+    "loggers": {
+        "django.channels.server": {"level": "WARNING"},
+        **{name: {"level": _HTTP_LOG_LEVEL} for name in ("httpx", "httpcore", "urllib3")},
+    },
 }

@@ -189,32 +189,60 @@ def test_secret_renders_a_marker_never_the_value(monkeypatch):
     assert "s3cr3t-value" not in repr(rendered)
 
 
-def test_only_resolve_secrets_turns_markers_into_values():
-    config = {"headers": {"Authorization": "Bearer «secret:PAY_TOKEN»"}, "list": ["«secret:OTHER»", 1]}
-    environ = {"PAY_TOKEN": "tok-123", "OTHER": "xyz"}
-    assert expressions.resolve_secrets(config, environ) == {
-        "headers": {"Authorization": "Bearer tok-123"}, "list": ["xyz", 1]}
-    assert config["headers"]["Authorization"] == "Bearer «secret:PAY_TOKEN»"  # input untouched
+def test_render_with_secrets_says_where_the_markers_it_produced_are():
+    value = {"h": "Bearer {{ secret('TOKEN') }}/{{ secret('B') }}", "n": "{{ {'k': [secret('X')]} }}", "p": "plain"}
+    rendered, refs = expressions.render_with_secrets(value, {})
+    assert rendered == {"h": "Bearer «secret:TOKEN»/«secret:B»", "n": {"k": ["«secret:X»"]}, "p": "plain"}
+    assert refs == [{"at": "/h", "offset": 7, "name": "TOKEN"}, {"at": "/h", "offset": 22, "name": "B"},
+                    {"at": "/n/k/0", "offset": 0, "name": "X"}]
 
 
-def test_missing_secret_names_the_secret_not_a_value():
-    with pytest.raises(ExpressionError, match="'MISSING' is not set"):
-        expressions.resolve_secrets("«secret:MISSING»", {"OTHER": "v"})
+@pytest.mark.parametrize("data", [
+    "«secret:HOME»",
+    "«secret:HOME:0123456789abcdef»",  # the shape of a marker while rendering runs
+    "«secret:HO", "ME»",
+])
+def test_markers_in_data_are_never_listed(data):
+    context = {"trigger": {"name": data, "parts": ["«secret:HO", "ME»"]}}
+    for template in ("{{ trigger.name }}", "Hi {{ trigger.name }}", "{{ trigger.parts | join('') }}",
+                     "{{ trigger.parts[0] ~ trigger.parts[1] }} {{ secret('OK') }}", "{{ trigger }}"):
+        rendered, refs = expressions.render_with_secrets(template, context)
+        assert [ref["name"] for ref in refs] in ([], ["OK"]), (template, refs)
 
 
-@pytest.mark.parametrize("bad_name", ["'a-b'", "''", "1", "'x y'"])
+def test_pointer_keys_are_escaped():
+    _, refs = expressions.render_with_secrets({"a/b": {"c~d": "{{ secret('T') }}"}}, {})
+    assert refs == [{"at": "/a~1b/c~0d", "offset": 0, "name": "T"}]
+
+
+def test_evaluate_and_render_give_plain_markers():
+    assert expressions.evaluate("secret('T')", {}) == "«secret:T»"
+    assert expressions.render("x{{ secret('T') }}", {}) == "x«secret:T»"
+
+
+@pytest.mark.parametrize("template", [
+    "{{ secret('T') | upper }}", "{{ secret('T')[:9] }}", "{% if secret('T') %}y{% endif %}",
+    "{{ secret('T') == 'abc' }}", "{{ secret('T') | length }}", "{% set t = secret('T') %}unused",
+])
+def test_a_secret_that_does_not_reach_the_result_whole_is_an_error(template):
+    with pytest.raises(ExpressionError, match=r"secret\(\) must reach the result"):
+        expressions.render(template, {})
+
+
+def test_a_secret_in_a_key_is_an_error():
+    with pytest.raises(ExpressionError, match="key"):
+        expressions.render("{{ {secret('T'): 1} }}", {})
+
+
+def test_repeated_and_reused_secret_markers_are_all_listed():
+    _, refs = expressions.render_with_secrets("{% set t = secret('T') %}{{ t }}-{{ t }}", {})
+    assert [(ref["offset"], ref["name"]) for ref in refs] == [(0, "T"), (11, "T")]
+
+
+@pytest.mark.parametrize("bad_name", ["'a-b'", "''", "1", "'x y'", "'A\\n'"])
 def test_secret_names_are_checked(bad_name):
     with pytest.raises(ExpressionError, match="secret"):
         expressions.render("{{ secret(%s) }}" % bad_name, {})
-
-
-def test_redact_hides_secret_values_longest_first():
-    config = {"h": "Bearer «secret:TOKEN»", "q": "«secret:SHORT»"}
-    environ = {"TOKEN": "abcdef123", "SHORT": "abc", "UNUSED": "zzz"}
-    values = expressions.secret_values(config, environ)
-    assert values == ["abcdef123", "abc"]
-    text = "401 for token abcdef123 and abc; zzz stays"
-    assert expressions.redact(text, values) == "401 for token «secret» and «secret»; zzz stays"
 
 
 def test_too_deep_values_are_an_expression_error_not_a_crash():

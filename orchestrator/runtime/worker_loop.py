@@ -17,7 +17,6 @@ import os
 import socket
 import threading
 import time
-import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -25,9 +24,10 @@ import msgspec
 from confluent_kafka import Consumer, Producer
 from django.conf import settings
 
-from .. import expressions, steps
+from .. import secrets, steps
 from ..messages import StepPickedUp, StepResult, StepTask
-from ..steps.base import TaskContext
+from ..steps.base import StepFailure, TaskContext
+from ..steps.failures import describe_failure
 from . import codec
 from .kafka import consumer_config, producer_config
 from .loops import IdleBackoff, Loop, check_size, consumed_offsets, dead_letter, dead_letter_alone, poll_batch, rewind
@@ -39,25 +39,29 @@ MAX_ERROR_CHARS = 4000
 
 
 def execute_task(task: StepTask, environ=None) -> StepResult:
-    """Run one step attempt and describe its outcome; never raises."""
+    """Run one step attempt and describe its outcome; never raises.
+
+    Secrets never leave here: the config's secret references are resolved from `environ` (the
+    runner's environment by default) only now, and the output and error are masked with every
+    value this process has resolved (orchestrator/secrets.py). The error is one sentence for
+    failures the step explains, or a summary plus the handler's traceback for anything else
+    (orchestrator/steps/failures.py); it is masked before it is cut to MAX_ERROR_CHARS, so a
+    cut never leaves half a secret.
+    """
     started = time.time()
-    secret_values: list[str] = []
     try:
-        step_type = steps.get(task.type)
-        if step_type.runs_on != "worker":
-            raise LookupError(f"step type {task.type!r} is not run by workers")
-        config = expressions.resolve_secrets(task.config, environ)
-        secret_values = expressions.secret_values(task.config, environ)
+        step_type = steps.get(task.type) if task.type in steps.REGISTRY else None
+        if step_type is None or step_type.runs_on != "worker":
+            raise StepFailure(f"step type {task.type!r} is not run by workers")
+        config = secrets.resolve(task.config, environ)
         context = TaskContext(run_id=task.run_id, workflow=task.workflow, version=task.version,
                               step_id=task.step_id, attempt=task.attempt,
                               idempotency_key=task.idempotency_key, timeout_seconds=task.timeout_seconds)
-        output = step_type.execute(config, context)
+        output = secrets.mask(step_type.execute(config, context))
         return StepResult(run_id=task.run_id, step_id=task.step_id, attempt=task.attempt, ok=True,
                           output=output, started_at=started, ended_at=time.time(), worker=_WORKER_NAME)
     except Exception as exc:
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        trace = traceback.format_exc(limit=8)
-        error = expressions.redact(f"{detail}\n\n{trace}", secret_values)[:MAX_ERROR_CHARS]
+        error = secrets.mask_text(describe_failure(exc))[:MAX_ERROR_CHARS]
         return StepResult(run_id=task.run_id, step_id=task.step_id, attempt=task.attempt, ok=False,
                           error=error, started_at=started, ended_at=time.time(), worker=_WORKER_NAME)
 

@@ -115,7 +115,14 @@ class TaskContext:
     timeout_seconds: float | None = None
 
 
-class StepConfigError(ValueError):
+class StepFailure(Exception):
+    """A failure the step explains in full in its message: a bad config value, a missing secret,
+    an answer the step did not expect. Workers report it as that one sentence, without a
+    traceback (which would only show Sluice's own code and server paths); any other exception
+    from `execute` is a bug or a handler's own error and keeps its traceback."""
+
+
+class StepConfigError(StepFailure, ValueError):
     """A config value that cannot be used at run time; `field` is its path inside `config`."""
 
     def __init__(self, field: str, message: str):
@@ -222,17 +229,29 @@ class StepType:
 
     # ---- shared helpers ----
     def render_config(self, config: dict, context: dict) -> dict:
-        """Render templates in the config; condition fields are left for the type to evaluate."""
-        rendered = {}
+        """Render templates in the config; condition fields are left for the type to evaluate.
+
+        For worker-run types the result also lists, under `expressions.SECRET_REFS_KEY`, where
+        the secret markers that rendering produced are (JSON pointers into the result): the
+        worker resolves those and only those (see orchestrator/expressions.py). Engine-run
+        types never resolve secrets; their markers stay text.
+        """
+        rendered: dict = {}
+        refs: list[dict] = []
         for key, value in (config or {}).items():
+            if key == expressions.SECRET_REFS_KEY:
+                raise expressions.ExpressionError(f"config.{key}: this name is reserved for Sluice")
             if key in self.condition_fields:
                 rendered[key] = value
                 continue
             try:
-                rendered[key] = expressions.render(value, context)
+                rendered[key], key_refs = expressions.render_with_secrets(value, context)
             except expressions.ExpressionError as exc:
                 # Same exception type, now naming the field, so run errors point at the form field.
                 raise expressions.ExpressionError(f"config.{key}: {exc}") from None
+            refs += [{**ref, "at": f"/{expressions.pointer_part(key)}{ref['at']}"} for ref in key_refs]
+        if refs and self.runs_on == "worker":
+            rendered[expressions.SECRET_REFS_KEY] = refs
         return rendered
 
     def describe(self) -> dict:
@@ -267,5 +286,8 @@ class StepType:
 
     # ---- worker-run types ----
     def execute(self, config: dict, task: TaskContext) -> Any:
-        """Do the work with the rendered, secret-resolved config; return output or raise."""
+        """Do the work with the rendered, secret-resolved config; return output or raise.
+
+        Raise StepFailure (or a subclass) for a failure the message explains in full: it is
+        reported as that sentence. Anything else is reported with its traceback."""
         raise NotImplementedError(f"{self.name} is not run by a worker")

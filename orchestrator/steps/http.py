@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from .base import StepType, TaskContext, as_text, json_property, template_property
+from .. import secrets
+from .base import StepFailure, StepType, TaskContext, as_text, json_property, template_property
 
 MAX_BODY_BYTES = 256 * 1024
 ERROR_BODY_CHARS = 500
@@ -24,7 +25,7 @@ PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "cont
 STATUS_RANGE_PATTERN = r"^([1-5]xx|[1-5][0-9]{2}-[1-5][0-9]{2})$"
 
 
-class HttpStepError(RuntimeError):
+class HttpStepError(StepFailure, RuntimeError):
     """The call did not happen or did not answer as expected (transport error, timeout, URL)."""
 
 
@@ -204,9 +205,10 @@ class Http(StepType):
         decoded = _decode_body(raw, response, truncated)
         if not status_expected(response.status_code, config.get("expected_status")):
             text = decoded if isinstance(decoded, str) else json.dumps(decoded)
-            # Some servers echo the request back in errors: keep our header values out.
+            # Some servers echo the request back in errors: keep our header values out, and
+            # mask secrets before the body is cut, so the cut cannot leave half of one.
             raise UnexpectedStatus(method, shown, response.status_code, response.reason_phrase,
-                                   _scrub(text[: ERROR_BODY_CHARS * 4], sensitive))
+                                   _scrub(secrets.mask_text(text), sensitive)[: ERROR_BODY_CHARS * 4])
         output = {
             "status": response.status_code,
             "headers": {name: ", ".join(response.headers.get_list(name)) for name in response.headers.keys()},

@@ -5,10 +5,10 @@ from typing import Any
 import msgspec
 
 from .. import handlers
-from .base import StepType, TaskContext, json_property
+from .base import StepFailure, StepType, TaskContext, json_property
 
 
-class HandlerOutputError(TypeError):
+class HandlerOutputError(StepFailure, TypeError):
     """A handler returned something that cannot travel as JSON."""
 
 
