@@ -65,6 +65,8 @@ class StepResult(msgspec.Struct, tag="result", kw_only=True):
     started_at: float
     ended_at: float
     worker: str = ""
+    # The attempt was handed on (a Celery task); `output` says where. Its outcome comes later.
+    pending: bool = False
 
 
 class EventArrived(msgspec.Struct, tag="event", kw_only=True):
@@ -114,8 +116,9 @@ class StepTask(msgspec.Struct, kw_only=True):
     step_id: str
     type: str
     attempt: int
-    # Config with templates already rendered; secrets are still markers (see expressions.py)
-    # and are resolved by the worker only, so they never reach Kafka.
+    # Config with templates already rendered; secrets are still markers (see expressions.py),
+    # listed with their positions under "$secrets" (names and places, never values), and are
+    # resolved by the worker only, so they never reach Kafka.
     config: Any = None
     idempotency_key: str
     timeout_seconds: float | None = None

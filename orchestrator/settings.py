@@ -217,6 +217,8 @@ SLUICE_HANDLER_MODULES = env_list("SLUICE_HANDLER_MODULES", "demo.handlers")
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", f"confluentkafka://{KAFKA_BOOTSTRAP_SERVERS}")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"wait_time_seconds": 1}
 CELERY_TASK_IGNORE_RESULT = True
+# Modules of Celery tasks that celery_task steps may send, for Sluice's own celery worker.
+CELERY_IMPORTS = env_list("SLUICE_CELERY_TASK_MODULES", "demo.tasks")
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = TIME_ZONE
 # Run rows older than this are purged by the retention task (0 keeps them for ever).

@@ -82,3 +82,40 @@ def purge_old_runs() -> int:
     deleted, _ = Run.objects.filter(created_at__lt=cutoff).exclude(status__in=["pending", "running"]).delete()
     log.info("purged %d rows of runs created before %s", deleted, cutoff.isoformat())
     return deleted
+
+
+# ---- the celery_task step's callbacks (orchestrator/steps/celery_task.py) -------------------
+def _report(run_id: str, step_id: str, attempt: int, ok: bool, output=None, error: str | None = None) -> None:
+    import time
+
+    from .messages import StepResult
+
+    now = time.time()
+    commands.send_command(StepResult(run_id=run_id, step_id=step_id, attempt=attempt, ok=ok, output=output,
+                                     error=error, started_at=now, ended_at=now, worker="celery"))
+
+
+@shared_task(name="sluice.celery_step_succeeded", ignore_result=True)
+def celery_step_succeeded(result, *, run_id: str, step_id: str, attempt: int, celery_task_id: str) -> None:
+    """Linked after a celery_task step's task: its return value is the step's output."""
+    import msgspec
+
+    try:
+        msgspec.json.encode(result)
+    except (TypeError, msgspec.EncodeError) as exc:
+        _report(run_id, step_id, attempt, False, error=f"Celery task {celery_task_id} returned "
+                                                         f"{type(result).__name__}, which is not JSON: {exc}")
+        return
+    _report(run_id, step_id, attempt, True, output=result)
+
+
+@shared_task(name="sluice.celery_step_failed", ignore_result=True)
+def celery_step_failed(*failure, run_id: str, step_id: str, attempt: int, celery_task_id: str) -> None:
+    """Linked to a celery_task step's task on error. Celery calls it with (request, exc,
+    traceback) in a worker that knows this task, or with the failed task's id otherwise."""
+    if len(failure) >= 2 and isinstance(failure[1], BaseException):
+        exc = failure[1]
+        error = f"Celery task {celery_task_id} failed: {type(exc).__name__}: {exc}"
+    else:
+        error = f"Celery task {celery_task_id} failed (its error is in the log of the Celery worker that ran it)"
+    _report(run_id, step_id, attempt, False, error=error[:4000])

@@ -199,6 +199,14 @@ class _Run:
         # (a worker redelivery) and late results (after a timeout or cancel) are ignored.
         if self.state.done or step is None or step.status != S.RUNNING or step.attempt != result.attempt:
             return
+        if result.pending:
+            # Handed on (a Celery task): picked up, and the outcome follows for this attempt.
+            if step.dispatch_deadline is not None or not step.handed_on:
+                step = self._step(result.step_id)
+                step.dispatch_deadline, step.handed_on = None, True
+                self._record("step_waiting", result.step_id, step.attempt, reason="handed_on",
+                             **(result.output if isinstance(result.output, dict) else {}))
+            return
         if result.ok:
             self._succeed(result.step_id, result.output, "out", ended_at=result.ended_at)
         else:
@@ -520,7 +528,7 @@ class _Run:
             return
         self._record("step_started", step_id, step.attempt, input=config)
         self._send_task(step_id, spec_step, step_type, config)
-        step.redispatches = 0
+        step.redispatches, step.handed_on = 0, False
         if spec_step.timeout_seconds:
             step.wake_at, step.wake_reason = self.now + spec_step.timeout_seconds, "timeout"
 

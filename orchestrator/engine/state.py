@@ -75,6 +75,8 @@ class StepState(msgspec.Struct, kw_only=True):
     # by the pick-up notice or the result), and how many times it was dispatched again.
     dispatch_deadline: float | None = None
     redispatches: int = 0
+    # The current attempt was handed on by its worker (a Celery task); its outcome comes later.
+    handed_on: bool = False
     # Sub-workflow and foreach steps: their child runs.
     children: Children | None = None
 

@@ -26,7 +26,7 @@ from django.conf import settings
 
 from .. import secrets, steps
 from ..messages import StepPickedUp, StepResult, StepTask
-from ..steps.base import StepFailure, TaskContext
+from ..steps.base import Pending, StepFailure, TaskContext
 from ..steps.failures import describe_failure
 from . import codec
 from .kafka import consumer_config, producer_config
@@ -57,9 +57,12 @@ def execute_task(task: StepTask, environ=None) -> StepResult:
         context = TaskContext(run_id=task.run_id, workflow=task.workflow, version=task.version,
                               step_id=task.step_id, attempt=task.attempt,
                               idempotency_key=task.idempotency_key, timeout_seconds=task.timeout_seconds)
-        output = secrets.mask(step_type.execute(config, context))
+        outcome = step_type.execute(config, context)
+        pending = isinstance(outcome, Pending)
+        output = secrets.mask(outcome.details if pending else outcome)
         return StepResult(run_id=task.run_id, step_id=task.step_id, attempt=task.attempt, ok=True,
-                          output=output, started_at=started, ended_at=time.time(), worker=_WORKER_NAME)
+                          output=output, started_at=started, ended_at=time.time(), worker=_WORKER_NAME,
+                          pending=pending)
     except Exception as exc:
         error = secrets.mask_text(describe_failure(exc))[:MAX_ERROR_CHARS]
         return StepResult(run_id=task.run_id, step_id=task.step_id, attempt=task.attempt, ok=False,

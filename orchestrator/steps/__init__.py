@@ -12,6 +12,7 @@ _MODULES = (
     "branch",
     "http",
     "python",
+    "celery_task",
     "kafka_produce",
     "delay",
     "wait_for_event",

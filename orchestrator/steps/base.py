@@ -115,6 +115,15 @@ class TaskContext:
     timeout_seconds: float | None = None
 
 
+@dataclass(frozen=True)
+class Pending:
+    """What a worker-run step's `execute` returns when the work goes on elsewhere (a Celery
+    task): the attempt stays running, `details` go to history, and the outcome arrives later as
+    a StepResult for the same attempt (the step's timeout still bounds the wait)."""
+
+    details: dict = field(default_factory=dict)
+
+
 class StepFailure(Exception):
     """A failure the step explains in full in its message: a bad config value, a missing secret,
     an answer the step did not expect. Workers report it as that one sentence, without a

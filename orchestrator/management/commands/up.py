@@ -191,7 +191,7 @@ class Command(BaseCommand):
             # partition, hence concurrency 1 (FIELD-NOTES.md, Celery).
             specs.append(ProcessSpec("celery", [python, "-m", "celery", "-A", "orchestrator", "worker",
                                                 "--without-gossip", "--without-mingle", "--without-heartbeat",
-                                                "-Q", "sluice", "--concurrency", "1", "-l", "INFO"],
+                                                "-Q", "sluice,celery", "--concurrency", "1", "-l", "INFO"],
                                      env=env, cwd=cwd))
             specs.append(ProcessSpec("beat", [python, "-m", "celery", "-A", "orchestrator", "beat", "-l", "INFO",
                                               "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler"],
