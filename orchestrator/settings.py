@@ -96,6 +96,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "monitor.permissions.navigation",
             ],
         },
     },
@@ -177,6 +178,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "monitor.models.RunStatus",
         "StepStatusEnum": "monitor.models.StepStatus",
+        "DeadLetterStatusEnum": "monitor.models.DeadLetter.Status",
         "VersionStatusEnum": ["draft", "live", "published"],
         "WorkflowStatusEnum": ["archived", "draft", "live", "changed"],
     },
@@ -198,6 +200,12 @@ SLUICE_PARTITIONS = int(os.environ.get("SLUICE_PARTITIONS", "4"))
 SLUICE_REPLICATION_FACTOR = int(os.environ.get("SLUICE_REPLICATION_FACTOR", "1"))
 # True when the bundled broker is in use: the runtime then works around its known limits.
 SLUICE_EMBEDDED_BROKER = env_bool("SLUICE_EMBEDDED_BROKER", "KAFKA_BOOTSTRAP_SERVERS" not in os.environ)
+# Run input (API, designer test runs, webhooks, re-runs, dead-letter replays) larger than this,
+# as JSON, is refused with 413: the start command, the first history event and the run state
+# must stay well below the broker's record limit (about 1,048,516 bytes).
+SLUICE_MAX_INPUT_BYTES = int(os.environ.get("SLUICE_MAX_INPUT_BYTES", str(256 * 1024)))
+# A definition is published as one record too.
+SLUICE_MAX_DEFINITION_BYTES = int(os.environ.get("SLUICE_MAX_DEFINITION_BYTES", str(512 * 1024)))
 # Identity of this runner process for static group membership; stable across restarts.
 SLUICE_INSTANCE_ID = os.environ.get("SLUICE_INSTANCE_ID", "")
 # Modules imported by runners so their @handler functions register (comma separated).
