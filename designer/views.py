@@ -44,26 +44,38 @@ def _visible_workflow(request, slug: str, queryset=None) -> Workflow:
     return workflow
 
 
-def _loads(raw, what: str = "The request body"):
-    """JSON text as Python values, or BadRequest naming what is wrong (depth and bad text included)."""
+def _loads(raw, what: str = "The request body", checked: bool = True):
+    """JSON text as Python values, or BadRequest naming what is wrong (depth and bad text included
+    unless `checked` is off: a definition's validation names those problems on their field)."""
     try:
         value = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}")
     except RecursionError:
         raise BadRequest(f"{what} is nested too deeply")
-    unfit = spec.json_problems(value)
-    if unfit:
-        path, message, _code = unfit[0]
-        raise BadRequest(f"{what}: {path + ': ' if path else ''}{message}")
+    if checked:
+        _check_fit(value, what)
     return value
 
 
+def _check_fit(value, what: str, path: str = "") -> None:
+    unfit = spec.json_problems(value, path)
+    if unfit:
+        where, message, _code = unfit[0]
+        raise BadRequest(f"{what}: {where + ': ' if where else ''}{message}")
+
+
 def _json_body(request) -> dict:
-    """The request's JSON object, or a 400 naming what is wrong with it."""
-    body = _loads(request.body or b"{}")
+    """The request's JSON object, or a 400 naming what is wrong with it.
+
+    The `definition` in it is left to the validator, which reports unfit JSON (too deep, lone
+    surrogates) as problems with their paths, like every other problem of a definition."""
+    body = _loads(request.body or b"{}", checked=False)
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object")
+    for key, value in body.items():
+        if key != "definition":
+            _check_fit({key: value}, "The request body")
     return body
 
 
