@@ -52,6 +52,18 @@ ROLES: dict[str, list[str]] = {
 }
 
 
+def ensure_roles() -> None:
+    """Create the role groups with their permissions where missing (a migration does it first;
+    this restores them where a database was flushed, as transactional tests do)."""
+    from django.contrib.auth.models import Group, Permission
+
+    for name, perms in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        for perm in perms:
+            app_label, codename = perm.split(".")
+            group.permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+
+
 def _slug(workflow: Any) -> str:
     return workflow if isinstance(workflow, str) else workflow.slug
 

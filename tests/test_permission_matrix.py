@@ -68,7 +68,7 @@ class Route:
 
 
 @pytest.fixture
-def world(db, kafka, settings):
+def world(db, roles, kafka, settings):
     """Workflow alpha (v1 live, v2 draft, Kafka-triggered), its failed run and dead letter; users."""
     admin = User.objects.create_superuser("superuser", password="pw-" + uuid.uuid4().hex)
     topic = f"alpha-in-{uuid.uuid4().hex[:6]}"
@@ -311,7 +311,7 @@ def test_grants_on_one_workflow_reach_that_workflow_only(world):
     assert client.get("/designer/other/").status_code == 403
 
 
-def test_creating_a_workflow_grants_its_creator_edit(db):
+def test_creating_a_workflow_grants_its_creator_edit(db, roles):
     creator = User.objects.create_user("creator", password="pw-" + uuid.uuid4().hex)
     creator.user_permissions.add(*Group.objects.get(name="Author").permissions.filter(codename="add_workflow"))
     client = Client()

@@ -166,7 +166,7 @@ def test_sync_webhook_ignores_other_triggers(db):
     assert not WebhookEndpoint.objects.filter(slug="plain").exists()
 
 
-def test_token_view_needs_login_and_publish_permission(kafka, hook):
+def test_token_view_needs_login_and_publish_permission(kafka, hook, roles):
     url = "/hooks/orders-in/token/"
     anonymous = Client().post(url)
     assert anonymous.status_code == 401
