@@ -33,10 +33,9 @@ from orchestrator import spec
 from orchestrator.runtime.commands import CommandError
 from orchestrator.spec import InvalidDefinition
 
-from . import services
+from . import openapi, services
 from .models import Workflow
 from .serializers import (
-    DefinitionRequestSerializer,
     DuplicateRequestSerializer,
     PublishRequestSerializer,
     StartedRunSerializer,
@@ -174,7 +173,7 @@ def require(allowed: bool, message: str) -> None:
 
 class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
-    max_page_size = 500
+    max_page_size = openapi.MAX_PAGE_SIZE
 
 
 class StrictJSONParser(JSONParser):
@@ -219,6 +218,12 @@ class SluiceAPIView(APIView):
         return data
 
     def paginate(self, queryset, serializer_class):
+        # DRF would quietly ignore a bad page size: refuse it, as the schema says.
+        for name, most in (("page", None), ("page_size", openapi.MAX_PAGE_SIZE)):
+            raw = self.request.query_params.get(name)
+            if raw is not None and (not raw.isdigit() or int(raw) < 1 or (most and int(raw) > most)):
+                bounds = f"from 1 to {most}" if most else "of 1 or more"
+                raise exceptions.ValidationError({name: [f"Must be a whole number {bounds}, not {raw!r}"]})
         paginator = Pagination()
         page = paginator.paginate_queryset(queryset, self.request, view=self)
         return paginator.get_paginated_response(serializer_class(page, many=True).data)
@@ -270,13 +275,14 @@ def _workflow(request, slug: str, allowed=None, action: str = "") -> Workflow:
 class WorkflowListView(SluiceAPIView):
 
     @extend_schema(
-        summary="List workflows",
+        summary="List workflows", operation_id="workflows_list",
         parameters=[
             OpenApiParameter("q", str, description="Search slug, name and description"),
-            OpenApiParameter("archived", bool, description="true: archived workflows only; all: both"),
-            OpenApiParameter("page", int), OpenApiParameter("page_size", int),
+            OpenApiParameter("archived", str, enum=["false", "true", "all"],
+                             description="false (default): active workflows; true: archived only; all: both"),
+            *openapi.PAGE_PARAMETERS,
         ],
-        responses=WorkflowSerializer(many=True),
+        responses=openapi.paginated(WorkflowSerializer, "Workflow"),
     )
     def get(self, request):
         workflows = permissions.visible_workflows(request.user).select_related("live_version", "created_by").annotate(
@@ -294,7 +300,7 @@ class WorkflowListView(SluiceAPIView):
 
     @extend_schema(
         summary="Create a workflow (version 1, draft)",
-        request=DefinitionRequestSerializer,
+        request={"application/json": openapi.definition_request_schema()},
         responses={201: VersionSerializer, 400: ErrorSerializer},
     )
     def post(self, request):
@@ -314,7 +320,7 @@ class WorkflowDetailView(SluiceAPIView):
         summary="Save a new draft version",
         description="The body is the definition. With `base_version`, the save is refused (409) "
                     "if someone saved a newer version since.",
-        request=DefinitionRequestSerializer,
+        request={"application/json": openapi.definition_request_schema()},
         responses={201: VersionSerializer, 400: ErrorSerializer, 409: ErrorSerializer},
     )
     def put(self, request, slug):
@@ -329,7 +335,9 @@ class WorkflowDetailView(SluiceAPIView):
 
 
 class VersionListView(SluiceAPIView):
-    @extend_schema(summary="Versions of a workflow, newest first", responses=VersionSerializer(many=True))
+    @extend_schema(summary="Versions of a workflow, newest first", operation_id="workflows_versions_list",
+                   parameters=openapi.PAGE_PARAMETERS,
+                   responses=openapi.paginated(VersionSerializer, "Version"))
     def get(self, request, slug):
         workflow = _workflow(request, slug)
         versions = workflow.versions.select_related("workflow__live_version", "created_by", "published_by")

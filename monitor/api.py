@@ -18,6 +18,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
+from designer import openapi
 from designer.api import ErrorSerializer, SluiceAPIView, require
 from orchestrator.runtime.commands import CommandError
 
@@ -40,13 +41,13 @@ class RunListView(SluiceAPIView):
     """Any signed-in user; the list holds only runs they may watch (monitor.permissions)."""
 
     @extend_schema(
-        summary="Runs the caller may watch, newest first",
+        summary="Runs the caller may watch, newest first", operation_id="runs_list",
         parameters=[
             OpenApiParameter("workflow", str, description="Workflow slug"),
             OpenApiParameter("status", str, enum=list(RunStatus.values)),
-            OpenApiParameter("page", int), OpenApiParameter("page_size", int),
+            *openapi.PAGE_PARAMETERS,
         ],
-        responses=RunSerializer(many=True),
+        responses=openapi.paginated(RunSerializer, "Run"),
     )
     def get(self, request):
         runs = visible_runs(request.user)
@@ -140,6 +141,10 @@ class SignalRunView(RunActionView):
 
 
 # ---- dead letters ---------------------------------------------------------------------------
+# The runner loops that dead-letter records (orchestrator.runtime: the DLQ_STAGE header).
+STAGES = ("trigger", "engine", "worker")
+
+
 def _visible_letter(request, pk: int) -> DeadLetter:
     letter = permissions.visible_dead_letters(request.user).filter(pk=pk).first()
     if letter is None:
@@ -184,18 +189,18 @@ class DeadLetterListView(SluiceAPIView):
     """Dead letters the caller may see (monitor.permissions), newest first."""
 
     @extend_schema(
-        summary="Dead letters the caller may see, newest first",
+        summary="Dead letters the caller may see, newest first", operation_id="dead_letters_list",
         parameters=[
             OpenApiParameter("status", str, enum=list(DeadLetter.Status.values)),
             OpenApiParameter("workflow", str, description="Workflow slug"),
-            OpenApiParameter("stage", str, enum=["trigger", "engine", "worker"],
+            OpenApiParameter("stage", str, enum=list(STAGES),
                              description="The runner loop that gave up on the record"),
             OpenApiParameter("source_topic", str, description="The topic the record was read from"),
             OpenApiParameter("since", OpenApiTypes.DATETIME, description="Failed at or after"),
             OpenApiParameter("until", OpenApiTypes.DATETIME, description="Failed at or before"),
-            OpenApiParameter("page", int), OpenApiParameter("page_size", int),
+            *openapi.PAGE_PARAMETERS,
         ],
-        responses=DeadLetterSerializer(many=True),
+        responses=openapi.paginated(DeadLetterSerializer, "DeadLetter"),
     )
     def get(self, request):
         require(permissions.can_view_dead_letters(request.user),
@@ -207,6 +212,9 @@ class DeadLetterListView(SluiceAPIView):
                 raise exceptions.ValidationError(
                     {"status": [f"Unknown status '{wanted}'; one of {', '.join(DeadLetter.Status.values)}"]})
             letters = letters.filter(status=wanted)
+        stage = request.query_params.get("stage")
+        if stage and stage not in STAGES:
+            raise exceptions.ValidationError({"stage": [f"Unknown stage '{stage}'; one of {', '.join(STAGES)}"]})
         for field in ("workflow", "stage", "source_topic"):
             value = request.query_params.get(field)
             if value:

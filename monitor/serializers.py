@@ -49,12 +49,17 @@ class RunDetailSerializer(RunSerializer):
         read_only_fields = fields
 
 
+# Text without control characters (NUL cannot even be stored): what the schema says, and checks.
+PRINTABLE = r"^[^\u0000-\u001f]*$"
+
+
 class CancelRequestSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+    reason = serializers.RegexField(PRINTABLE, required=False, allow_blank=True, max_length=500, default="")
 
 
 class SignalRequestSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, help_text="Signal name, e.g. the approval step's signal")
+    name = serializers.RegexField(PRINTABLE, min_length=1, max_length=200,
+                                  help_text="Signal name, e.g. the approval step's signal")
     payload = serializers.JSONField(required=False, default=None, allow_null=True)
 
 

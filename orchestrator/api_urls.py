@@ -40,5 +40,6 @@ urlpatterns = [
     path("schema/", designer_api.SchemaView.as_view(), name="api-schema"),
     # The docs page is for people in a browser: send them to the login page rather than a 403.
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
-    re_path(r"^.*$", designer_api.NotFoundView.as_view(), name="api-not-found"),
+    # Anything else, newlines included: a JSON 404, never Django's HTML page.
+    re_path(r"^[\s\S]*$", designer_api.NotFoundView.as_view(), name="api-not-found"),
 ]

@@ -15,7 +15,7 @@ Names (slug, step id, topic) are checked with full matches (`re.fullmatch`: `$` 
 match before a trailing newline). Sluice's own topics (the configured prefix, `wf.` by default)
 are never a workflow's topic: pass the installation's prefix as `topic_prefix`. Before any
 other check the whole document is walked once for what would break storing or sending it
-(nesting deeper than MAX_JSON_DEPTH, lone surrogates, non-finite numbers); such a document
+(nesting deeper than MAX_JSON_DEPTH, lone surrogates, NUL characters, non-finite numbers); such a document
 gets only those problems, so no later check ever recurses into it.
 
 Codes, for clients that react to a kind of problem rather than to its text:
@@ -290,7 +290,8 @@ def json_problems(value: Any, path: str = "", max_depth: int = MAX_JSON_DEPTH, l
     """(path, message, code) for what would break storing or sending `value` as JSON.
 
     Nesting deeper than `max_depth`, strings or keys with lone surrogates (not encodable as
-    UTF-8: the database and Kafka refuse them), and numbers that are not finite. Walked
+    UTF-8: the database and Kafka refuse them) or NUL characters (PostgreSQL refuses them), and
+    numbers that are not finite. Walked
     without recursion, so any depth is safe to check; at most `limit` problems.
     """
     found: list[tuple[str, str, str]] = []
@@ -306,28 +307,32 @@ def json_problems(value: Any, path: str = "", max_depth: int = MAX_JSON_DEPTH, l
                 for key, child in item.items():
                     if not isinstance(key, str):
                         key = str(key)
-                    if _has_surrogate(key):
-                        found.append((join_path(where, key), "the key is not valid Unicode text (a lone surrogate)",
-                                      "bad-text"))
+                    why = _bad_text(key)
+                    if why:
+                        found.append((join_path(where, key), f"the key is {why}", "bad-text"))
                         continue
                     children.append((join_path(where, key), child, depth + 1))
             else:
                 children = [(join_path(where, index), child, depth + 1) for index, child in enumerate(item)]
             pending.extend(reversed(children))
         elif isinstance(item, str):
-            if _has_surrogate(item):
-                found.append((where, "not valid Unicode text (a lone surrogate)", "bad-text"))
+            why = _bad_text(item)
+            if why:
+                found.append((where, why, "bad-text"))
         elif isinstance(item, float) and not math.isfinite(item):
             found.append((where, "numbers must be finite (no NaN or infinity)", "bad-number"))
     return found
 
 
-def _has_surrogate(text: str) -> bool:
+def _bad_text(text: str) -> str | None:
+    """Why `text` cannot be stored (PostgreSQL refuses NUL in text and jsonb), or None."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return True
-    return False
+        return "not valid Unicode text (a lone surrogate)"
+    if "\x00" in text:
+        return "holds a NUL character, which cannot be stored"
+    return None
 
 
 def _step_id_at(data: dict, path: str) -> str | None:
@@ -339,6 +344,70 @@ def _step_id_at(data: dict, path: str) -> str | None:
     step = steps[int(match.group(1))]
     step_id = step.get("id") if isinstance(step, dict) else None
     return step_id if is_step_id(step_id) else None
+
+
+# ---- the document's JSON Schema ----------------------------------------------------------
+def definition_schema() -> dict:
+    """The JSON Schema of a definition's shape, built from the same field lists the validator uses.
+
+    It says what JSON Schema can say (fields, types, names, bounds); `validate` checks the rest
+    (each step type's config against its own schema, expressions, the graph) and names every
+    problem. Served in the OpenAPI document of the REST API.
+    """
+    from . import steps as step_types
+
+    number = {"type": "number"}
+    seconds = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMER_SECONDS}
+    text = {"type": "string"}
+    trigger_fields = {
+        "type": {"type": "string", "enum": list(TRIGGER_TYPES)},
+        "filter": {"type": "string", "description": "Condition over `trigger` and `record` (kafka, webhook)"},
+        "topic": {"type": "string", "pattern": f"^{TOPIC_PATTERN.pattern}$"},
+        "start_from": {"type": "string", "enum": list(START_FROM)},
+        "cron": {"type": "string", "description": "Five cron fields"},
+        "timezone": {"type": "string"},
+        "input": {"description": "The input of scheduled runs"},
+    }
+    triggers = []
+    for kind, fields in TRIGGER_FIELDS.items():
+        allowed = COMMON_TRIGGER_FIELDS + fields
+        triggers.append({
+            "type": "object", "additionalProperties": False,
+            "properties": {name: ({"type": "string", "enum": [kind]} if name == "type" else trigger_fields[name])
+                           for name in allowed},
+            "required": ["type"] + [name for name in fields if name in ("topic", "cron")],
+        })
+    step = {
+        "type": "object", "additionalProperties": False, "required": ["id", "type"],
+        "properties": {
+            "id": {"type": "string", "pattern": f"^{STEP_ID_PATTERN.pattern}$"},
+            "type": {"type": "string", "enum": list(step_types.REGISTRY)},
+            "name": {"type": "string", "maxLength": 200}, "description": text,
+            "config": {"type": "object", "description": "As the step type's config_schema (GET /api/step-types/)"},
+            "retry": {"type": "object", "additionalProperties": False, "properties": {
+                "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS},
+                "backoff_seconds": {**number, "minimum": 0, "maximum": MAX_BACKOFF_SECONDS},
+                "backoff_multiplier": {**number, "minimum": 1, "maximum": MAX_BACKOFF_MULTIPLIER},
+                "max_backoff_seconds": {**number, "minimum": 0, "maximum": MAX_BACKOFF_SECONDS}}},
+            "timeout_seconds": seconds,
+        },
+    }
+    edge = {"type": "object", "additionalProperties": False, "required": ["from", "to"],
+            "properties": {"from": text, "to": text, "port": text}}
+    position = {"type": "object", "additionalProperties": False, "required": list(LAYOUT_FIELDS),
+                "properties": {axis: number for axis in LAYOUT_FIELDS}}
+    return {
+        "type": "object", "additionalProperties": False, "required": ["slug", "trigger", "steps"],
+        "properties": {
+            "slug": {"type": "string", "pattern": f"^{SLUG_PATTERN.pattern}$"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "description": text,
+            "trigger": {"oneOf": triggers},
+            "steps": {"type": "array", "minItems": 1, "items": step},
+            "edges": {"type": "array", "items": edge},
+            "layout": {"type": "object", "additionalProperties": position},
+        },
+    }
 
 
 # ---- validation ----------------------------------------------------------------------------
