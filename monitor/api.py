@@ -97,6 +97,8 @@ class RunActionView(SluiceAPIView):
             operation(request.user, run, *args)
         except operations.OperationForbidden as exc:
             raise exceptions.PermissionDenied(str(exc)) from exc
+        except operations.BadInput as exc:
+            raise exceptions.ValidationError({exc.path: [str(exc).split(": ", 1)[-1]]}) from exc
         except operations.OperationError as exc:
             if isinstance(exc.__cause__, CommandError):
                 error = exceptions.APIException(str(exc), code="kafka_unavailable")

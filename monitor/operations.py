@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from confluent_kafka import KafkaException, Producer
 
-from orchestrator import expressions, messages
+from orchestrator import expressions, messages, spec
 from orchestrator.messages import CancelRun, RetryRun, SignalRun
 from orchestrator.runtime import codec, commands
 from orchestrator.runtime.kafka import producer_config
@@ -35,6 +35,14 @@ class OperationForbidden(OperationError):
     pass
 
 
+class BadInput(OperationError):
+    """A value the operator sent that cannot be used; `path` names it."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
 class ReplayFailed(OperationError):
     """The record still cannot be processed (its filter fails, the engine could not decode it)."""
 
@@ -42,6 +50,15 @@ class ReplayFailed(OperationError):
 def _require_operator(user, run: Run) -> None:
     if not can_operate_workflow(user, run.workflow):
         raise OperationForbidden(f"you may not operate runs of workflow '{run.workflow}' (needs monitor.operate_run)")
+
+
+def _require_storable(value, field: str) -> None:
+    """What an operator sends travels to Kafka and back into the database: refuse what neither
+    can hold (lone surrogates, NUL characters, nesting too deep), naming the field."""
+    problems = spec.json_problems(value, field)
+    if problems:
+        path, message, _code = problems[0]
+        raise BadInput(path, message)
 
 
 def _send(command) -> None:
@@ -53,6 +70,7 @@ def _send(command) -> None:
 
 def cancel(user, run: Run, reason: str = "") -> None:
     _require_operator(user, run)
+    _require_storable(reason, "reason")
     if run.status in FINISHED:
         raise OperationError(f"run {run.id} already {run.status}: nothing to cancel")
     _send(CancelRun(run_id=run.id, reason=reason, by=user.get_username(), ts=time.time()))
@@ -96,6 +114,8 @@ def signal(user, run: Run, name: str, payload=None) -> None:
     _require_operator(user, run)
     if not name:
         raise OperationError("name: a signal needs a name (an approval step's signal, by default its step id)")
+    _require_storable(name, "name")
+    _require_storable(payload, "payload")
     if run.status in FINISHED:
         raise OperationError(f"run {run.id} already {run.status}: it waits for no signal")
     _send(SignalRun(run_id=run.id, name=name, payload=payload, by=user.get_username(), ts=time.time()))

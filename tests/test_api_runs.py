@@ -142,3 +142,10 @@ def test_unknown_status_filter_lists_the_valid_ones(operator):
     response = operator.get("/api/runs/?status=done")
     assert response.status_code == 400 and errors_at(response) == ["status"]
     assert "pending, running, succeeded, failed, cancelled" in response.json()["errors"][0]["message"]
+
+
+def test_signal_payload_that_cannot_be_stored_is_400_naming_it(operator):
+    make_run("r-nul")
+    response = operator.post("/api/runs/r-nul/signal/", '{"name": "go", "payload": {"note": "a\\u0000b"}}',
+                             content_type="application/json")
+    assert response.status_code == 400 and errors_at(response) == ["payload.note"]
