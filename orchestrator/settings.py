@@ -126,6 +126,8 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
     )
 }
+if "DATABASE_URL" not in os.environ:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Several processes (web, bridge, celery) write the embedded SQLite file at once.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
