@@ -1,7 +1,9 @@
 """REST API for workflow definitions: create, list, save versions, publish, start runs.
 
 Also home of what every Sluice API view shares (monitor/api.py builds on it):
-- `SluiceAPIView`: JSON in and out only, login required, one Django permission per HTTP method;
+- `SluiceAPIView`: JSON in and out only, login required; who may do what is asked of
+  monitor.permissions (one function per action), and a workflow or run the caller may not see
+  answers 404, exactly like one that does not exist;
 - `exception_handler` (settings.REST_FRAMEWORK): every error is JSON of one shape,
   `{"detail": str, "code": str, "errors": [{"path", "step_id", "code", "message", "severity"}]}`,
   and service refusals map to the status a client can act on (400, 404, 409, 503).
@@ -26,13 +28,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView, set_rollback
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from monitor import permissions
+from orchestrator import spec
 from orchestrator.runtime.commands import CommandError
 from orchestrator.spec import InvalidDefinition
 
-from . import services
+from . import openapi, services
 from .models import Workflow
 from .serializers import (
-    DefinitionRequestSerializer,
     DuplicateRequestSerializer,
     PublishRequestSerializer,
     StartedRunSerializer,
@@ -100,6 +103,16 @@ _SERVICE_STATUS = (
 
 def exception_handler(exc, context):
     """All API errors as `{"detail", "code", "errors"}`; never an HTML page, never a bare 500 for input."""
+    if isinstance(exc, services.InputTooLarge):
+        set_rollback()
+        response = _error_response(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc), "too_large",
+                                   [problem(exc.field, str(exc), "too_large")])
+        response.data["limit"] = exc.limit
+        return response
+    if isinstance(exc, services.InvalidInput):
+        set_rollback()
+        return _error_response(status.HTTP_400_BAD_REQUEST, str(exc), "invalid_input",
+                               [p.as_dict() for p in exc.problems])
     if isinstance(exc, InvalidDefinition):
         set_rollback()
         count = len(exc.problems)
@@ -145,25 +158,22 @@ def exception_handler(exc, context):
 
 
 # ---- what every API view shares ----------------------------------------------------------
-class MethodPermission(BasePermission):
-    """Logged in, and holding the Django permission the view names for this HTTP method."""
+class SignedIn(BasePermission):
+    """A signed-in, active user; what they may do is asked of monitor.permissions by each view."""
 
     def has_permission(self, request, view):
-        if not (request.user and request.user.is_authenticated):
-            return False
-        method = "GET" if request.method in ("HEAD", "OPTIONS") else request.method
-        perm = view.permissions_by_method.get(method)
-        if perm is None:
-            return True  # unknown methods fall through to 405
-        if not request.user.has_perm(perm):
-            self.message = f"You do not have permission to do this ({perm})"
-            return False
-        return True
+        return bool(request.user and request.user.is_authenticated and request.user.is_active)
+
+
+def require(allowed: bool, message: str) -> None:
+    """403 with `message` unless `allowed` (a monitor.permissions answer)."""
+    if not allowed:
+        raise exceptions.PermissionDenied(message)
 
 
 class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
-    max_page_size = 500
+    max_page_size = openapi.MAX_PAGE_SIZE
 
 
 class StrictJSONParser(JSONParser):
@@ -181,8 +191,7 @@ class SluiceAPIView(APIView):
 
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]
-    permission_classes = [MethodPermission]
-    permissions_by_method: dict[str, str] = {}
+    permission_classes = [SignedIn]
 
     def initial(self, request, *args, **kwargs):
         super().initial(request, *args, **kwargs)
@@ -196,6 +205,10 @@ class SluiceAPIView(APIView):
         if not isinstance(data, dict):
             raise exceptions.ValidationError(
                 {"": [f"The body must be a JSON object, not {type(data).__name__}"]})
+        # Too deep, lone surrogates, not-finite numbers: named here, before anything stores them.
+        unfit = spec.json_problems(data)
+        if unfit:
+            raise exceptions.ValidationError({path: [message] for path, message, _code in unfit})
         data = dict(data)
         if allowed is not None:
             unknown = sorted(set(data) - allowed)
@@ -205,6 +218,12 @@ class SluiceAPIView(APIView):
         return data
 
     def paginate(self, queryset, serializer_class):
+        # DRF would quietly ignore a bad page size: refuse it, as the schema says.
+        for name, most in (("page", None), ("page_size", openapi.MAX_PAGE_SIZE)):
+            raw = self.request.query_params.get(name)
+            if raw is not None and (not raw.isdigit() or int(raw) < 1 or (most and int(raw) > most)):
+                bounds = f"from 1 to {most}" if most else "of 1 or more"
+                raise exceptions.ValidationError({name: [f"Must be a whole number {bounds}, not {raw!r}"]})
         paginator = Pagination()
         page = paginator.paginate_queryset(queryset, self.request, view=self)
         return paginator.get_paginated_response(serializer_class(page, many=True).data)
@@ -241,28 +260,32 @@ def _saved(version) -> dict:
             "warnings": [p.as_dict() for p in services.check_definition(version.definition)]}
 
 
-def _workflow(slug: str) -> Workflow:
+def _workflow(request, slug: str, allowed=None, action: str = "") -> Workflow:
+    """The workflow if the caller may see it (else 404, as if it did not exist), and, given
+    `allowed` (a monitor.permissions function), may do `action` with it (else 403)."""
     workflow = Workflow.objects.select_related("live_version", "created_by").filter(slug=slug).first()
-    if workflow is None:
+    if workflow is None or not permissions.can_view_workflow(request.user, workflow):
         raise exceptions.NotFound(f"No workflow '{slug}'")
+    if allowed is not None:
+        require(allowed(request.user, workflow), f"You may not {action} '{slug}'")
     return workflow
 
 
 # ---- endpoints ---------------------------------------------------------------------------
 class WorkflowListView(SluiceAPIView):
-    permissions_by_method = {"GET": "designer.view_workflow", "POST": "designer.add_workflow"}
 
     @extend_schema(
-        summary="List workflows",
+        summary="List workflows", operation_id="workflows_list",
         parameters=[
             OpenApiParameter("q", str, description="Search slug, name and description"),
-            OpenApiParameter("archived", bool, description="true: archived workflows only; all: both"),
-            OpenApiParameter("page", int), OpenApiParameter("page_size", int),
+            OpenApiParameter("archived", str, enum=["false", "true", "all"],
+                             description="false (default): active workflows; true: archived only; all: both"),
+            *openapi.PAGE_PARAMETERS,
         ],
-        responses=WorkflowSerializer(many=True),
+        responses=openapi.paginated(WorkflowSerializer, "Workflow"),
     )
     def get(self, request):
-        workflows = Workflow.objects.select_related("live_version", "created_by").annotate(
+        workflows = permissions.visible_workflows(request.user).select_related("live_version", "created_by").annotate(
             latest_number=Max("versions__number"))
         archived = request.query_params.get("archived", "false").lower()
         if archived not in ("true", "false", "all"):
@@ -277,10 +300,11 @@ class WorkflowListView(SluiceAPIView):
 
     @extend_schema(
         summary="Create a workflow (version 1, draft)",
-        request=DefinitionRequestSerializer,
+        request={"application/json": openapi.definition_request_schema()},
         responses={201: VersionSerializer, 400: ErrorSerializer},
     )
     def post(self, request):
+        require(permissions.can_create_workflow(request.user), "You may not create workflows")
         definition = self.json_object()
         message = _body_message(definition)
         version = services.create_workflow(definition, request.user, message=message)
@@ -288,21 +312,19 @@ class WorkflowListView(SluiceAPIView):
 
 
 class WorkflowDetailView(SluiceAPIView):
-    permissions_by_method = {"GET": "designer.view_workflow", "PUT": "designer.change_workflow"}
-
     @extend_schema(summary="A workflow with its latest definition", responses=WorkflowDetailSerializer)
     def get(self, request, slug):
-        return Response(WorkflowDetailSerializer(_workflow(slug)).data)
+        return Response(WorkflowDetailSerializer(_workflow(request, slug)).data)
 
     @extend_schema(
         summary="Save a new draft version",
         description="The body is the definition. With `base_version`, the save is refused (409) "
                     "if someone saved a newer version since.",
-        request=DefinitionRequestSerializer,
+        request={"application/json": openapi.definition_request_schema()},
         responses={201: VersionSerializer, 400: ErrorSerializer, 409: ErrorSerializer},
     )
     def put(self, request, slug):
-        workflow = _workflow(slug)
+        workflow = _workflow(request, slug, permissions.can_edit_workflow, "edit")
         definition = self.json_object()
         message = _body_message(definition)
         base_version = _body_int(definition, "base_version")
@@ -313,28 +335,25 @@ class WorkflowDetailView(SluiceAPIView):
 
 
 class VersionListView(SluiceAPIView):
-    permissions_by_method = {"GET": "designer.view_workflow"}
-
-    @extend_schema(summary="Versions of a workflow, newest first", responses=VersionSerializer(many=True))
+    @extend_schema(summary="Versions of a workflow, newest first", operation_id="workflows_versions_list",
+                   parameters=openapi.PAGE_PARAMETERS,
+                   responses=openapi.paginated(VersionSerializer, "Version"))
     def get(self, request, slug):
-        workflow = _workflow(slug)
+        workflow = _workflow(request, slug)
         versions = workflow.versions.select_related("workflow__live_version", "created_by", "published_by")
         return self.paginate(versions.order_by("-number"), VersionSerializer)
 
 
 class VersionDetailView(SluiceAPIView):
-    permissions_by_method = {"GET": "designer.view_workflow"}
-
     @extend_schema(summary="One version with its definition", responses=VersionDetailSerializer)
     def get(self, request, slug, number):
-        workflow = _workflow(slug)
+        workflow = _workflow(request, slug)
         if int(number) > MAX_VERSION:
             raise services.VersionNotFound(workflow, int(number))
         return Response(VersionDetailSerializer(services.get_version(workflow, int(number))).data)
 
 
 class PublishView(SluiceAPIView):
-    permissions_by_method = {"POST": "designer.publish_workflow"}
 
     @extend_schema(
         summary="Publish a version (the latest when none is given) to Kafka and make it live",
@@ -342,14 +361,13 @@ class PublishView(SluiceAPIView):
         responses={200: VersionSerializer, 400: ErrorSerializer, 404: ErrorSerializer, 503: ErrorSerializer},
     )
     def post(self, request, slug):
-        workflow = _workflow(slug)
+        workflow = _workflow(request, slug, permissions.can_publish_workflow, "publish")
         body = self.json_object(allowed={"version"})
         version = services.publish(workflow, _body_int(body, "version"), request.user)
         return Response(VersionSerializer(version).data)
 
 
 class StartRunView(SluiceAPIView):
-    permissions_by_method = {"POST": "monitor.operate_run"}
 
     @extend_schema(
         summary="Start a run of the live version",
@@ -357,9 +375,7 @@ class StartRunView(SluiceAPIView):
         responses={202: StartedRunSerializer, 409: ErrorSerializer, 503: ErrorSerializer},
     )
     def post(self, request, slug):
-        if not request.user.has_perm("designer.view_workflow"):
-            raise exceptions.PermissionDenied("You do not have permission to do this (designer.view_workflow)")
-        workflow = _workflow(slug)
+        workflow = _workflow(request, slug, permissions.can_operate_workflow, "start runs of")
         body = self.json_object(allowed={"input"})
         run_id = services.start_run(workflow, body.get("input", {}), request.user)
         return Response({
@@ -369,7 +385,6 @@ class StartRunView(SluiceAPIView):
 
 
 class DuplicateView(SluiceAPIView):
-    permissions_by_method = {"POST": "designer.add_workflow"}
 
     @extend_schema(
         summary="Copy the latest definition into a new workflow (version 1, draft)",
@@ -377,9 +392,8 @@ class DuplicateView(SluiceAPIView):
         responses={201: VersionSerializer, 400: ErrorSerializer, 404: ErrorSerializer},
     )
     def post(self, request, slug):
-        if not request.user.has_perm("designer.view_workflow"):
-            raise exceptions.PermissionDenied("You do not have permission to do this (designer.view_workflow)")
-        workflow = _workflow(slug)
+        workflow = _workflow(request, slug)
+        require(permissions.can_create_workflow(request.user), "You may not create workflows")
         body = self.json_object(allowed={"slug", "name"})
         new_slug, name = body.get("slug"), body.get("name")
         if not isinstance(new_slug, str) or not new_slug:
@@ -393,32 +407,29 @@ class DuplicateView(SluiceAPIView):
 class ArchiveView(SluiceAPIView):
     """Archive (hide, stop triggers) or bring back a workflow."""
 
-    permissions_by_method = {"POST": "designer.change_workflow"}
     archive = True
 
     @extend_schema(request=None, responses={200: WorkflowDetailSerializer, 404: ErrorSerializer,
                                             503: ErrorSerializer})
     def post(self, request, slug):
-        workflow = _workflow(slug)
+        workflow = _workflow(request, slug, permissions.can_edit_workflow, "edit")
         self.json_object(allowed=set())
         if self.archive:
             # Archiving a live workflow takes it off the air: that is a publishing decision.
-            if workflow.live_version_id and not request.user.has_perm("designer.publish_workflow"):
-                raise exceptions.PermissionDenied(
-                    f"'{slug}' is live: archiving it unpublishes it (designer.publish_workflow)")
+            require(permissions.can_archive_workflow(request.user, workflow),
+                    f"'{slug}' is live: archiving it unpublishes it, which needs the right to publish it")
             services.archive_workflow(workflow, request.user)
         else:
             services.unarchive_workflow(workflow, request.user)
-        return Response(WorkflowDetailSerializer(_workflow(slug)).data)
+        return Response(WorkflowDetailSerializer(_workflow(request, slug)).data)
 
 
 class RestoreVersionView(SluiceAPIView):
-    permissions_by_method = {"POST": "designer.change_workflow"}
 
     @extend_schema(summary="Save an old version's definition again as the newest draft", request=None,
                    responses={201: VersionSerializer, 404: ErrorSerializer, 409: ErrorSerializer})
     def post(self, request, slug, number):
-        workflow = _workflow(slug)
+        workflow = _workflow(request, slug, permissions.can_edit_workflow, "edit")
         self.json_object(allowed=set())
         if int(number) > MAX_VERSION:
             raise services.VersionNotFound(workflow, int(number))
@@ -427,7 +438,7 @@ class RestoreVersionView(SluiceAPIView):
 
 
 class StepTypesView(SluiceAPIView):
-    permissions_by_method = {"GET": "designer.view_workflow"}
+    """The step registry describes the product, not anyone's workflows: any signed-in user."""
 
     @extend_schema(
         summary="Step types: palette entries, config JSON schemas and output ports",
@@ -456,7 +467,6 @@ class NotFoundView(SluiceAPIView):
     """Any other path under /api/: a JSON 404 (after login), not Django's HTML page."""
 
     schema = None
-    permissions_by_method = {}
 
     def dispatch_not_found(self, request, *args, **kwargs):
         raise exceptions.NotFound(f"No API endpoint at {request.path}")

@@ -117,20 +117,7 @@ class WorkflowDetailSerializer(WorkflowSerializer):
 
 
 # ---- request bodies (documented for the OpenAPI schema; validated in designer/api.py) -----
-class DefinitionRequestSerializer(serializers.Serializer):
-    """A workflow definition (DESIGN.md section 4), plus optional save fields."""
-
-    slug = serializers.SlugField()
-    name = serializers.CharField(required=False)
-    trigger = serializers.JSONField(required=False)
-    steps = serializers.JSONField()
-    edges = serializers.JSONField(required=False)
-    layout = serializers.JSONField(required=False)
-    message = serializers.CharField(required=False, help_text="Save message, stored with the version")
-    base_version = serializers.IntegerField(
-        required=False, help_text="PUT only: the version the edit started from; 409 if a newer one exists")
-
-
+# A definition's body is the definition's own JSON Schema (designer/openapi.py).
 class DuplicateRequestSerializer(serializers.Serializer):
     slug = serializers.SlugField(help_text="Slug of the new workflow")
     name = serializers.CharField(required=False, help_text="Its name; '<name> (copy)' when omitted")

@@ -6,7 +6,8 @@ Kafka before the database says "live", never start an unpublished workflow) live
 
 Errors are exceptions with a clear message: `InvalidDefinition` (from orchestrator.spec, with
 every problem), `VersionConflict`, `NotPublished`, `WorkflowArchived`, `PublishFailed`,
-`StartFailed`, `VersionNotFound`. Callers turn them into 400/409/503 or form errors.
+`StartFailed`, `VersionNotFound`, `InvalidInput`, `InputTooLarge`. Callers turn them into
+400/409/413/503 or form errors.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import json
+
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from monitor import audit
-from monitor.models import Run, RunStatus
+from monitor.models import Run, RunStatus, WorkflowAccess
 from orchestrator import spec
 from orchestrator.schedules import sync_schedule
 from orchestrator.webhooks import sync_webhook
@@ -76,6 +80,24 @@ class StartFailed(ServiceError):
     """Kafka did not acknowledge the start command; no run was recorded."""
 
 
+class InvalidInput(ServiceError):
+    """Run input that cannot be stored or sent (too deep, not valid text, not finite numbers)."""
+
+    def __init__(self, problems: list[tuple[str, str, str]], field: str = "input"):
+        self.problems = [Problem(path=path, message=message, code=code) for path, message, code in problems]
+        first = self.problems[0]
+        super().__init__(f"{first.path or field}: {first.message}")
+
+
+class InputTooLarge(ServiceError):
+    """Run input larger than settings.SLUICE_MAX_INPUT_BYTES once encoded as JSON."""
+
+    def __init__(self, size: int, limit: int, field: str = "input"):
+        self.size, self.limit, self.field = size, limit, field
+        super().__init__(f"{field}: {size} bytes of JSON is more than the limit of {limit} bytes "
+                         f"(SLUICE_MAX_INPUT_BYTES)")
+
+
 class SlugTaken(InvalidDefinition):
     """A workflow with this slug exists already (an InvalidDefinition on the `slug` field)."""
 
@@ -99,13 +121,39 @@ def record_audit(user, action: str, target, details: dict | None = None) -> None
     audit.record(user, action, target, details or {})
 
 
+def validate(definition: Any) -> list[Problem]:
+    """Every problem of a definition, for this installation (its prefix of Sluice's own topics)."""
+    problems = spec.validate(definition, topic_prefix=settings.SLUICE_TOPIC_PREFIX)
+    if not spec.errors(problems):
+        size = len(json.dumps(definition, separators=(",", ":")).encode())
+        if size > settings.SLUICE_MAX_DEFINITION_BYTES:
+            problems.append(Problem(path="", code="too-long", message=(
+                f"the definition is {size} bytes of JSON, more than the limit of "
+                f"{settings.SLUICE_MAX_DEFINITION_BYTES} bytes (SLUICE_MAX_DEFINITION_BYTES)")))
+    return problems
+
+
 def check_definition(definition: Any) -> list[Problem]:
     """Raise InvalidDefinition with every error; return the warnings (accepted, worth showing)."""
-    problems = spec.validate(definition)
+    problems = validate(definition)
     errors = spec.errors(problems)
     if errors:
         raise InvalidDefinition(errors)
     return [problem for problem in problems if problem not in errors]
+
+
+def check_run_input(value: Any, field: str = "input") -> None:
+    """Refuse run input a runner could not carry: InvalidInput naming the path, or InputTooLarge.
+
+    The limit (settings.SLUICE_MAX_INPUT_BYTES) sits well below the broker's record limit, so
+    the start command, the run's first history event and its state all fit.
+    """
+    problems = spec.json_problems(value, field)
+    if problems:
+        raise InvalidInput(problems, field)
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > settings.SLUICE_MAX_INPUT_BYTES:
+        raise InputTooLarge(size, settings.SLUICE_MAX_INPUT_BYTES, field)
 
 
 def _check_slug_matches(workflow: Workflow, definition: dict) -> None:
@@ -155,6 +203,10 @@ def create_workflow(definition: dict, user, message: str = "") -> WorkflowVersio
                 workflow=workflow, number=1, definition=definition,
                 message=message or "Created", created_by=_db_user(user),
             )
+            if _db_user(user) is not None:
+                # The creator may edit what they created, whatever their role (an explicit,
+                # revocable grant rather than a hidden owner rule).
+                WorkflowAccess.objects.create(workflow=workflow, user=user, permission=WorkflowAccess.Permission.EDIT)
     except IntegrityError as exc:  # two creates of one slug raced; the other one won
         raise SlugTaken(slug) from exc
     record_audit(user, "create", ("workflow", slug), {"version": 1})
@@ -230,11 +282,14 @@ def publish(workflow: Workflow, version_number: int | None, user) -> WorkflowVer
     return version
 
 
-def start_run(workflow: Workflow, input: Any, user, version: int | None = None) -> str:
+def start_run(workflow: Workflow, input: Any, user, version: int | None = None, trigger: dict | None = None,
+              run_id: str | None = None) -> str:
     """Start a run of the live version (or of a given published version); returns the run id.
 
     The Run row is created here (pending) so GET /api/runs/<id>/ answers at once; the history
     projector fills in the rest later and never loses to this row (get_or_create only).
+    `trigger` describes how the run started (default: by hand); `run_id` makes the start
+    idempotent (a dead letter replayed through its trigger gets the id its record would have).
     """
     if workflow.archived:
         raise WorkflowArchived(workflow, "started")
@@ -249,10 +304,11 @@ def start_run(workflow: Workflow, input: Any, user, version: int | None = None) 
                                f"runners do not know it")
         number = chosen.number
     by = _username(user)
-    trigger = {"type": "manual"}
+    trigger = trigger or {"type": "manual"}
     input = {} if input is None else input
+    check_run_input(input)
     try:
-        run_id = commands.start_run(workflow.slug, number, input, started_by=by, trigger=trigger)
+        run_id = commands.start_run(workflow.slug, number, input, started_by=by, trigger=trigger, run_id=run_id)
     except commands.CommandError as exc:
         raise StartFailed(f"Could not start '{workflow.slug}': Kafka did not acknowledge ({exc})") from exc
     _create_run_row(run_id, workflow.slug, number, input, trigger, by)
@@ -284,6 +340,8 @@ def start_test_run(workflow: Workflow, number: int, input: Any, user, record: di
     if isinstance(record, dict):
         trigger.update({key: record.get(key) for key in ("topic", "partition", "offset", "key", "timestamp")})
     input = {} if input is None else input
+    check_run_input(input)
+    check_run_input(trigger, "record")
     by = _username(user)
     try:
         _offer_to_runners(workflow, version, user)

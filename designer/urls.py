@@ -1,26 +1,31 @@
 from django.urls import path
 
+from . import converters  # noqa: F401  (registers the "any" converter)
 from . import views
 
 app_name = "designer"
 
+# Workflow URLs take any text as the slug (designer.converters), not only a valid slug: a row stored
+# before a validation rule tightened must still get working links, to open, fix or archive it.
+# The editor page comes last, so "<slug>/save/" is the save of <slug>.
+
 urlpatterns = [
     path("", views.workflow_list, name="list"),
     path("workflows/new/", views.editor_new, name="new"),
-    path("workflows/<slug:slug>/duplicate/", views.workflow_duplicate, name="duplicate"),
-    path("workflows/<slug:slug>/archive/", views.workflow_archive, name="archive"),
-    # Editor endpoints not tied to one workflow ("-" is never a whole slug path segment here).
+    path("workflows/<any:slug>/duplicate/", views.workflow_duplicate, name="duplicate"),
+    path("workflows/<any:slug>/archive/", views.workflow_archive, name="archive"),
+    # Editor endpoints not tied to one workflow ("-" is never a slug).
     path("designer/-/validate/", views.validate_definition, name="validate"),
     path("designer/-/panel/", views.panel, name="panel"),
     path("designer/-/create/", views.create, name="create"),
-    path("designer/-/runs/<str:run_id>/", views.run_status, name="run_status"),
-    path("designer/<slug:slug>/", views.editor, name="editor"),
-    path("designer/<slug:slug>/save/", views.save, name="save"),
-    path("designer/<slug:slug>/publish/", views.publish, name="publish"),
-    path("designer/<slug:slug>/versions/", views.versions, name="versions"),
-    path("designer/<slug:slug>/versions/<int:number>/", views.version_json, name="version"),
-    path("designer/<slug:slug>/versions/<int:number>/restore/", views.restore, name="restore"),
-    path("designer/<slug:slug>/diff/", views.diff, name="diff"),
-    path("designer/<slug:slug>/test-run/", views.test_run, name="test_run"),
-    path("designer/<slug:slug>/sample-record/", views.sample_record, name="sample_record"),
+    path("designer/-/runs/<any:run_id>/", views.run_status, name="run_status"),
+    path("designer/<any:slug>/save/", views.save, name="save"),
+    path("designer/<any:slug>/publish/", views.publish, name="publish"),
+    path("designer/<any:slug>/versions/", views.versions, name="versions"),
+    path("designer/<any:slug>/versions/<int:number>/", views.version_json, name="version"),
+    path("designer/<any:slug>/versions/<int:number>/restore/", views.restore, name="restore"),
+    path("designer/<any:slug>/diff/", views.diff, name="diff"),
+    path("designer/<any:slug>/test-run/", views.test_run, name="test_run"),
+    path("designer/<any:slug>/sample-record/", views.sample_record, name="sample_record"),
+    path("designer/<any:slug>/", views.editor, name="editor"),
 ]

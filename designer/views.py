@@ -2,8 +2,9 @@
 editor's JavaScript calls (validate, side panel, save, publish, versions, diff, test run).
 
 Every rule about definitions (validation before storing, stale-save refusal, publish order)
-lives in designer/services.py; these views only translate between HTTP and those calls, and
-answer bad input with a 4xx carrying every problem (field path and step id), never a 500.
+lives in designer/services.py, and every rule about who may do what in monitor/permissions.py;
+these views only translate between HTTP and those calls, and answer bad input with a 4xx
+carrying every problem (field path and step id), never a 500.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import copy
 import json
 
+from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
@@ -20,6 +22,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
+from monitor import permissions
 from monitor.models import Run
 from orchestrator import spec, steps
 from orchestrator.spec import InvalidDefinition, Problem
@@ -28,25 +31,51 @@ from . import forms, services
 from .diff import diff_definitions
 from .models import Workflow, WorkflowVersion
 
-VIEW = "designer.view_workflow"
-EDIT = "designer.change_workflow"
-ADD = "designer.add_workflow"
-PUBLISH = "designer.publish_workflow"
+
+def _require(allowed: bool, message: str) -> None:
+    if not allowed:
+        raise PermissionDenied(message)
 
 
-def _require(request, perm: str) -> None:
-    if not request.user.has_perm(perm):
-        raise PermissionDenied(f"You need the '{perm}' permission")
+def _visible_workflow(request, slug: str, queryset=None) -> Workflow:
+    """The workflow, 404 if there is none, PermissionDenied if the user may not see it."""
+    workflow = get_object_or_404(Workflow.objects.all() if queryset is None else queryset, slug=slug)
+    _require(permissions.can_view_workflow(request.user, workflow), f"You have no access to workflow '{slug}'")
+    return workflow
+
+
+def _loads(raw, what: str = "The request body", checked: bool = True):
+    """JSON text as Python values, or BadRequest naming what is wrong (depth and bad text included
+    unless `checked` is off: a definition's validation names those problems on their field)."""
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}")
+    except RecursionError:
+        raise BadRequest(f"{what} is nested too deeply")
+    if checked:
+        _check_fit(value, what)
+    return value
+
+
+def _check_fit(value, what: str, path: str = "") -> None:
+    unfit = spec.json_problems(value, path)
+    if unfit:
+        where, message, _code = unfit[0]
+        raise BadRequest(f"{what}: {where + ': ' if where else ''}{message}")
 
 
 def _json_body(request) -> dict:
-    """The request's JSON object, or a 400 naming what is wrong with it."""
-    try:
-        body = json.loads(request.body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"The request body is not valid JSON: {exc}")
+    """The request's JSON object, or a 400 naming what is wrong with it.
+
+    The `definition` in it is left to the validator, which reports unfit JSON (too deep, lone
+    surrogates) as problems with their paths, like every other problem of a definition."""
+    body = _loads(request.body or b"{}", checked=False)
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object")
+    for key, value in body.items():
+        if key != "definition":
+            _check_fit({key: value}, "The request body")
     return body
 
 
@@ -76,6 +105,10 @@ def json_endpoint(view):
                                  "saved_by": exc.saved_by}, status=409)
         except services.VersionNotFound as exc:
             return JsonResponse({"error": str(exc)}, status=404)
+        except services.InputTooLarge as exc:
+            return JsonResponse({"error": str(exc), "limit": exc.limit}, status=413)
+        except services.InvalidInput as exc:
+            return _problems_response(exc.problems, message=str(exc))
         except (services.PublishFailed, services.StartFailed) as exc:
             return JsonResponse({"error": str(exc)}, status=503)
         except services.ServiceError as exc:
@@ -95,11 +128,14 @@ def _definition_from(body: dict, key: str = "definition") -> dict:
 
 # ---- workflow list -----------------------------------------------------------------------
 @login_required
-@permission_required(VIEW, raise_exception=True)
 def workflow_list(request):
+    user = request.user
+    _require(permissions.can_view_any_workflow(user) or permissions.can_create_workflow(user),
+             "Your account has no access to any workflow yet")
     query = request.GET.get("q", "").strip()
     show_archived = request.GET.get("archived") == "1"
-    workflows = Workflow.objects.filter(archived=show_archived).select_related("live_version")
+    workflows = permissions.visible_workflows(user, Workflow.objects.filter(archived=show_archived)
+                                              ).select_related("live_version")
     if query:
         workflows = workflows.filter(Q(slug__icontains=query) | Q(name__icontains=query)
                                      | Q(description__icontains=query))
@@ -121,19 +157,20 @@ def workflow_list(request):
             "newest": newest,
             "has_draft": newest is not None and (workflow.live_version_id != newest.pk),
             "last_run": last_runs.get(workflow.slug),
+            "can_edit": permissions.can_edit_workflow(user, workflow),
+            "can_archive": permissions.can_archive_workflow(user, workflow),
         })
     template = "designer/_workflow_rows.html" if request.htmx and request.htmx.target == "workflow-rows" \
         else "designer/list.html"
     return render(request, template, {"rows": rows, "query": query, "show_archived": show_archived,
-                                      "can_add": request.user.has_perm(ADD),
-                                      "can_edit": request.user.has_perm(EDIT)})
+                                      "can_add": permissions.can_create_workflow(user)})
 
 
 @login_required
 @require_POST
 def workflow_duplicate(request, slug):
-    _require(request, ADD)
-    workflow = get_object_or_404(Workflow, slug=slug)
+    workflow = _visible_workflow(request, slug)
+    _require(permissions.can_create_workflow(request.user), "You may not create workflows")
     new_slug = request.POST.get("new_slug", "").strip() or _free_slug(f"{slug}-copy")
     try:
         version = services.duplicate_workflow(workflow, new_slug, request.user)
@@ -154,13 +191,16 @@ def _free_slug(base: str) -> str:
 @login_required
 @require_POST
 def workflow_archive(request, slug):
-    _require(request, EDIT)
-    workflow = get_object_or_404(Workflow, slug=slug)
+    workflow = _visible_workflow(request, slug)
     try:
         if request.POST.get("restore"):
+            _require(permissions.can_edit_workflow(request.user, workflow), f"You may not edit '{slug}'")
             services.unarchive_workflow(workflow, request.user)
             messages.success(request, f"Restored '{slug}' from the archive (unpublished)")
         else:
+            _require(permissions.can_archive_workflow(request.user, workflow),
+                     f"You may not archive '{slug}'" + (": it is live, and archiving unpublishes it"
+                                                        if workflow.live_version_id else ""))
             services.archive_workflow(workflow, request.user)
             messages.success(request, f"Archived '{slug}': its triggers stopped")
     except services.ServiceError as exc:
@@ -170,6 +210,8 @@ def workflow_archive(request, slug):
 
 # ---- editor page -------------------------------------------------------------------------
 def _editor_context(request, workflow: Workflow | None, version: WorkflowVersion | None, definition: dict):
+    user = request.user
+    can_edit = permissions.can_edit_workflow(user, workflow) if workflow else permissions.can_create_workflow(user)
     return {
         "workflow": workflow,
         "version": version,
@@ -177,10 +219,11 @@ def _editor_context(request, workflow: Workflow | None, version: WorkflowVersion
         "step_types": steps.describe_all(),
         "trigger_types": list(spec.TRIGGER_TYPES),
         "live_number": workflow.live_version.number if workflow and workflow.live_version_id else None,
-        "can_edit": request.user.has_perm(EDIT) if workflow else request.user.has_perm(ADD),
-        "can_publish": request.user.has_perm(PUBLISH),
+        "can_edit": can_edit,
+        "can_publish": bool(workflow) and permissions.can_publish_workflow(user, workflow),
+        "can_test_run": bool(workflow) and permissions.can_test_run(user, workflow),
         "editor_config": {
-            "canEdit": request.user.has_perm(EDIT) if workflow else request.user.has_perm(ADD),
+            "canEdit": can_edit,
             "slug": workflow.slug if workflow else None,
             "version": version.number if version else None,
             "live": workflow.live_version.number if workflow and workflow.live_version_id else None,
@@ -198,16 +241,15 @@ def _editor_context(request, workflow: Workflow | None, version: WorkflowVersion
 
 
 @login_required
-@permission_required(ADD, raise_exception=True)
 def editor_new(request):
+    _require(permissions.can_create_workflow(request.user), "You may not create workflows")
     definition = {"slug": "", "name": "", "trigger": {"type": "manual"}, "steps": [], "edges": [], "layout": {}}
     return render(request, "designer/editor.html", _editor_context(request, None, None, definition))
 
 
 @login_required
-@permission_required(VIEW, raise_exception=True)
 def editor(request, slug):
-    workflow = get_object_or_404(Workflow.objects.select_related("live_version"), slug=slug)
+    workflow = _visible_workflow(request, slug, Workflow.objects.select_related("live_version"))
     try:
         version = services.get_version(workflow, _int_param(request.GET.get("version")))
     except (BadRequest, services.VersionNotFound):
@@ -230,9 +272,9 @@ def _int_param(value):
 @require_POST
 def validate_definition(request):
     """POST {definition} -> {problems: [...]}; drives node badges and the problems list."""
-    _require(request, VIEW)
+    _require(permissions.can_use_designer_tools(request.user), "You have no access to the designer")
     definition = _definition_from(_json_body(request))
-    return JsonResponse({"problems": [p.as_dict() for p in spec.validate(definition)]})
+    return JsonResponse({"problems": [p.as_dict() for p in services.validate(definition)]})
 
 
 @login_required
@@ -244,13 +286,13 @@ def panel(request):
     re-rendered panel with inline errors, and an `HX-Trigger` event carrying the updated step
     (or trigger) so the page's model and canvas follow the form.
     """
-    _require(request, VIEW)
+    _require(permissions.can_use_designer_tools(request.user), "You have no access to the designer")
     try:
-        definition = json.loads(request.POST.get("definition") or "{}")
+        definition = _loads(request.POST.get("definition") or "{}", "The definition")
         if not isinstance(definition, dict):
-            raise ValueError("not an object")
-    except ValueError:
-        return HttpResponse("The editor sent a broken definition; reload the page.", status=400)
+            raise BadRequest("The definition is not an object")
+    except BadRequest as exc:
+        return HttpResponse(f"The editor sent a broken definition ({exc}); reload the page.", status=400)
     step_id = request.POST.get("step_id") or None
     submitted = request.POST.get("submitted") == "1"
     if step_id is None:
@@ -261,7 +303,10 @@ def panel(request):
         if context is None:
             return HttpResponse(f"There is no step '{step_id}' in this workflow any more.", status=404)
         event = {"sluice:step-updated": {"step_id": step_id, "step": updated}}
-    context["can_edit"] = request.user.has_perm(EDIT) or request.user.has_perm(ADD)
+    slug = definition.get("slug")
+    saved = Workflow.objects.filter(slug=slug).first() if isinstance(slug, str) else None
+    context["can_edit"] = (permissions.can_edit_workflow(request.user, saved) if saved
+                           else permissions.can_create_workflow(request.user))
     response = render(request, "designer/_panel.html", context)
     if submitted:
         response["HX-Trigger"] = json.dumps(event)
@@ -269,7 +314,7 @@ def panel(request):
 
 
 def _problems_for(definition: dict, step_id: str | None) -> list[Problem]:
-    problems = spec.validate(definition)
+    problems = services.validate(definition)
     if step_id is None:
         return [p for p in problems if p.path == "trigger" or p.path.startswith("trigger.")]
     return [p for p in problems if p.step_id == step_id]
@@ -319,7 +364,7 @@ def _step_panel(definition: dict, step_id: str, post):
         new_id = fields_step.pop("id", step_id)
         id_field = next(f for f in sections["step"] if f.key == "id")
         taken = {s.get("id") for i, s in enumerate(raw_steps) if i != index and isinstance(s, dict)}
-        if new_id != step_id and not spec.STEP_ID_PATTERN.match(new_id):
+        if new_id != step_id and not spec.is_step_id(new_id):
             id_field.errors.append("A step id starts with a letter or _ and holds only letters, digits and _ "
                                    "(at most 64)")
         elif new_id != step_id and new_id in taken:
@@ -399,7 +444,7 @@ def _trigger_panel(definition: dict, post):
 @require_POST
 def create(request):
     """POST {definition, message} -> a new workflow with the definition as version 1."""
-    _require(request, ADD)
+    _require(permissions.can_create_workflow(request.user), "You may not create workflows")
     body = _json_body(request)
     version = services.create_workflow(_definition_from(body), request.user, message=str(body.get("message") or ""))
     return JsonResponse({"slug": version.workflow.slug, "version": version.number,
@@ -410,8 +455,8 @@ def create(request):
 @require_POST
 def save(request, slug):
     """POST {definition, message, base_version} -> the new version; 409 if someone saved since."""
-    _require(request, EDIT)
-    workflow = get_object_or_404(Workflow, slug=slug)
+    workflow = _visible_workflow(request, slug)
+    _require(permissions.can_edit_workflow(request.user, workflow), f"You may not edit '{slug}'")
     body = _json_body(request)
     base = body.get("base_version")
     if base is not None and not isinstance(base, int):
@@ -424,8 +469,8 @@ def save(request, slug):
 @json_endpoint
 @require_POST
 def publish(request, slug):
-    _require(request, PUBLISH)
-    workflow = get_object_or_404(Workflow, slug=slug)
+    workflow = _visible_workflow(request, slug)
+    _require(permissions.can_publish_workflow(request.user, workflow), f"You may not publish '{slug}'")
     body = _json_body(request)
     number = body.get("version")
     if not isinstance(number, int):
@@ -437,8 +482,8 @@ def publish(request, slug):
 @json_endpoint
 @require_POST
 def restore(request, slug, number):
-    _require(request, EDIT)
-    workflow = get_object_or_404(Workflow, slug=slug)
+    workflow = _visible_workflow(request, slug)
+    _require(permissions.can_edit_workflow(request.user, workflow), f"You may not edit '{slug}'")
     version = services.restore_version(workflow, number, request.user)
     return JsonResponse({"version": version.number, "definition": version.definition})
 
@@ -446,20 +491,18 @@ def restore(request, slug, number):
 @login_required
 @require_GET
 def versions(request, slug):
-    _require(request, VIEW)
-    workflow = get_object_or_404(Workflow, slug=slug)
+    workflow = _visible_workflow(request, slug)
     rows = [(v, services.version_status(v, workflow))
             for v in workflow.versions.select_related("created_by", "published_by").order_by("-number")]
-    return render(request, "designer/_versions.html", {"workflow": workflow, "rows": rows,
-                                                       "can_edit": request.user.has_perm(EDIT),
-                                                       "can_publish": request.user.has_perm(PUBLISH)})
+    return render(request, "designer/_versions.html", {
+        "workflow": workflow, "rows": rows, "can_edit": permissions.can_edit_workflow(request.user, workflow),
+        "can_publish": permissions.can_publish_workflow(request.user, workflow)})
 
 
 @json_endpoint
 @require_GET
 def version_json(request, slug, number):
-    _require(request, VIEW)
-    workflow = get_object_or_404(Workflow, slug=slug)
+    workflow = _visible_workflow(request, slug)
     version = services.get_version(workflow, number)
     return JsonResponse({"version": version.number, "definition": version.definition,
                          "status": services.version_status(version, workflow)})
@@ -468,8 +511,7 @@ def version_json(request, slug, number):
 @login_required
 @require_GET
 def diff(request, slug):
-    _require(request, VIEW)
-    workflow = get_object_or_404(Workflow, slug=slug)
+    workflow = _visible_workflow(request, slug)
     try:
         a, b = _int_param(request.GET.get("a")), _int_param(request.GET.get("b"))
         old, new = services.get_version(workflow, a), services.get_version(workflow, b)
@@ -483,9 +525,13 @@ def diff(request, slug):
 @json_endpoint
 @require_POST
 def test_run(request, slug):
-    """POST {version, input, record?} -> {run_id}: run a saved version (draft or not) once."""
-    _require(request, EDIT)
-    workflow = get_object_or_404(Workflow, slug=slug)
+    """POST {version, input, record?} -> {run_id}: run a saved version (draft or not) once.
+
+    It executes unpublished work, so it takes both rights: edit the workflow and operate its runs.
+    """
+    workflow = _visible_workflow(request, slug)
+    _require(permissions.can_test_run(request.user, workflow),
+             f"A test run of '{slug}' needs the rights to edit it and to operate its runs")
     body = _json_body(request)
     number = body.get("version")
     if not isinstance(number, int):
@@ -497,15 +543,25 @@ def test_run(request, slug):
 @json_endpoint
 @require_GET
 def sample_record(request, slug):
-    """The newest record on the workflow's trigger topic, to use as test input."""
+    """The newest record on the workflow's trigger topic, to use as test input.
+
+    Only the topic a saved version of this workflow is triggered by (a user may not read any
+    topic through the designer, least of all Sluice's own), and only for users who may edit it.
+    """
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     from orchestrator.runtime.kafka import consumer_config
 
-    _require(request, VIEW)
-    topic = (request.GET.get("topic") or "").strip()
+    workflow = _visible_workflow(request, slug)
+    _require(permissions.can_edit_workflow(request.user, workflow),
+             f"Reading sample records needs the right to edit '{slug}'")
+    trigger_topics = _trigger_topics(workflow)
+    topic = (request.GET.get("topic") or "").strip() or next(iter(trigger_topics), "")
     if not topic:
-        raise BadRequest("Give the trigger topic to read a sample record from")
+        raise BadRequest(f"'{slug}' has no saved version with a Kafka trigger: set its topic and save first")
+    if topic not in trigger_topics:
+        raise PermissionDenied(f"Sample records come only from the trigger topic of '{slug}' "
+                               f"({', '.join(sorted(trigger_topics)) or 'none saved'}); save the version first")
     consumer = Consumer(consumer_config(f"sluice-designer-sample-{request.user.pk}",
                                         **{"isolation.level": "read_committed"}))
     try:
@@ -539,14 +595,26 @@ def sample_record(request, slug):
         consumer.close()
 
 
-@login_required
+def _trigger_topics(workflow: Workflow) -> list[str]:
+    """Kafka topics the latest and the live version are triggered by (newest first), never Sluice's own."""
+    topics = []
+    for version in (workflow.latest_version, workflow.live_version):
+        trigger = ((version.definition if version else None) or {}).get("trigger") or {}
+        topic = trigger.get("topic") if trigger.get("type") == "kafka" else None
+        if spec.topic_problem(topic, settings.SLUICE_TOPIC_PREFIX) is None and topic not in topics:
+            topics.append(topic)
+    return topics
+
+
+@json_endpoint
 @require_GET
 def run_status(request, run_id):
     """A run's status and each step's, for colouring the canvas during a test run."""
-    _require(request, VIEW)
     run = Run.objects.filter(id=run_id).first()
     if run is None:
         return JsonResponse({"error": f"No run '{run_id}'"}, status=404)
+    _require(permissions.can_view_workflow(request.user, run.workflow),
+             f"You may not watch runs of workflow '{run.workflow}'")
     return JsonResponse({
         "run_id": run.id, "status": run.status, "error": run.error, "output": run.output,
         "steps": {s.step_id: {"status": s.status, "output": s.output, "error": s.error,

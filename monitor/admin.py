@@ -1,13 +1,14 @@
-"""Admin for operators: runs (with cancel/retry actions), steps, dead letters, runners, access, audit.
+"""Admin for operators: runs (with cancel/retry actions), steps, dead letters, runners, grants, audit.
 
 Projected rows (runs, steps, history, heartbeats) and the audit log are read-only: they record
-what happened, and an edit would falsify history. Actions go through monitor.operations, so
-they are permission-checked, sent via Kafka and audited like the monitor's buttons.
+what happened, and an edit would falsify history. Lists hold only what the user may see and
+actions go through monitor.operations, so they are checked by monitor.permissions, sent via
+Kafka and audited like the monitor's buttons.
 """
 
 from django.contrib import admin, messages
 
-from . import operations
+from . import operations, permissions
 from .models import AuditEntry, DeadLetter, HistoryEntry, Run, RunnerProcess, StepRun, WorkflowAccess
 
 
@@ -48,8 +49,19 @@ def _run_action(label, operation):
     return action
 
 
+class VisibleRunsMixin:
+    """Only the rows of runs the user may see (monitor.permissions), like the monitor's pages."""
+
+    run_field = "workflow"
+
+    def get_queryset(self, request):
+        slugs = permissions.visible_workflow_slugs(request.user)
+        queryset = super().get_queryset(request)
+        return queryset if slugs is None else queryset.filter(**{f"{self.run_field}__in": slugs})
+
+
 @admin.register(Run)
-class RunAdmin(ReadOnlyAdmin):
+class RunAdmin(VisibleRunsMixin, ReadOnlyAdmin):
     list_display = ("id", "workflow", "version", "status", "started_by", "created_at", "ended_at")
     list_filter = ("status", "workflow", "created_at")
     search_fields = ("id", "workflow", "started_by")
@@ -58,7 +70,8 @@ class RunAdmin(ReadOnlyAdmin):
     actions = [_run_action("Cancel", operations.cancel), _run_action("Retry", operations.retry)]
 
     def has_operate_permission(self, request):
-        return request.user.has_perm("monitor.operate_run")
+        # Offered to anyone who may operate some runs; each run is checked again when acted on.
+        return permissions.can_operate_any_workflow(request.user)
 
     def has_delete_permission(self, request, obj=None):
         # Deleting a finished run's record is retention, not falsification; superusers only.
@@ -66,14 +79,18 @@ class RunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(StepRun)
-class StepRunAdmin(ReadOnlyAdmin):
+class StepRunAdmin(VisibleRunsMixin, ReadOnlyAdmin):
+    run_field = "run__workflow"
+
     list_display = ("run", "step_id", "type", "status", "started_at", "ended_at")
     list_filter = ("status", "type")
     search_fields = ("run__id", "step_id")
 
 
 @admin.register(HistoryEntry)
-class HistoryEntryAdmin(ReadOnlyAdmin):
+class HistoryEntryAdmin(VisibleRunsMixin, ReadOnlyAdmin):
+    run_field = "run__workflow"
+
     list_display = ("run", "seq", "kind", "step_id", "ts")
     list_filter = ("kind",)
     search_fields = ("run__id", "step_id")
@@ -81,13 +98,17 @@ class HistoryEntryAdmin(ReadOnlyAdmin):
 
 @admin.register(DeadLetter)
 class DeadLetterAdmin(ReadOnlyAdmin):
-    list_display = ("id", "failed_at", "stage", "source_topic", "key", "error", "status", "resolved_by")
-    list_filter = ("status", "stage", "source_topic")
-    search_fields = ("key", "error", "value")
+    list_display = ("id", "failed_at", "stage", "workflow", "source_topic", "key", "error", "status", "resolved_by")
+    list_filter = ("status", "stage", "workflow", "source_topic")
+    search_fields = ("key", "error", "value", "workflow")
     actions = ["replay", "discard"]
 
+    def get_queryset(self, request):
+        return permissions.visible_dead_letters(request.user)
+
     def has_operate_permission(self, request):
-        return request.user.has_perm("monitor.operate_run")
+        # Each letter is checked again (permissions.can_act_on_dead_letter) when acted on.
+        return permissions.can_view_dead_letters(request.user)
 
     def _each(self, request, queryset, operation, label):
         done = 0
@@ -100,7 +121,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
         if done:
             self.message_user(request, f"{label} {done} dead letter(s).", messages.SUCCESS)
 
-    @admin.action(description="Replay selected dead letters (unedited) into the runs topic", permissions=["operate"])
+    @admin.action(description="Replay selected dead letters (unedited) to where they came from", permissions=["operate"])
     def replay(self, request, queryset):
         self._each(request, queryset, operations.replay_dead_letter, "Replayed")
 
@@ -117,10 +138,9 @@ class RunnerProcessAdmin(ReadOnlyAdmin):
 
 @admin.register(WorkflowAccess)
 class WorkflowAccessAdmin(admin.ModelAdmin):
-    list_display = ("workflow", "user", "group")
-    list_filter = ("workflow",)
+    list_display = ("workflow", "permission", "user", "group")
+    list_filter = ("permission", "workflow")
     search_fields = ("workflow__slug", "user__username", "group__name")
-    autocomplete_fields = ()
 
 
 @admin.register(AuditEntry)

@@ -1,7 +1,8 @@
 """Websockets of the monitor: one run's history (run detail) and every visible run (lists, dashboard).
 
-Both require a signed-in user and check workflow visibility (monitor.permissions) before joining
-any group; a refused socket is closed before it is accepted, so it never receives an event.
+Both require a signed-in user and check workflow visibility (monitor.permissions, the same
+functions as the pages and the API) before joining any group; a refused socket is closed before
+it is accepted, so it never receives an event.
 
 Run sockets (`ws/runs/<run_id>/?since=N`, N = the highest seq the client has) catch up: the
 server sends every event after N (projected rows plus this process's buffer of events the
@@ -113,6 +114,9 @@ class RunsFeedConsumer(_LiveConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         slugs = await database_sync_to_async(visible_workflow_slugs)(user)
+        if slugs is not None and not slugs:
+            await self.close(code=CLOSE_FORBIDDEN)  # may watch no workflow at all, like the monitor pages
+            return
         wanted = _query_param(self.scope, "workflow")
         if wanted:
             if slugs is not None and wanted not in slugs:

@@ -45,7 +45,7 @@ _GROUP_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,60}$")
 
 def _safe(name: str) -> str:
     # Channels group names allow only [A-Za-z0-9_.-] and < 100 characters.
-    return name if _GROUP_SAFE.match(name) else hashlib.sha1(name.encode()).hexdigest()
+    return name if _GROUP_SAFE.fullmatch(name) else hashlib.sha1(name.encode()).hexdigest()
 
 
 def run_group(run_id: str) -> str:

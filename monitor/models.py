@@ -123,9 +123,15 @@ class DeadLetter(models.Model):
     source_partition = models.IntegerField(null=True, blank=True)
     source_offset = models.BigIntegerField(null=True, blank=True)
     failed_at = models.DateTimeField(db_index=True)
+    # The workflow the record belongs to, when it can be told (monitor.dead_letters.attribute):
+    # who may see and handle it follows from that workflow's grants.
+    workflow = models.CharField(max_length=100, blank=True, db_index=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.NEW, db_index=True)
     resolved_by = models.CharField(max_length=150, blank=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    # What the replay did: {"to": "trigger"|"runs"|"topic", "run_id", "topic", "partition", "offset",
+    # "edited", "started": bool, "detail"}; a later dead letter of the replayed record names it.
+    replay = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-failed_at", "-offset"]
@@ -157,27 +163,41 @@ class RunnerProcess(models.Model):
 
 
 class WorkflowAccess(models.Model):
-    """Grants a user or a group the right to watch the runs of one workflow.
+    """Grants a user or a group one right on one workflow (an object permission).
 
-    Users with the model permission monitor.view_run (and superusers) see every workflow's runs;
-    everyone else sees the runs of workflows they created plus the ones granted here.
+    The roles (groups Viewer, Author, Publisher, Operator) hold model permissions and apply to
+    every workflow; a grant applies to its workflow only. Any grant lets its holder see the
+    workflow and its runs. monitor.permissions reads both, one function per action.
     """
+
+    class Permission(models.TextChoices):
+        VIEW = "view", "view the workflow and its runs"
+        EDIT = "edit", "edit (save, restore, archive a draft)"
+        PUBLISH = "publish", "publish, unpublish, rotate the webhook token"
+        OPERATE = "operate", "start, cancel, retry and signal runs; handle its dead letters"
 
     workflow = models.ForeignKey("designer.Workflow", on_delete=models.CASCADE, related_name="run_access")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    permission = models.CharField(max_length=16, choices=Permission.choices, default=Permission.VIEW)
 
     class Meta:
-        verbose_name_plural = "workflow access grants"
+        verbose_name = "workflow grant"
+        verbose_name_plural = "workflow grants"
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(user__isnull=False) | models.Q(group__isnull=False),
+                condition=(models.Q(user__isnull=False, group__isnull=True)
+                           | models.Q(user__isnull=True, group__isnull=False)),
                 name="workflow_access_names_user_or_group",
-            )
+            ),
+            models.UniqueConstraint(fields=["workflow", "user", "permission"], condition=models.Q(user__isnull=False),
+                                    name="unique_user_grant"),
+            models.UniqueConstraint(fields=["workflow", "group", "permission"], condition=models.Q(group__isnull=False),
+                                    name="unique_group_grant"),
         ]
 
     def __str__(self):
-        return f"{self.workflow_id} -> {self.user or self.group}"
+        return f"{self.permission} {self.workflow_id} -> {self.user or self.group}"
 
 
 class AuditEntry(models.Model):

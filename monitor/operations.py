@@ -1,13 +1,12 @@
-"""Operator actions on runs and dead letters, shared by the monitor pages and the admin.
+"""Operator actions on runs and dead letters, shared by the monitor pages, the REST API and the admin.
 
-Every action checks permission, sends its command through Kafka (runners are the only ones who
-change a run), and writes an audit entry. Errors an operator can fix come back as
-OperationError with a readable message, never as a 500.
+Every action checks permission (monitor.permissions), sends its command through Kafka (runners
+are the only ones who change a run), and writes an audit entry. Errors an operator can fix
+come back as OperationError with a readable message, never as a 500.
 """
 
 from __future__ import annotations
 
-import base64
 import time
 
 from django.db import transaction
@@ -15,13 +14,14 @@ from django.utils import timezone
 
 from confluent_kafka import KafkaException, Producer
 
+from orchestrator import expressions, messages, spec
 from orchestrator.messages import CancelRun, RetryRun, SignalRun
-from orchestrator.runtime import commands
+from orchestrator.runtime import codec, commands
 from orchestrator.runtime.kafka import producer_config
 
-from . import audit
+from . import audit, dead_letters
 from .models import DeadLetter, Run, RunStatus
-from .permissions import can_operate
+from .permissions import can_act_on_dead_letter, can_operate_workflow
 
 FINISHED = {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}
 RETRYABLE = {RunStatus.FAILED, RunStatus.CANCELLED}
@@ -35,9 +35,30 @@ class OperationForbidden(OperationError):
     pass
 
 
+class BadInput(OperationError):
+    """A value the operator sent that cannot be used; `path` names it."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+class ReplayFailed(OperationError):
+    """The record still cannot be processed (its filter fails, the engine could not decode it)."""
+
+
 def _require_operator(user, run: Run) -> None:
-    if not can_operate(user, run.workflow):
+    if not can_operate_workflow(user, run.workflow):
         raise OperationForbidden(f"you may not operate runs of workflow '{run.workflow}' (needs monitor.operate_run)")
+
+
+def _require_storable(value, field: str) -> None:
+    """What an operator sends travels to Kafka and back into the database: refuse what neither
+    can hold (lone surrogates, NUL characters, nesting too deep), naming the field."""
+    problems = spec.json_problems(value, field)
+    if problems:
+        path, message, _code = problems[0]
+        raise BadInput(path, message)
 
 
 def _send(command) -> None:
@@ -49,6 +70,7 @@ def _send(command) -> None:
 
 def cancel(user, run: Run, reason: str = "") -> None:
     _require_operator(user, run)
+    _require_storable(reason, "reason")
     if run.status in FINISHED:
         raise OperationError(f"run {run.id} already {run.status}: nothing to cancel")
     _send(CancelRun(run_id=run.id, reason=reason, by=user.get_username(), ts=time.time()))
@@ -66,7 +88,13 @@ def retry(user, run: Run) -> None:
 
 def retry_with_input(user, run: Run, new_input) -> str:
     """A new run of the same workflow version with edited input; its trigger names the original."""
+    from designer import services
+
     _require_operator(user, run)
+    try:
+        services.check_run_input(new_input)
+    except services.ServiceError as exc:
+        raise OperationError(str(exc)) from exc
     trigger = {"type": "replay", "of": run.id}
     try:
         new_id = commands.start_run(run.workflow, run.version, new_input, started_by=user.get_username(),
@@ -86,6 +114,8 @@ def signal(user, run: Run, name: str, payload=None) -> None:
     _require_operator(user, run)
     if not name:
         raise OperationError("name: a signal needs a name (an approval step's signal, by default its step id)")
+    _require_storable(name, "name")
+    _require_storable(payload, "payload")
     if run.status in FINISHED:
         raise OperationError(f"run {run.id} already {run.status}: it waits for no signal")
     _send(SignalRun(run_id=run.id, name=name, payload=payload, by=user.get_username(), ts=time.time()))
@@ -96,59 +126,161 @@ def signal(user, run: Run, name: str, payload=None) -> None:
 
 
 # ---- dead letters ---------------------------------------------------------------------------
-def _require_dlq_operator(user) -> None:
-    if not user.has_perm("monitor.operate_run"):
-        raise OperationForbidden("replaying or discarding dead letters needs monitor.operate_run")
+def _require_dead_letter_operator(user, letter: DeadLetter) -> None:
+    if not can_act_on_dead_letter(user, letter):
+        workflow = f"workflow '{letter.workflow}'" if letter.workflow else "every workflow (no workflow could be told)"
+        raise OperationForbidden(f"handling dead letter {letter.pk} needs the dead-letter permission and the right "
+                                 f"to operate runs of {workflow}")
 
 
-def _raw(text: str) -> bytes:
-    if text.startswith("base64:"):
-        return base64.b64decode(text[len("base64:"):])
-    return text.encode("utf-8")
-
-
-def _produce_raw(topic: str, key: str | None, value: bytes, headers: list) -> None:
-    """Produce an original record's bytes untouched (commands.* only send typed Sluice messages).
-
-    Operator replays are rare, so a short-lived producer is fine and never goes stale when
-    settings point at another broker."""
-    producer = Producer(producer_config(**{"linger.ms": 0}))
-    errors: list = []
-    try:
-        producer.produce(topic, key=_raw(key) if key else None, value=value, headers=headers,
-                         on_delivery=lambda err, _msg: err and errors.append(err))
-    except (KafkaException, BufferError) as exc:
-        raise OperationError(f"could not send to {topic}: {exc}") from exc
-    if producer.flush(10) or errors:
-        raise OperationError(f"Kafka did not acknowledge the replay to {topic}: {errors[0] if errors else 'timeout'}")
-
-
-def replay_dead_letter(user, letter: DeadLetter, edited_value: str | None = None, to_topic: str | None = None) -> None:
-    """Produce the record (optionally edited) back into `wf.runs` (or `to_topic`), then mark it replayed."""
-    _require_dlq_operator(user)
+def _require_new(letter: DeadLetter) -> None:
     if letter.status != DeadLetter.Status.NEW:
         raise OperationError(f"dead letter {letter.pk} was already {letter.status}")
-    value = _raw(edited_value if edited_value is not None else letter.value)
-    topic = to_topic or commands.topics().runs
-    headers = [(name, item.encode()) for name, item in letter.headers.items() if not name.startswith("sluice-")
-               or name in ("sluice-schema", "sluice-kind")]
-    _produce_raw(topic, letter.key or None, value, headers)
+
+
+def _produce_raw(topic: str, key: bytes | None, value: bytes, headers: list) -> tuple[int, int]:
+    """Produce a record's bytes as they are (commands.* only send typed Sluice messages).
+
+    Returns its (partition, offset), so a later dead letter of the same record can be linked
+    to the replay. Operator replays are rare: a short-lived producer never goes stale when
+    settings point at another broker."""
+    producer = Producer(producer_config(**{"linger.ms": 0}))
+    delivered: list = []
+    try:
+        producer.produce(topic, key=key, value=value, headers=headers,
+                         on_delivery=lambda err, msg: delivered.append((err, msg)))
+    except (KafkaException, BufferError) as exc:
+        raise OperationError(f"could not send to {topic}: {exc}") from exc
+    producer.flush(10)
+    if not delivered or delivered[0][0] is not None:
+        reason = delivered[0][0] if delivered else "no acknowledgement within 10 s"
+        raise OperationError(f"Kafka did not acknowledge the replay to {topic}: {reason}")
+    return delivered[0][1].partition(), delivered[0][1].offset()
+
+
+def _replayed_value(letter: DeadLetter, edited_value: str | None) -> bytes:
+    return dead_letters.raw_bytes(letter.value if edited_value is None else edited_value)
+
+
+def _replay_through_trigger(user, letter: DeadLetter, value: bytes, edited: bool) -> dead_letters.Outcome:
+    """Evaluate the workflow's live trigger filter again and start the run the record should have started."""
+    from designer import services
+    from designer.models import Workflow
+    from orchestrator.runtime.triggers import decode_value, trigger_run_id
+
+    workflow = Workflow.objects.select_related("live_version").filter(slug=letter.workflow).first()
+    if workflow is None or workflow.live_version is None:
+        raise ReplayFailed(f"workflow '{letter.workflow}' has no live version: publish it, then replay")
+    trigger_config = (workflow.live_version.definition or {}).get("trigger") or {}
+    if trigger_config.get("type") != "kafka" or trigger_config.get("topic") != letter.source_topic:
+        raise ReplayFailed(f"the live version of '{workflow.slug}' is no longer triggered by topic "
+                           f"'{letter.source_topic}'")
+    payload = decode_value(value)
+    record = {"topic": letter.source_topic, "partition": letter.source_partition, "offset": letter.source_offset,
+              "key": letter.key or None, "headers": dead_letters.original_headers(letter), "timestamp": None}
+    condition = trigger_config.get("filter")
+    if condition:
+        try:
+            wanted = expressions.truthy(condition, {"trigger": payload, "record": record})
+        except (expressions.ExpressionError, RecursionError) as exc:
+            raise ReplayFailed(f"the filter of '{workflow.slug}' failed again: {exc}") from exc
+        if not wanted:
+            return dead_letters.Outcome(to=dead_letters.TRIGGER, edited=edited,
+                                        detail=f"the filter of '{workflow.slug}' did not match: no run started")
+    trigger = {"type": "kafka", **record, "replay": {
+        "dead_letter": letter.pk, "by": user.get_username(), "edited": edited, "at": timezone.now().isoformat(),
+        "error": letter.error[:500]}}
+    run_id = trigger_run_id(workflow.slug, letter.source_topic, letter.source_partition, letter.source_offset)
+    try:
+        services.start_run(workflow, payload, user, trigger=trigger, run_id=run_id)
+    except services.ServiceError as exc:
+        raise ReplayFailed(str(exc)) from exc
+    return dead_letters.Outcome(to=dead_letters.TRIGGER, started=True, run_id=run_id, edited=edited,
+                                detail=f"run {run_id} of '{workflow.slug}' started")
+
+
+def _replay_to_runs(user, letter: DeadLetter, value: bytes, edited: bool) -> dead_letters.Outcome:
+    """Back to `wf.runs`, decoded first exactly as the engine will decode it."""
+    try:
+        command = codec.decode_run_command(value)
+    except (codec.DecodeError, ValueError, TypeError) as exc:
+        raise ReplayFailed(f"the engine would refuse this record: {exc}") from exc
+    # An edit must not reach into another workflow's runs (a forged signal or result).
+    target = command.workflow if isinstance(command, messages.StartRun) else (
+        Run.objects.filter(id=command.run_id).values_list("workflow", flat=True).first() or letter.workflow)
+    if not target or not can_operate_workflow(user, target):
+        raise OperationForbidden(f"the record is for run {command.run_id} of workflow '{target or '?'}', "
+                                 "which you may not operate")
+    if isinstance(command, messages.StartRun):
+        from designer import services
+
+        try:
+            services.check_run_input(command.input)
+        except services.ServiceError as exc:
+            raise ReplayFailed(str(exc)) from exc
+    topic = commands.topics().runs
+    partition, offset = _produce_raw(topic, command.run_id.encode(), value, codec.headers_for(command))
+    started = isinstance(command, messages.StartRun)
+    return dead_letters.Outcome(
+        to=dead_letters.RUNS, started=started, run_id=command.run_id, topic=topic, partition=partition,
+        offset=offset, edited=edited,
+        detail=f"{type(command).__name__} for run {command.run_id} sent to {topic}")
+
+
+def _replay_to_tasks(user, letter: DeadLetter, value: bytes, edited: bool) -> dead_letters.Outcome:
+    if edited:
+        raise ReplayFailed("a step dispatch is replayed as it was; to change what a step does, edit the workflow "
+                           "and retry the run")
+    try:
+        task = codec.decode_task(value)
+    except (codec.DecodeError, ValueError, TypeError) as exc:
+        raise ReplayFailed(f"a worker would refuse this record: {exc}") from exc
+    topic = letter.source_topic
+    partition, offset = _produce_raw(topic, task.run_id.encode(), value, codec.headers_for(task))
+    return dead_letters.Outcome(to=dead_letters.TASKS, run_id=task.run_id, topic=topic, partition=partition,
+                                offset=offset, detail=f"step {task.step_id} of run {task.run_id} sent to {topic}")
+
+
+_REPLAYERS = {dead_letters.TRIGGER: _replay_through_trigger, dead_letters.RUNS: _replay_to_runs,
+              dead_letters.TASKS: _replay_to_tasks}
+
+
+def replay_dead_letter(user, letter: DeadLetter, edited_value: str | None = None) -> dead_letters.Outcome:
+    """Send the record (optionally edited) back to where it came from; mark the letter replayed.
+
+    Raises ReplayFailed (the letter stays new, the reason says why) when the record still cannot
+    be processed, OperationForbidden without the rights, OperationError for the rest.
+    """
+    _require_dead_letter_operator(user, letter)
+    _require_new(letter)
+    kind = dead_letters.origin(letter)
+    if kind is None:
+        raise ReplayFailed(f"Sluice cannot tell where dead letter {letter.pk} came from "
+                           f"(stage {letter.stage or '?'}, topic {letter.source_topic or '?'}): discard it")
+    if kind == dead_letters.TRIGGER and not letter.workflow:
+        raise ReplayFailed(f"no workflow could be told for dead letter {letter.pk}: several workflows read "
+                           f"'{letter.source_topic}'")
+    edited = edited_value is not None
+    outcome = _REPLAYERS[kind](user, letter, _replayed_value(letter, edited_value), edited)
     with transaction.atomic():
-        letter.status = DeadLetter.Status.REPLAYED
-        letter.resolved_by = user.get_username()
-        letter.resolved_at = timezone.now()
-        letter.save(update_fields=["status", "resolved_by", "resolved_at"])
+        updated = DeadLetter.objects.filter(pk=letter.pk, status=DeadLetter.Status.NEW).update(
+            status=DeadLetter.Status.REPLAYED, resolved_by=user.get_username(), resolved_at=timezone.now(),
+            replay=outcome.as_dict())
         audit.record(user, "replay", ("dead_letter", letter.pk),
-                     {"topic": topic, "edited": edited_value is not None, "key": letter.key,
-                      "error": letter.error[:500]})
+                     {**outcome.as_dict(), "workflow": letter.workflow, "key": letter.key,
+                      "error": letter.error[:500], "concurrent": not updated})
+    letter.refresh_from_db()
+    return outcome
 
 
 def discard_dead_letter(user, letter: DeadLetter) -> None:
-    _require_dlq_operator(user)
-    if letter.status != DeadLetter.Status.NEW:
-        raise OperationError(f"dead letter {letter.pk} was already {letter.status}")
-    letter.status = DeadLetter.Status.DISCARDED
-    letter.resolved_by = user.get_username()
-    letter.resolved_at = timezone.now()
-    letter.save(update_fields=["status", "resolved_by", "resolved_at"])
-    audit.record(user, "discard", ("dead_letter", letter.pk), {"key": letter.key, "error": letter.error[:500]})
+    _require_dead_letter_operator(user, letter)
+    _require_new(letter)
+    with transaction.atomic():
+        updated = DeadLetter.objects.filter(pk=letter.pk, status=DeadLetter.Status.NEW).update(
+            status=DeadLetter.Status.DISCARDED, resolved_by=user.get_username(), resolved_at=timezone.now())
+        if not updated:
+            raise OperationError(f"dead letter {letter.pk} was resolved by someone else just now")
+        audit.record(user, "discard", ("dead_letter", letter.pk),
+                     {"workflow": letter.workflow, "key": letter.key, "error": letter.error[:500]})
+    letter.refresh_from_db()

@@ -30,6 +30,7 @@ from orchestrator.runtime import codec
 from orchestrator.runtime.kafka import consumer_config
 from orchestrator.runtime.topics import Topics
 
+from . import dead_letters
 from .models import DeadLetter, HistoryEntry, Run, RunnerProcess, RunStatus, StepRun, StepStatus
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,7 @@ def dead_letter_from_message(msg) -> DeadLetter:
         failed_at = from_epoch(float(headers[messages.DLQ_FAILED_AT]))
     except (KeyError, ValueError):
         failed_at = from_epoch(msg.timestamp()[1] / 1000) if msg.timestamp()[1] > 0 else from_epoch(time.time())
-    return DeadLetter(
+    letter = DeadLetter(
         topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
         key=_text(msg.key()), value=_text(msg.value()), headers=headers,
         error=headers.get(messages.DLQ_ERROR, ""), stage=headers.get(messages.DLQ_STAGE, ""),
@@ -264,6 +265,9 @@ def dead_letter_from_message(msg) -> DeadLetter:
         source_offset=as_int(messages.DLQ_SOURCE_OFFSET),
         failed_at=failed_at,
     )
+    # Who may see and handle it follows from its workflow (monitor.permissions).
+    letter.workflow = dead_letters.attribute(letter)
+    return letter
 
 
 def apply_heartbeats(beats: list[messages.RunnerHeartbeat]) -> None:

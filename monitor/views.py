@@ -1,8 +1,10 @@
 """Monitor pages: dashboard, run list, run detail with actions, dead letters, audit log.
 
-Every view requires login; run pages show only runs of workflows the user may watch
-(monitor.permissions); actions need monitor.operate_run and are audited (monitor.operations).
-Bad input comes back as a message on the page (or a 400 with the field named), never a 500.
+Every view requires login and asks monitor.permissions (one function per action): run pages
+show only runs of workflows the user may see, actions need the right to operate that
+workflow's runs and are audited (monitor.operations). A refusal is the 403 page, with the
+navigation. Bad input comes back as a message on the page (or a 400 with the field named),
+never a 500.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import json
 from datetime import datetime
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Q, TextField
@@ -21,37 +23,49 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from . import operations, stats
+from . import dead_letters as dead_letter_origins
+from . import operations, permissions, stats
 from .kafka_lag import consumer_lag
 from .models import AuditEntry, DeadLetter, Run, RunStatus
-from .permissions import can_operate, can_view_workflow, visible_runs, visible_workflow_slugs
+from .permissions import visible_runs, visible_workflow_slugs
 
 PAGE_SIZE = 25
 TRIGGER_TYPES = ["manual", "kafka", "schedule", "webhook", "replay"]
+
+
+def _require(allowed: bool, message: str) -> None:
+    if not allowed:
+        raise PermissionDenied(message)
+
+
+def _require_monitor(user) -> None:
+    _require(permissions.can_view_any_workflow(user), "Your account may not watch the runs of any workflow")
 
 
 # ---- dashboard ------------------------------------------------------------------------------
 @login_required
 @require_GET
 def dashboard(request):
+    _require_monitor(request.user)
     return render(request, "monitor/dashboard.html", {"data": _dashboard_data(request.user)})
 
 
 @login_required
 @require_GET
 def dashboard_data(request):
+    _require_monitor(request.user)
     return JsonResponse(_dashboard_data(request.user))
 
 
 def _dashboard_data(user) -> dict:
     data = stats.dashboard(visible_runs(user))
-    if not user.has_perm("monitor.view_deadletter"):
-        data["dead_letters"] = None
-    # Consumer groups and runner hosts describe the installation, not one workflow: operators only.
-    if user.has_perm("monitor.view_run"):
+    data["dead_letters"] = (permissions.visible_dead_letters(user).filter(status=DeadLetter.Status.NEW).count()
+                            if permissions.can_view_dead_letters(user) else None)
+    # Consumer groups and runner hosts describe the installation, not one workflow.
+    if permissions.can_view_installation(user):
         data["lag"] = consumer_lag()
     else:
-        data["lag"] = {"groups": [], "error": "needs monitor.view_run"}
+        data["lag"] = {"groups": [], "error": "shown to users who see every workflow"}
         data["runners"] = []
     return data
 
@@ -96,8 +110,8 @@ def filter_runs(user, params) -> tuple:
     for field in ("partition", "offset"):
         value = params.get(field, "").strip()
         if value:
-            if not value.lstrip("-").isdigit():
-                raise FilterError(f"{field}: must be a whole number")
+            if not value.lstrip("-").isdigit() or abs(int(value)) >= 2**63:
+                raise FilterError(f"{field}: must be a whole number (64-bit)")
             runs = runs.filter(**{f"trigger__{field}": int(value)})
     query = params.get("q", "").strip()
     if query:
@@ -110,6 +124,7 @@ def filter_runs(user, params) -> tuple:
 @login_required
 @require_GET
 def run_list(request):
+    _require_monitor(request.user)
     error = ""
     try:
         runs = filter_runs(request.user, request.GET)
@@ -133,8 +148,7 @@ def _visible_run(user, run_id: str) -> Run:
     run = Run.objects.filter(id=run_id).first()
     if run is None:
         raise Http404(f"no run {run_id}")
-    if not can_view_workflow(user, run.workflow):
-        raise PermissionDenied(f"you may not watch runs of workflow '{run.workflow}'")
+    _require(permissions.can_view_workflow(user, run.workflow), f"You may not watch runs of workflow '{run.workflow}'")
     return run
 
 
@@ -182,12 +196,29 @@ def run_detail(request, run_id):
     }
     return render(request, "monitor/run_detail.html", {
         "run": run, "steps": steps, "history": history, "definition": definition, "page_data": page_data,
-        "can_operate": can_operate(request.user, run.workflow),
+        "can_operate": permissions.can_operate_workflow(request.user, run.workflow),
         "input_json": json.dumps(run.input, indent=2), "trigger_json": json.dumps(run.trigger, indent=2),
         "output_json": json.dumps(run.output, indent=2) if run.output is not None else "",
         "waiting_approvals": [(step.step_id, page_data["approvals"][step.step_id]) for step in steps
                               if step.status == "waiting" and step.step_id in page_data["approvals"]],
     })
+
+
+def _json_field(text: str, field: str):
+    """A form field holding JSON, or OperationError naming the field (bad JSON, too deep, bad text)."""
+    from orchestrator import spec
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise operations.OperationError(f"{field}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+    except RecursionError:
+        raise operations.OperationError(f"{field}: nested too deeply")
+    problems = spec.json_problems(value, field)
+    if problems:
+        path, message, _code = problems[0]
+        raise operations.OperationError(f"{path}: {message}")
+    return value
 
 
 def _operate(request, run_id, action):
@@ -225,10 +256,7 @@ def run_retry(request, run_id):
 def run_rerun(request, run_id):
     """Retry with edited input: a new run of the same version, trigger {"type": "replay", "of": id}."""
     def action(run):
-        try:
-            new_input = json.loads(request.POST.get("input", ""))
-        except json.JSONDecodeError as exc:
-            raise operations.OperationError(f"input: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        new_input = _json_field(request.POST.get("input", ""), "input")
         new_id = operations.retry_with_input(request.user, run, new_input)
         messages.success(request, f"Started run {new_id} with the edited input.")
         return redirect("monitor:run_detail", run_id=new_id)
@@ -247,79 +275,107 @@ def run_signal(request, run_id):
             payload = {"decision": decision, "comment": request.POST.get("comment", "")[:1000]}
         else:
             raw = request.POST.get("payload", "").strip()
-            try:
-                payload = json.loads(raw) if raw else None
-            except json.JSONDecodeError as exc:
-                raise operations.OperationError(f"payload: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+            payload = _json_field(raw, "payload") if raw else None
         operations.signal(request.user, run, name, payload)
         messages.success(request, f"Signal '{name}' sent" + (f" ({decision})" if decision else "") + ".")
     return _operate(request, run_id, action)
 
 
 # ---- dead letters ---------------------------------------------------------------------------
+def _visible_letter(user, pk) -> DeadLetter:
+    letter = get_object_or_404(DeadLetter, pk=pk)
+    _require(permissions.can_view_dead_letter(user, letter), f"You may not see dead letter {pk}")
+    return letter
+
+
 @login_required
-@permission_required("monitor.view_deadletter", raise_exception=True)
 @require_GET
 def dead_letters(request):
+    user = request.user
+    _require(permissions.can_view_dead_letters(user), "Dead letters need the dead-letter permission or the right to "
+                                                       "operate a workflow")
     status = request.GET.get("status", DeadLetter.Status.NEW)
-    letters = DeadLetter.objects.all()
+    letters = permissions.visible_dead_letters(user)
+    visible_new = letters.filter(status=DeadLetter.Status.NEW)
     if status in DeadLetter.Status.values:
         letters = letters.filter(status=status)
     page = Paginator(letters, PAGE_SIZE).get_page(request.GET.get("page"))
+    for letter in page.object_list:
+        letter.can_act = permissions.can_act_on_dead_letter(user, letter)
     return render(request, "monitor/dead_letters.html", {
         "page": page, "status": status, "statuses": DeadLetter.Status.values,
-        "can_operate": request.user.has_perm("monitor.operate_run"),
-        "new_count": DeadLetter.objects.filter(status=DeadLetter.Status.NEW).count()})
+        "can_operate": any(letter.can_act for letter in page.object_list),
+        "new_count": visible_new.count()})
+
+
+_DESTINATIONS = {
+    dead_letter_origins.TRIGGER: "Replay through the trigger",
+    dead_letter_origins.RUNS: "Replay into the runs topic",
+    dead_letter_origins.TASKS: "Replay to the workers",
+}
 
 
 @login_required
-@permission_required("monitor.view_deadletter", raise_exception=True)
+@require_GET
 def dead_letter_detail(request, pk):
-    letter = get_object_or_404(DeadLetter, pk=pk)
+    letter = _visible_letter(request.user, pk)
     pretty = letter.value
     try:
         pretty = json.dumps(json.loads(letter.value), indent=2)
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
+    origin = dead_letter_origins.origin(letter)
     return render(request, "monitor/dead_letter_detail.html", {
-        "letter": letter, "pretty_value": pretty, "can_operate": request.user.has_perm("monitor.operate_run")})
+        "letter": letter, "pretty_value": pretty, "origin": origin,
+        "replay_label": _DESTINATIONS.get(origin, ""),
+        "editable": origin in (dead_letter_origins.TRIGGER, dead_letter_origins.RUNS),
+        "failed_again": dead_letter_origins.later_failure(letter),
+        "replayed_run": Run.objects.filter(id=(letter.replay or {}).get("run_id") or "").first(),
+        "can_operate": permissions.can_act_on_dead_letter(request.user, letter)})
 
 
 def _dead_letter_action(request, action):
     try:
-        action()
+        return True, action()
     except operations.OperationForbidden as exc:
         raise PermissionDenied(str(exc)) from exc
     except operations.OperationError as exc:
         messages.error(request, str(exc))
-        return False
-    return True
+        return False, None
 
 
 @login_required
 @require_POST
 def dead_letter_replay(request, pk):
-    letter = get_object_or_404(DeadLetter, pk=pk)
+    letter = _visible_letter(request.user, pk)
     edited = request.POST.get("value")
-    if edited is not None and edited.strip() == letter.value.strip():
+    if edited is not None and edited.strip() in (letter.value.strip(), _pretty(letter.value).strip()):
         edited = None
     if edited is not None and request.POST.get("json") == "1":
         try:
-            json.loads(edited)
-        except json.JSONDecodeError as exc:
-            messages.error(request, f"value: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+            _json_field(edited, "value")
+        except operations.OperationError as exc:
+            messages.error(request, str(exc))
             return redirect("monitor:dead_letter_detail", pk=pk)
-    if _dead_letter_action(request, lambda: operations.replay_dead_letter(request.user, letter, edited)):
-        messages.success(request, f"Dead letter {pk} replayed into {operations.commands.topics().runs}.")
-        return redirect("monitor:dead_letters")
+    done, outcome = _dead_letter_action(request, lambda: operations.replay_dead_letter(request.user, letter, edited))
+    if done:
+        messages.success(request, f"Dead letter {pk}: {outcome.detail}.")
     return redirect("monitor:dead_letter_detail", pk=pk)
+
+
+def _pretty(value: str) -> str:
+    try:
+        return json.dumps(json.loads(value), indent=2)
+    except (ValueError, RecursionError):
+        return value
 
 
 @login_required
 @require_POST
 def dead_letter_discard(request, pk):
-    letter = get_object_or_404(DeadLetter, pk=pk)
-    if _dead_letter_action(request, lambda: operations.discard_dead_letter(request.user, letter)):
+    letter = _visible_letter(request.user, pk)
+    done, _ = _dead_letter_action(request, lambda: operations.discard_dead_letter(request.user, letter))
+    if done:
         messages.success(request, f"Dead letter {pk} discarded.")
     return redirect("monitor:dead_letters")
 
@@ -327,21 +383,29 @@ def dead_letter_discard(request, pk):
 @login_required
 @require_POST
 def dead_letters_replay_all(request):
-    letters = list(DeadLetter.objects.filter(status=DeadLetter.Status.NEW).order_by("failed_at", "offset")[:1000])
-    done = 0
+    user = request.user
+    _require(permissions.can_view_dead_letters(user), "Dead letters need the dead-letter permission or the right to "
+                                                       "operate a workflow")
+    letters = [letter for letter in permissions.visible_dead_letters(user).filter(status=DeadLetter.Status.NEW)
+               .order_by("failed_at", "offset")[:1000] if permissions.can_act_on_dead_letter(user, letter)]
+    done, failed = 0, []
     for letter in letters:
-        if not _dead_letter_action(request, lambda letter=letter: operations.replay_dead_letter(request.user, letter)):
-            break
-        done += 1
+        try:
+            operations.replay_dead_letter(user, letter)
+            done += 1
+        except operations.OperationError as exc:
+            failed.append(f"{letter.pk}: {exc}")
+    if failed:
+        messages.error(request, f"{len(failed)} not replayed: " + "; ".join(failed[:5]) + (" ..." if len(failed) > 5 else ""))
     messages.success(request, f"Replayed {done} of {len(letters)} dead letters.")
     return redirect("monitor:dead_letters")
 
 
 # ---- audit ----------------------------------------------------------------------------------
 @login_required
-@permission_required("monitor.view_auditentry", raise_exception=True)
 @require_GET
 def audit_log(request):
+    _require(permissions.can_view_audit_log(request.user), "The audit log needs the permission monitor.view_auditentry")
     entries = AuditEntry.objects.all()
     action = request.GET.get("action", "").strip()
     if action:

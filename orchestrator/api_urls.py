@@ -30,8 +30,16 @@ urlpatterns = [
     re_path(rf"^runs/{RUN_ID}/cancel/?$", monitor_api.CancelRunView.as_view(), name="api-run-cancel"),
     re_path(rf"^runs/{RUN_ID}/retry/?$", monitor_api.RetryRunView.as_view(), name="api-run-retry"),
     re_path(rf"^runs/{RUN_ID}/signal/?$", monitor_api.SignalRunView.as_view(), name="api-run-signal"),
+    re_path(r"^dead-letters/?$", monitor_api.DeadLetterListView.as_view(), name="api-dead-letters"),
+    re_path(r"^dead-letters/(?P<pk>[0-9]{1,18})/?$", monitor_api.DeadLetterDetailView.as_view(),
+            name="api-dead-letter"),
+    re_path(r"^dead-letters/(?P<pk>[0-9]{1,18})/replay/?$", monitor_api.DeadLetterReplayView.as_view(),
+            name="api-dead-letter-replay"),
+    re_path(r"^dead-letters/(?P<pk>[0-9]{1,18})/discard/?$", monitor_api.DeadLetterDiscardView.as_view(),
+            name="api-dead-letter-discard"),
     path("schema/", designer_api.SchemaView.as_view(), name="api-schema"),
     # The docs page is for people in a browser: send them to the login page rather than a 403.
     path("docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
-    re_path(r"^.*$", designer_api.NotFoundView.as_view(), name="api-not-found"),
+    # Anything else, newlines included: a JSON 404, never Django's HTML page.
+    re_path(r"^[\s\S]*$", designer_api.NotFoundView.as_view(), name="api-not-found"),
 ]

@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -27,13 +28,24 @@ def env_list(name: str, default: str = "") -> list[str]:
 
 # Where the embedded default keeps its broker data, SQLite database and generated secret key.
 DATA_DIR = Path(os.environ.get("SLUICE_DATA_DIR", BASE_DIR / "var")).resolve()
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# True on the embedded default (`make up` with the bundled broker): the runtime then works around
+# the broker's known limits, and a secret key may be generated into the data dir.
+SLUICE_EMBEDDED_BROKER = env_bool("SLUICE_EMBEDDED_BROKER", "KAFKA_BOOTSTRAP_SERVERS" not in os.environ)
 
 
 def _secret_key() -> str:
-    """DJANGO_SECRET_KEY in production; on the embedded default a key generated once per data dir."""
+    """DJANGO_SECRET_KEY in production; on the embedded default (or with DEBUG on) a key generated
+    once per data dir. Production without one refuses to start: a generated key would differ per
+    host and sign sessions nobody can check elsewhere (and it lives in a file next to the data)."""
     key = os.environ.get("DJANGO_SECRET_KEY")
     if key:
         return key
+    if not (DEBUG or SLUICE_EMBEDDED_BROKER):
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. Production (a Kafka cluster named by KAFKA_BOOTSTRAP_SERVERS, "
+            "DJANGO_DEBUG off) needs a secret key of its own, the same for every process: set DJANGO_SECRET_KEY "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))').")
     path = DATA_DIR / "secret_key"
     try:
         return path.read_text().strip()
@@ -46,11 +58,17 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+# HTTPS (README "Production"): behind a TLS-terminating proxy, trust its X-Forwarded-Proto;
+# cookies only over HTTPS; plain HTTP redirected to HTTPS; HSTS so browsers never try HTTP again.
+# Off by default: the embedded default serves plain HTTP on 127.0.0.1.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("SLUICE_BEHIND_TLS_PROXY") else None
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SLUICE_SECURE_COOKIES", False)
+SECURE_SSL_REDIRECT = env_bool("SLUICE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = int(os.environ.get("SLUICE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SLUICE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SLUICE_HSTS_PRELOAD", False)
 
 INSTALLED_APPS = [
     "daphne",
@@ -96,6 +114,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "monitor.permissions.navigation",
             ],
         },
     },
@@ -107,6 +126,8 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
     )
 }
+if "DATABASE_URL" not in os.environ:
+    DATA_DIR.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Several processes (web, bridge, celery) write the embedded SQLite file at once.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -171,12 +192,15 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",
+    # Shared error answers and closed request bodies (designer/openapi.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "designer.openapi.document_errors"],
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # Several "status" fields: give each enum a stable, readable name in the schema.
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "monitor.models.RunStatus",
         "StepStatusEnum": "monitor.models.StepStatus",
+        "DeadLetterStatusEnum": "monitor.models.DeadLetter.Status",
         "VersionStatusEnum": ["draft", "live", "published"],
         "WorkflowStatusEnum": ["archived", "draft", "live", "changed"],
     },
@@ -196,8 +220,12 @@ if KAFKA_SASL_PASSWORD:
 SLUICE_TOPIC_PREFIX = os.environ.get("SLUICE_TOPIC_PREFIX", "wf.")
 SLUICE_PARTITIONS = int(os.environ.get("SLUICE_PARTITIONS", "4"))
 SLUICE_REPLICATION_FACTOR = int(os.environ.get("SLUICE_REPLICATION_FACTOR", "1"))
-# True when the bundled broker is in use: the runtime then works around its known limits.
-SLUICE_EMBEDDED_BROKER = env_bool("SLUICE_EMBEDDED_BROKER", "KAFKA_BOOTSTRAP_SERVERS" not in os.environ)
+# Run input (API, designer test runs, webhooks, re-runs, dead-letter replays) larger than this,
+# as JSON, is refused with 413: the start command, the first history event and the run state
+# must stay well below the broker's record limit (about 1,048,516 bytes).
+SLUICE_MAX_INPUT_BYTES = int(os.environ.get("SLUICE_MAX_INPUT_BYTES", str(256 * 1024)))
+# A definition is published as one record too.
+SLUICE_MAX_DEFINITION_BYTES = int(os.environ.get("SLUICE_MAX_DEFINITION_BYTES", str(512 * 1024)))
 # Identity of this runner process for static group membership; stable across restarts.
 SLUICE_INSTANCE_ID = os.environ.get("SLUICE_INSTANCE_ID", "")
 # Size limits, all below the broker's record limit (about 1,048,516 bytes on the embedded

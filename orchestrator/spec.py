@@ -6,30 +6,117 @@ so the designer can mark the node and the API can answer 400 with all of them at
 `parse(data)` returns a WorkflowSpec or raises InvalidDefinition carrying those problems.
 
 Problems have a severity: errors make a definition invalid; warnings (an orphan step, a layout
-entry for a deleted step, an unknown top-level field, a reference to a step that does not run
-before, secret() where no worker resolves it) are reported but `parse` accepts them.
+entry for a deleted step, a reference to a step that does not run before, secret() where no
+worker resolves it, a filter on a trigger that has nothing to filter) are reported but `parse`
+accepts them. Unknown fields are errors wherever they appear: a misspelt or not-yet-supported
+block must never be accepted and silently ignored.
+
+Names (slug, step id, topic) are checked with full matches (`re.fullmatch`: `$` would also
+match before a trailing newline). Sluice's own topics (the configured prefix, `wf.` by default)
+are never a workflow's topic: pass the installation's prefix as `topic_prefix`. Before any
+other check the whole document is walked once for what would break storing or sending it
+(nesting deeper than MAX_JSON_DEPTH, lone surrogates, NUL characters, non-finite numbers); such a document
+gets only those problems, so no later check ever recurses into it.
 
 Codes, for clients that react to a kind of problem rather than to its text:
   not-an-object, required, type, blank, too-long, unknown-field, invalid-slug, unknown-type,
-  invalid-topic, bad-cron, bad-timezone, empty, invalid-id, duplicate-id, schema,
-  invalid-config, bad-template, bad-expression, unknown-name, unknown-step, invalid-retry,
-  invalid-timeout, unknown-port, duplicate-edge, self-loop, cycle, ignored,
-  secret-not-resolved, not-upstream, unreachable.
+  invalid-topic, reserved-topic, bad-cron, bad-timezone, empty, invalid-id, duplicate-id,
+  schema, invalid-config, bad-template, bad-expression, unknown-name, unknown-step,
+  invalid-retry, invalid-timeout, unknown-port, duplicate-edge, self-loop, cycle, ignored,
+  secret-not-resolved, not-upstream, unreachable, too-deep, bad-text, bad-number.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-TRIGGER_TYPES = ("manual", "kafka", "schedule", "webhook")
+# The fields of each trigger type besides `type` and `filter` (accepted on every type, ignored
+# with a warning where there is no event to filter). The one list to extend for a new field.
+TRIGGER_FIELDS: dict[str, tuple[str, ...]] = {
+    "manual": (),
+    "kafka": ("topic", "start_from", "window", "max_runs_per_second"),
+    "schedule": ("cron", "timezone", "input"),
+    "webhook": (),
+}
+TRIGGER_TYPES = tuple(TRIGGER_FIELDS)
+COMMON_TRIGGER_FIELDS = ("type", "filter")
+# Where a Kafka trigger starts reading a topic it has not read before.
+START_FROM = ("published", "earliest", "latest")
+WINDOW_OPS = ("count", "sum", "min", "max", "avg", "collect", "count_distinct")
+# JSON Schemas of the parts that are pure structure; expressions, templates and topics in them are
+# checked beside (they need the expression parser and the topic rules).
+_POSITIVE_SECONDS = {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 24 * 3600}
+WINDOW_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["type", "aggregates"],
+    "properties": {
+        "type": {"enum": ["tumbling", "hopping", "session"]},
+        "size_seconds": _POSITIVE_SECONDS,
+        "advance_seconds": _POSITIVE_SECONDS,
+        "gap_seconds": _POSITIVE_SECONDS,
+        "grace_seconds": {"type": "number", "minimum": 0, "maximum": 24 * 3600},
+        "key": {"type": "string", "minLength": 1, "maxLength": 2000},
+        "aggregates": {
+            "type": "object", "minProperties": 1, "maxProperties": 50,
+            "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                              "not": {"enum": ["key", "window_start", "window_end"]}},
+            "additionalProperties": {
+                "type": "object", "additionalProperties": False, "required": ["op"],
+                "properties": {"op": {"enum": list(WINDOW_OPS)}, "of": {"type": "string", "minLength": 1},
+                               "limit": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                "if": {"properties": {"op": {"not": {"const": "count"}}}},
+                "then": {"required": ["of"]},
+            },
+        },
+        "emit_topic": {"type": "string"},
+    },
+    "allOf": [
+        {"if": {"properties": {"type": {"const": "tumbling"}}}, "then": {"required": ["size_seconds"]}},
+        {"if": {"properties": {"type": {"const": "hopping"}}}, "then": {"required": ["size_seconds", "advance_seconds"]}},
+        {"if": {"properties": {"type": {"const": "session"}}}, "then": {"required": ["gap_seconds"]}},
+    ],
+}
+ON_FAILURE_SCHEMA = {
+    "type": "object", "additionalProperties": False, "required": ["workflow"],
+    "properties": {"workflow": {"type": "string", "pattern": r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$"},
+                   "version": {"anyOf": [{"const": "live"}, {"type": "integer", "minimum": 1}]}},
+}
+MAX_RUNS_PER_SECOND_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000}
+# Top-level fields of a definition, of a step and of an edge (unknown ones are errors).
+DOCUMENT_FIELDS = ("slug", "name", "description", "trigger", "steps", "edges", "layout", "on_failure",
+                   "input_schema")
+STEP_FIELDS = ("id", "type", "name", "description", "config", "retry", "timeout_seconds")
+EDGE_FIELDS = ("from", "to", "port")
+LAYOUT_FIELDS = ("x", "y")
+RETRY_FIELDS = ("max_attempts", "backoff_seconds", "backoff_multiplier", "max_backoff_seconds")
+
+# Bounds on numbers that become timers: a mistyped 1e308 must not reach the engine's clock.
+DAY_SECONDS = 24 * 3600
+MAX_BACKOFF_SECONDS = DAY_SECONDS  # one retry waits at most a day
+MAX_BACKOFF_MULTIPLIER = 10
+MAX_ATTEMPTS = 100
+# Step timeouts, delays and waits: at most 366 days (longer is a unit mistake; use a schedule).
+MAX_TIMER_SECONDS = 366 * DAY_SECONDS
+# JSON nested deeper than this is refused (definitions, run input): real documents stay far
+# below it, and every recursive consumer (copying, rendering, encoders) stays far from
+# Python's recursion limit.
+MAX_JSON_DEPTH = 100
+# Sluice's own topics start with this prefix unless the installation configures another.
+DEFAULT_TOPIC_PREFIX = "wf."
+# Sluice's topic names after the prefix; with an empty prefix these names are what is reserved.
+OWN_TOPIC_NAMES = ("definitions", "runs", "state", "history", "waits", "heartbeats", "dlq", "windows")
+
 PROBLEM_CODES = frozenset("""
     not-an-object required type blank too-long unknown-field invalid-slug unknown-type
-    invalid-topic bad-cron bad-timezone empty invalid-id duplicate-id schema invalid-config
-    bad-template bad-expression unknown-name unknown-step invalid-retry invalid-timeout
-    unknown-port duplicate-edge self-loop cycle ignored secret-not-resolved not-upstream unreachable
+    invalid-topic reserved-topic bad-cron bad-timezone empty invalid-id duplicate-id schema
+    invalid-config bad-template bad-expression unknown-name unknown-step invalid-retry
+    invalid-timeout unknown-port duplicate-edge self-loop cycle ignored secret-not-resolved
+    not-upstream unreachable too-deep bad-text bad-number
 """.split())
 ERROR = "error"
 WARNING = "warning"
@@ -74,7 +161,10 @@ class RetryPolicy:
 
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based) before the next one."""
-        delay = self.backoff_seconds * (self.backoff_multiplier ** (attempt - 1))
+        try:
+            delay = self.backoff_seconds * (self.backoff_multiplier ** (attempt - 1))
+        except OverflowError:  # the ceiling applies long before a float runs out
+            delay = math.inf
         return min(delay, self.max_backoff_seconds)
 
 
@@ -126,18 +216,25 @@ class WorkflowSpec:
         return [step_id for step_id in self.steps if not self.incoming.get(step_id)]
 
 
-def validate(data: Any) -> list[Problem]:
-    """Every problem in `data`, errors and warnings, in document order; no errors means valid."""
+def validate(data: Any, topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> list[Problem]:
+    """Every problem in `data`, errors and warnings, in document order; no errors means valid.
+
+    `topic_prefix` is the installation's prefix of Sluice's own topics (settings.SLUICE_TOPIC_PREFIX):
+    no trigger, wait or produce step may name a topic under it.
+    """
     if not isinstance(data, dict):
         return [Problem("", f"a workflow definition must be a JSON object, not {_kind(data)}", code="not-an-object")]
-    checker = _Checker(data)
+    unfit = json_problems(data)
+    if unfit:
+        return [Problem(path, message, _step_id_at(data, path), code) for path, message, code in unfit]
+    checker = _Checker(data, topic_prefix)
     checker.run()
     return checker.problems
 
 
-def parse(data: Any) -> WorkflowSpec:
+def parse(data: Any, topic_prefix: str = DEFAULT_TOPIC_PREFIX) -> WorkflowSpec:
     """A validated WorkflowSpec, or InvalidDefinition with every error (warnings are accepted)."""
-    problems = errors(validate(data))
+    problems = errors(validate(data, topic_prefix))
     if problems:
         raise InvalidDefinition(problems)
     return build(data)
@@ -185,16 +282,183 @@ def build(data: dict) -> WorkflowSpec:
     )
 
 
-# ---- validation ----------------------------------------------------------------------------
+# ---- names and topics --------------------------------------------------------------------
+# Always used with fullmatch (see the module docstring).
 # Lowercase words joined by hyphens: the slug is part of URLs and Kafka keys (`slug@version`).
-SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$")
+SLUG_PATTERN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?")
 # Identifiers, so expressions can write `steps.<id>.output` without quoting.
-STEP_ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-DOCUMENT_FIELDS = ("slug", "name", "description", "trigger", "steps", "edges", "layout", "on_failure",
-                   "input_schema")
-STEP_FIELDS = ("id", "type", "name", "description", "config", "retry", "timeout_seconds")
-RETRY_FIELDS = ("max_attempts", "backoff_seconds", "backoff_multiplier", "max_backoff_seconds")
+STEP_ID_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+TOPIC_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def is_slug(value: Any) -> bool:
+    return isinstance(value, str) and SLUG_PATTERN.fullmatch(value) is not None
+
+
+def is_step_id(value: Any) -> bool:
+    return isinstance(value, str) and STEP_ID_PATTERN.fullmatch(value) is not None
+
+
+def is_topic_name(value: Any) -> bool:
+    return isinstance(value, str) and TOPIC_PATTERN.fullmatch(value) is not None and value not in (".", "..")
+
+
+def reserved_topic(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> bool:
+    """Whether `topic` is (or could be) one of Sluice's own topics under `prefix`."""
+    if prefix:
+        return topic.startswith(prefix)
+    return topic in OWN_TOPIC_NAMES or topic.startswith("tasks.")
+
+
+def topic_problem(value: Any, prefix: str = DEFAULT_TOPIC_PREFIX, templated: bool = False) -> tuple[str, str] | None:
+    """(code, message) when `value` may not be a workflow's topic, else None.
+
+    With `templated`, a template is accepted (it renders at run time, where the runner checks
+    the result again) unless its fixed beginning already names a reserved topic.
+    """
+    if templated and isinstance(value, str) and ("{{" in value or "{%" in value):
+        literal = re.split(r"\{[{%]", value, maxsplit=1)[0]
+        if literal.strip() != literal or not re.fullmatch(r"[A-Za-z0-9._-]*", literal):
+            return "invalid-topic", f"{value!r}: a topic name holds only letters, digits, '.', '_' and '-'"
+        if prefix and literal.startswith(prefix):
+            return "reserved-topic", (f"{value!r} names one of Sluice's own topics ({prefix}...): workflows "
+                                      "read and write their own topics only")
+        return None
+    if not is_topic_name(value):
+        return "invalid-topic", f"{value!r} is not a Kafka topic name (1 to 249 letters, digits, '.', '_', '-')"
+    if reserved_topic(value, prefix):
+        shown = f"{prefix}..." if prefix else ", ".join(OWN_TOPIC_NAMES)
+        return "reserved-topic", (f"{value!r} is one of Sluice's own topics ({shown}): workflows read and write "
+                                  "their own topics only")
+    return None
+
+
+# ---- what every stored or sent JSON document must be ---------------------------------------
+def json_problems(value: Any, path: str = "", max_depth: int = MAX_JSON_DEPTH, limit: int = 20) -> list[tuple[str, str, str]]:
+    """(path, message, code) for what would break storing or sending `value` as JSON.
+
+    Nesting deeper than `max_depth`, strings or keys with lone surrogates (not encodable as
+    UTF-8: the database and Kafka refuse them) or NUL characters (PostgreSQL refuses them), and
+    numbers that are not finite. Walked
+    without recursion, so any depth is safe to check; at most `limit` problems.
+    """
+    found: list[tuple[str, str, str]] = []
+    pending: list[tuple[str, Any, int]] = [(path, value, 0)]
+    while pending and len(found) < limit:
+        where, item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            if depth >= max_depth:
+                found.append((where, f"nested more than {max_depth} levels deep", "too-deep"))
+                continue
+            if isinstance(item, dict):
+                children = []
+                for key, child in item.items():
+                    if not isinstance(key, str):
+                        key = str(key)
+                    why = _bad_text(key)
+                    if why:
+                        found.append((join_path(where, key), f"the key is {why}", "bad-text"))
+                        continue
+                    children.append((join_path(where, key), child, depth + 1))
+            else:
+                children = [(join_path(where, index), child, depth + 1) for index, child in enumerate(item)]
+            pending.extend(reversed(children))
+        elif isinstance(item, str):
+            why = _bad_text(item)
+            if why:
+                found.append((where, why, "bad-text"))
+        elif isinstance(item, float) and not math.isfinite(item):
+            found.append((where, "numbers must be finite (no NaN or infinity)", "bad-number"))
+    return found
+
+
+def _bad_text(text: str) -> str | None:
+    """Why `text` cannot be stored (PostgreSQL refuses NUL in text and jsonb), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode text (a lone surrogate)"
+    if "\x00" in text:
+        return "holds a NUL character, which cannot be stored"
+    return None
+
+
+def _step_id_at(data: dict, path: str) -> str | None:
+    """The id of the step a path such as `steps[2].config.x` lies in, when it has a valid one."""
+    match = re.match(r"steps\[(\d+)\]", path)
+    steps = data.get("steps")
+    if not match or not isinstance(steps, list) or int(match.group(1)) >= len(steps):
+        return None
+    step = steps[int(match.group(1))]
+    step_id = step.get("id") if isinstance(step, dict) else None
+    return step_id if is_step_id(step_id) else None
+
+
+# ---- the document's JSON Schema ----------------------------------------------------------
+def definition_schema() -> dict:
+    """The JSON Schema of a definition's shape, built from the same field lists the validator uses.
+
+    It says what JSON Schema can say (fields, types, names, bounds); `validate` checks the rest
+    (each step type's config against its own schema, expressions, the graph) and names every
+    problem. Served in the OpenAPI document of the REST API.
+    """
+    from . import steps as step_types
+
+    number = {"type": "number"}
+    seconds = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMER_SECONDS}
+    text = {"type": "string"}
+    trigger_fields = {
+        "type": {"type": "string", "enum": list(TRIGGER_TYPES)},
+        "filter": {"type": "string", "description": "Condition over `trigger` and `record` (kafka, webhook)"},
+        "topic": {"type": "string", "pattern": f"^{TOPIC_PATTERN.pattern}$"},
+        "start_from": {"type": "string", "enum": list(START_FROM)},
+        "cron": {"type": "string", "description": "Five cron fields"},
+        "timezone": {"type": "string"},
+        "input": {"description": "The input of scheduled runs"},
+    }
+    triggers = []
+    for kind, fields in TRIGGER_FIELDS.items():
+        allowed = COMMON_TRIGGER_FIELDS + fields
+        triggers.append({
+            "type": "object", "additionalProperties": False,
+            "properties": {name: ({"type": "string", "enum": [kind]} if name == "type" else trigger_fields[name])
+                           for name in allowed},
+            "required": ["type"] + [name for name in fields if name in ("topic", "cron")],
+        })
+    step = {
+        "type": "object", "additionalProperties": False, "required": ["id", "type"],
+        "properties": {
+            "id": {"type": "string", "pattern": f"^{STEP_ID_PATTERN.pattern}$"},
+            "type": {"type": "string", "enum": list(step_types.REGISTRY)},
+            "name": {"type": "string", "maxLength": 200}, "description": text,
+            "config": {"type": "object", "description": "As the step type's config_schema (GET /api/step-types/)"},
+            "retry": {"type": "object", "additionalProperties": False, "properties": {
+                "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS},
+                "backoff_seconds": {**number, "minimum": 0, "maximum": MAX_BACKOFF_SECONDS},
+                "backoff_multiplier": {**number, "minimum": 1, "maximum": MAX_BACKOFF_MULTIPLIER},
+                "max_backoff_seconds": {**number, "minimum": 0, "maximum": MAX_BACKOFF_SECONDS}}},
+            "timeout_seconds": seconds,
+        },
+    }
+    edge = {"type": "object", "additionalProperties": False, "required": ["from", "to"],
+            "properties": {"from": text, "to": text, "port": text}}
+    position = {"type": "object", "additionalProperties": False, "required": list(LAYOUT_FIELDS),
+                "properties": {axis: number for axis in LAYOUT_FIELDS}}
+    return {
+        "type": "object", "additionalProperties": False, "required": ["slug", "trigger", "steps"],
+        "properties": {
+            "slug": {"type": "string", "pattern": f"^{SLUG_PATTERN.pattern}$"},
+            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+            "description": text,
+            "trigger": {"oneOf": triggers},
+            "steps": {"type": "array", "minItems": 1, "items": step},
+            "edges": {"type": "array", "items": edge},
+            "layout": {"type": "object", "additionalProperties": position},
+        },
+    }
+
+
+# ---- validation ----------------------------------------------------------------------------
 TRIGGER_FILTER_NAMES = ("trigger", "record")
 FILTERED_TRIGGERS = ("kafka", "webhook")
 MAX_MESSAGE = 300
@@ -218,7 +482,7 @@ def _kind(value: Any) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def join_path(base: str, part: Any) -> str:
@@ -238,10 +502,11 @@ def _short(text: str) -> str:
 class _Checker:
     """One validation pass over a definition; collects problems instead of stopping."""
 
-    def __init__(self, data: dict):
+    def __init__(self, data: dict, topic_prefix: str = DEFAULT_TOPIC_PREFIX):
         from . import steps as step_types
 
         self.data = data
+        self.topic_prefix = topic_prefix
         self.registry = step_types.REGISTRY
         self.problems: list[Problem] = []
         # Valid, unique step ids -> (index in steps, step type or None when unknown).
@@ -264,6 +529,8 @@ class _Checker:
     def run(self) -> None:
         self.check_document()
         self.check_trigger()
+        self.check_on_failure()
+        self.check_input_schema()
         self.collect_step_ids()
         self.check_steps()
         self.check_edges()
@@ -275,14 +542,14 @@ class _Checker:
         data = self.data
         for key in data:
             if key not in DOCUMENT_FIELDS:
-                self.warning(join_path("", key), f"unknown field {key!r} is ignored; fields are: {', '.join(DOCUMENT_FIELDS)}",
-                             code="unknown-field")
+                self.error(join_path("", key), f"unknown field {key!r}; fields are: {', '.join(DOCUMENT_FIELDS)}",
+                           code="unknown-field")
         slug = data.get("slug")
         if slug is None:
             self.error("slug", "required: a short name such as order-fulfilment", code="required")
         elif not isinstance(slug, str):
             self.error("slug", f"must be a string, not {_kind(slug)}", code="type")
-        elif not SLUG_PATTERN.match(slug):
+        elif not is_slug(slug):
             self.error("slug", f"{slug!r} is not a valid slug: use lowercase letters, digits and hyphens "
                                "(not at the start or end), at most 100 characters", code="invalid-slug")
         name = data.get("name")
@@ -312,13 +579,28 @@ class _Checker:
         elif not isinstance(kind, str) or kind not in TRIGGER_TYPES:
             self.error("trigger.type", f"unknown trigger type {kind!r}; use one of {', '.join(TRIGGER_TYPES)}",
                        code="unknown-type")
+        else:
+            allowed = COMMON_TRIGGER_FIELDS + TRIGGER_FIELDS[kind]
+            for key in trigger:
+                if key not in allowed:
+                    self.error(join_path("trigger", key),
+                               f"unknown field {key!r} for a {kind} trigger; its fields are: {', '.join(allowed)}",
+                               code="unknown-field")
         if kind == "kafka":
             topic = trigger.get("topic")
             if topic in (None, ""):
                 self.error("trigger.topic", "required: the Kafka topic whose records start runs", code="required")
-            elif not isinstance(topic, str) or not TOPIC_PATTERN.match(topic):
-                self.error("trigger.topic", f"{topic!r} is not a Kafka topic name (letters, digits, '.', '_', '-')",
-                           code="invalid-topic")
+            else:
+                self.check_topic("trigger.topic", topic, None, templated=False)
+            start_from = trigger.get("start_from")
+            if start_from is not None and start_from not in START_FROM:
+                self.error("trigger.start_from", f"must be one of {', '.join(START_FROM)}, not {start_from!r}",
+                           code="schema")
+            if "max_runs_per_second" in trigger:
+                self.check_schema("trigger.max_runs_per_second", trigger["max_runs_per_second"],
+                                  MAX_RUNS_PER_SECOND_SCHEMA)
+            if "window" in trigger:
+                self.check_window(trigger["window"])
         if kind == "schedule":
             self.check_cron(trigger.get("cron"))
             timezone = trigger.get("timezone")
@@ -334,6 +616,57 @@ class _Checker:
                     self.warning("trigger.filter", f"a {kind} trigger has no incoming event to filter; the filter is ignored",
                                  code="ignored")
 
+    def check_schema(self, path: str, value: Any, schema: dict, step_id: str | None = None) -> bool:
+        """Errors for `value` against a JSON Schema fragment, at their paths; True if none."""
+        from jsonschema import Draft202012Validator
+
+        errors = sorted(Draft202012Validator(schema).iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+        for error in errors:
+            location = path
+            for part in error.absolute_path:
+                location = join_path(location, part)
+            self.error(location, _short(error.message), step_id, code="schema")
+        return not errors
+
+    def check_window(self, window: Any) -> None:
+        if not self.check_schema("trigger.window", window, WINDOW_SCHEMA):
+            return
+        if window.get("key"):
+            self.check_templates("trigger.window.key", window["key"], TRIGGER_FILTER_NAMES, None, None)
+        for name, aggregate in window["aggregates"].items():
+            if aggregate.get("of"):
+                self.check_expression(join_path(join_path("trigger.window.aggregates", name), "of"), aggregate["of"],
+                                      TRIGGER_FILTER_NAMES, None)
+        if window["type"] == "hopping" and window["advance_seconds"] > window["size_seconds"]:
+            self.error("trigger.window.advance_seconds", "must not be longer than size_seconds (windows would miss "
+                                                         "records between them)", code="schema")
+        if window.get("emit_topic") not in (None, ""):
+            self.check_topic("trigger.window.emit_topic", window["emit_topic"], None, templated=False)
+
+    def check_on_failure(self) -> None:
+        if self.data.get("on_failure") is not None:
+            self.check_schema("on_failure", self.data["on_failure"], ON_FAILURE_SCHEMA)
+
+    def check_input_schema(self) -> None:
+        schema = self.data.get("input_schema")
+        if schema is None:
+            return
+        from jsonschema import Draft202012Validator, SchemaError
+
+        if not isinstance(schema, dict):
+            self.error("input_schema", f"must be a JSON Schema object, not {_kind(schema)}", code="type")
+            return
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as exc:
+            location = "input_schema"
+            for part in exc.absolute_path:
+                location = join_path(location, part)
+            self.error(location, f"not a valid JSON Schema: {_short(exc.message)}", code="schema")
+        if "$ref" in json.dumps(schema) and '"$ref": "#' not in json.dumps(schema):
+            self.error("input_schema", "may only refer inside itself ($ref to #...): no remote schemas",
+                       code="schema")
+
     def check_cron(self, cron: Any) -> None:
         from croniter import croniter
 
@@ -346,6 +679,13 @@ class _Checker:
                        code="bad-cron")
         elif not croniter.is_valid(cron):
             self.error("trigger.cron", f"{cron!r} is not a valid cron expression", code="bad-cron")
+        else:
+            from croniter import CroniterBadDateError
+
+            try:
+                croniter(cron).get_next(float)
+            except CroniterBadDateError:
+                self.error("trigger.cron", f"{cron!r} never fires (no such date, e.g. 30 February)", code="bad-cron")
 
     def check_timezone(self, timezone: Any) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -369,7 +709,7 @@ class _Checker:
             step_id = raw.get("id")
             if isinstance(step_id, str):
                 self.written_ids.setdefault(step_id, index)
-            if isinstance(step_id, str) and STEP_ID_PATTERN.match(step_id) and step_id not in self.step_index:
+            if is_step_id(step_id) and step_id not in self.step_index:
                 self.step_index[step_id] = index
                 type_name = raw.get("type")
                 self.step_type[step_id] = self.registry.get(type_name) if isinstance(type_name, str) else None
@@ -400,7 +740,7 @@ class _Checker:
             self.error(join_path(path, "id"), "required: a unique id such as charge_card", code="required")
         elif not isinstance(step_id, str):
             self.error(join_path(path, "id"), f"must be a string, not {_kind(step_id)}", code="type")
-        elif not STEP_ID_PATTERN.match(step_id):
+        elif not is_step_id(step_id):
             self.error(join_path(path, "id"), f"{step_id!r} is not a valid step id: use letters, digits and "
                        "underscores, not starting with a digit, at most 64 (so steps.<id>.output works)",
                        code="invalid-id")
@@ -409,11 +749,15 @@ class _Checker:
                        step_id=step_id, code="duplicate-id")
         for key in raw:
             if key not in STEP_FIELDS:
-                self.warning(join_path(path, key), f"unknown step field {key!r} is ignored; fields are: {', '.join(STEP_FIELDS)}",
-                             own_id, code="unknown-field")
-        name = raw.get("name")
-        if name is not None and not isinstance(name, str):
-            self.error(join_path(path, "name"), f"must be a string, not {_kind(name)}", own_id, code="type")
+                self.error(join_path(path, key), f"unknown step field {key!r}; fields are: {', '.join(STEP_FIELDS)}",
+                           own_id, code="unknown-field")
+        for text_field in ("name", "description"):
+            text = raw.get(text_field)
+            if text is not None and not isinstance(text, str):
+                self.error(join_path(path, text_field), f"must be a string, not {_kind(text)}", own_id, code="type")
+            elif text_field == "name" and text is not None and len(text) > 200:
+                self.error(join_path(path, text_field), f"is {len(text)} characters long; at most 200", own_id,
+                           code="too-long")
 
         type_name = raw.get("type")
         step_type = None
@@ -434,12 +778,25 @@ class _Checker:
         elif step_type is not None:
             self.check_config(config_path, config, step_type, own_id)
             self.check_config_expressions(config_path, config, step_type, own_id)
+            for topic_field in step_type.topic_fields:
+                topic = config.get(topic_field)
+                if isinstance(topic, str) and topic:
+                    # A template field may render its topic at run time (the runner checks that).
+                    widget = step_type.config_schema.get("properties", {}).get(topic_field, {}).get("x-widget")
+                    self.check_topic(join_path(config_path, topic_field), topic, own_id, templated=widget == "template")
 
         self.check_retry(path, raw.get("retry"), step_type, own_id)
         timeout = raw.get("timeout_seconds")
-        if timeout is not None and (not _is_number(timeout) or timeout <= 0):
-            self.error(join_path(path, "timeout_seconds"), f"must be a number of seconds > 0, not {timeout!r}",
+        if timeout is not None and (not _is_number(timeout) or not 0 < timeout <= MAX_TIMER_SECONDS):
+            self.error(join_path(path, "timeout_seconds"),
+                       f"must be a number of seconds > 0 and at most {MAX_TIMER_SECONDS} (366 days), not {timeout!r}",
                        own_id, code="invalid-timeout")
+
+    def check_topic(self, path: str, topic: Any, step_id: str | None, templated: bool) -> None:
+        problem = topic_problem(topic, self.topic_prefix, templated)
+        if problem is not None:
+            code, message = problem
+            self.error(path, message, step_id, code=code)
 
     def check_config(self, config_path: str, config: dict, step_type: Any, step_id: str | None) -> None:
         validator = _validator(step_type)
@@ -496,6 +853,9 @@ class _Checker:
                 except expressions.ExpressionError as exc:
                     self.error(path, str(exc), step_id, code="bad-template")
                     continue
+                except RecursionError:
+                    self.error(path, "the template is nested too deeply", step_id, code="bad-template")
+                    continue
                 self.check_references(path, references, names, step_id, step_type)
 
     def check_expression(self, path: str, expression: str, names: tuple, step_id: str | None,
@@ -506,6 +866,9 @@ class _Checker:
             references = expressions.expression_references(expression)
         except expressions.ExpressionError as exc:
             self.error(path, str(exc), step_id, code="bad-expression")
+            return
+        except RecursionError:
+            self.error(path, "the expression is nested too deeply", step_id, code="bad-expression")
             return
         self.check_references(path, references, names, step_id, step_type)
 
@@ -538,26 +901,29 @@ class _Checker:
                            step_id, code="unknown-field")
         attempts = retry.get("max_attempts")
         if attempts is not None:
-            if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= 100:
-                self.error(join_path(path, "max_attempts"), f"must be a whole number from 1 to 100, not {attempts!r}",
+            if not isinstance(attempts, int) or isinstance(attempts, bool) or not 1 <= attempts <= MAX_ATTEMPTS:
+                self.error(join_path(path, "max_attempts"),
+                           f"must be a whole number from 1 to {MAX_ATTEMPTS}, not {attempts!r}",
                            step_id, code="invalid-retry")
             elif attempts > 1 and step_type is not None and not step_type.retryable:
                 self.warning(join_path(path, "max_attempts"), f"{step_type.name} steps are never retried", step_id,
                              code="ignored")
+        seconds = f"a number of seconds from 0 to {MAX_BACKOFF_SECONDS} (a day)"
         backoff = retry.get("backoff_seconds")
-        backoff_ok = backoff is None or (_is_number(backoff) and backoff >= 0)
+        backoff_ok = backoff is None or (_is_number(backoff) and 0 <= backoff <= MAX_BACKOFF_SECONDS)
         if not backoff_ok:
-            self.error(join_path(path, "backoff_seconds"), f"must be a number of seconds >= 0, not {backoff!r}",
+            self.error(join_path(path, "backoff_seconds"), f"must be {seconds}, not {backoff!r}",
                        step_id, code="invalid-retry")
         multiplier = retry.get("backoff_multiplier")
-        if multiplier is not None and (not _is_number(multiplier) or multiplier < 1):
-            self.error(join_path(path, "backoff_multiplier"), f"must be a number >= 1, not {multiplier!r}",
+        if multiplier is not None and (not _is_number(multiplier) or not 1 <= multiplier <= MAX_BACKOFF_MULTIPLIER):
+            self.error(join_path(path, "backoff_multiplier"),
+                       f"must be a number from 1 to {MAX_BACKOFF_MULTIPLIER}, not {multiplier!r}",
                        step_id, code="invalid-retry")
         ceiling = retry.get("max_backoff_seconds")
         if ceiling is not None:
             floor = RetryPolicy.backoff_seconds if backoff is None else backoff
-            if not _is_number(ceiling) or ceiling < 0:
-                self.error(join_path(path, "max_backoff_seconds"), f"must be a number of seconds >= 0, not {ceiling!r}",
+            if not _is_number(ceiling) or not 0 <= ceiling <= MAX_BACKOFF_SECONDS:
+                self.error(join_path(path, "max_backoff_seconds"), f"must be {seconds}, not {ceiling!r}",
                            step_id, code="invalid-retry")
             elif backoff_ok and ceiling < floor:
                 self.error(join_path(path, "max_backoff_seconds"),
@@ -578,6 +944,10 @@ class _Checker:
                 self.error(path, f"an edge must be an object like {{\"from\": \"a\", \"to\": \"b\"}}, not {_kind(edge)}",
                            code="type")
                 continue
+            for key in edge:
+                if key not in EDGE_FIELDS:
+                    self.error(join_path(path, key), f"unknown edge field {key!r}; fields are: {', '.join(EDGE_FIELDS)}",
+                               code="unknown-field")
             source, target = edge.get("from"), edge.get("to")
             source_ok = self.check_endpoint(join_path(path, "from"), source, target)
             target_ok = self.check_endpoint(join_path(path, "to"), target, source)
@@ -732,19 +1102,40 @@ class _Checker:
             if step_id not in self.step_index:
                 self.warning(path, f"position for {step_id!r}, which is not a step; it is ignored", code="unknown-step")
                 continue
-            if not isinstance(position, dict) or not all(_is_number(position.get(axis)) for axis in ("x", "y")):
+            if not isinstance(position, dict) or not all(_is_number(position.get(axis)) for axis in LAYOUT_FIELDS):
                 self.error(path, f"must be {{\"x\": number, \"y\": number}}, not {json.dumps(position)[:80]}", step_id,
                            code="type")
+                continue
+            for key in position:
+                if key not in LAYOUT_FIELDS:
+                    self.error(join_path(path, key), f"unknown layout field {key!r}; fields are: x, y", step_id,
+                               code="unknown-field")
 
 
 _validators: dict[str, Any] = {}
 
 
+def _full_pattern(validator, pattern, instance, schema):
+    """JSON Schema's `pattern`, with a final `$` meaning the end of the text (`\\Z`).
+
+    jsonschema runs patterns with Python's `re.search`, where `$` also matches before a
+    trailing newline, so `^[a-z]+$` would accept "name\\n"; in JSON Schema (ECMA-262) it does not.
+    """
+    from jsonschema.exceptions import ValidationError
+
+    if not isinstance(instance, str):
+        return
+    strict = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
+    if re.search(strict, instance) is None:
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
 def _validator(step_type: Any):
     """One compiled JSON schema validator per step type (schemas are constant)."""
-    from jsonschema import Draft202012Validator
+    from jsonschema import Draft202012Validator, validators
 
     validator = _validators.get(step_type.name)
     if validator is None:
-        validator = _validators[step_type.name] = Draft202012Validator(step_type.config_schema)
+        strict = validators.extend(Draft202012Validator, {"pattern": _full_pattern})
+        validator = _validators[step_type.name] = strict(step_type.config_schema)
     return validator

@@ -7,8 +7,9 @@ when issued (on the first publish of a webhook-triggered version, by `manage.py 
 or by POST /hooks/<slug>/token/ for users allowed to publish).
 
 Answers are JSON in the API's error shape `{"detail", "code", "errors"}`: 401 no token,
-403 wrong token, 404 no live webhook trigger, 400 body not JSON, 413 body too large,
-422 trigger filter failed on the body, 503 Kafka unreachable; 202 `{"run_id", "workflow",
+403 wrong token, 404 no live webhook trigger, 400 body not JSON (or nested too deeply, or not
+valid text), 413 body larger than SLUICE_MAX_INPUT_BYTES, 422 trigger filter failed on the
+body, 503 Kafka unreachable; 202 `{"run_id", "workflow",
 "version", "started": true}` when the start was acknowledged, 200 with `"started": false` when
 the body did not pass the trigger's `filter` (names: `trigger` = body, `record` = request).
 
@@ -159,8 +160,13 @@ def receive(request, slug: str):
             payload = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
             return error(400, f"The request body is not valid JSON: {exc}", "parse_error", path="body")
+        except RecursionError:
+            return error(400, "The request body is nested too deeply", "parse_error", path="body")
     else:
         payload = {}  # an empty POST is a bare "go" signal
+    refusal = _unfit_input(payload)
+    if refusal is not None:
+        return refusal
 
     received_at = timezone.now()
     trigger = {"type": "webhook", "headers": selected_headers(request), "received_at": received_at.isoformat()}
@@ -169,7 +175,7 @@ def receive(request, slug: str):
         # Same names as a Kafka trigger's filter: `trigger` is the payload, `record` the request.
         try:
             wanted = expressions.truthy(condition, {"trigger": payload, "record": trigger})
-        except expressions.ExpressionError as exc:
+        except (expressions.ExpressionError, RecursionError) as exc:
             return error(422, f"The trigger filter could not be evaluated on this body: {exc}", "filter_error",
                          path="trigger.filter")
         if not wanted:
@@ -185,6 +191,20 @@ def receive(request, slug: str):
     _record_pending_run(run_id, slug, version.number, payload, trigger, received_at)
     return JsonResponse({"run_id": run_id, "workflow": slug, "version": version.number, "started": True},
                         status=202)
+
+
+def _unfit_input(payload) -> JsonResponse | None:
+    """The answer for a body no runner could carry (designer.services.check_run_input), else None."""
+    from designer import services
+
+    try:
+        services.check_run_input(payload, "body")
+    except services.InputTooLarge as exc:
+        return error(413, str(exc), "too_large", path="body")
+    except services.InvalidInput as exc:
+        first = exc.problems[0]
+        return error(400, str(exc), first.code, path=first.path)
+    return None
 
 
 def _record_pending_run(run_id, slug, version, payload, trigger, created_at) -> None:
@@ -204,13 +224,15 @@ def _record_pending_run(run_id, slug, version, payload, trigger, created_at) -> 
 def rotate_token(request, slug: str):
     """Issue a new token for users who may publish the workflow (the old token stops working)."""
     from designer.models import Workflow
+    from monitor import permissions
 
     if not request.user.is_authenticated:
         return error(401, "Sign in first", "not_authenticated")
-    if not request.user.has_perm("designer.publish_workflow"):
-        return error(403, "Only users who may publish workflows can see webhook tokens", "permission_denied")
-    if not Workflow.objects.filter(slug=slug).exists():
+    workflow = Workflow.objects.filter(slug=slug).first()
+    if workflow is None or not permissions.can_view_workflow(request.user, workflow):
         return error(404, f"No workflow '{slug}'", "not_found")
+    if not permissions.can_rotate_webhook_token(request.user, workflow):
+        return error(403, f"Only users who may publish '{slug}' can see its webhook token", "permission_denied")
     token = issue_token(slug)
     return JsonResponse({"workflow": slug, "token": token, "header": TOKEN_HEADER,
                          "url": request.build_absolute_uri(f"/hooks/{slug}/")})

@@ -45,4 +45,13 @@ def kafka(kafka_broker, settings):
     commands.reset_producer()
 
 
+@pytest.fixture
+def roles(db):
+    """The role groups (Viewer, Author, Publisher, Operator). A migration creates them, but a
+    transactional test flushes the database afterwards, so tests that use them ask for them."""
+    from monitor.permissions import ensure_roles
+
+    ensure_roles()
+
+
 pytest_plugins = ["tests.live", "tests.runtime_support"]

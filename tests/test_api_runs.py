@@ -134,14 +134,15 @@ def test_viewer_cannot_operate(db):
     make_run("r-1")
     assert viewer.get("/api/runs/r-1/").status_code == 200
     response = viewer.post("/api/runs/r-1/cancel/", {}, format="json")
-    assert response.status_code == 403 and "monitor.operate_run" in response.json()["detail"]
+    assert response.status_code == 403 and "may not operate runs" in response.json()["detail"]
 
 
-def test_without_view_run_only_runs_of_own_workflows_are_visible(db):
+def test_without_a_role_that_sees_everything_only_runs_of_granted_workflows_are_visible(db):
     from designer import services
     from tests.test_api_workflows import definition
 
-    client, author = make_client("author", "designer.view_workflow", "designer.add_workflow")
+    # Creating a workflow grants its creator the right to edit it, which includes seeing it.
+    client, author = make_client("author", "designer.add_workflow")
     services.create_workflow(definition("mine"), author)
     make_run("r-mine", workflow="mine")
     make_run("r-theirs", workflow="theirs")
@@ -154,7 +155,7 @@ def test_operator_cannot_act_on_runs_they_cannot_see(db):
     from designer import services
     from tests.test_api_workflows import definition
 
-    client, author = make_client("author", "designer.view_workflow", "monitor.operate_run")
+    client, author = make_client("author", "designer.add_workflow", "monitor.operate_run")
     services.create_workflow(definition("mine"), author)
     make_run("r-theirs", workflow="theirs")
     assert client.post("/api/runs/r-theirs/cancel/", {}, format="json").status_code == 404
@@ -164,3 +165,10 @@ def test_unknown_status_filter_lists_the_valid_ones(operator):
     response = operator.get("/api/runs/?status=done")
     assert response.status_code == 400 and errors_at(response) == ["status"]
     assert "pending, running, succeeded, failed, cancelled" in response.json()["errors"][0]["message"]
+
+
+def test_signal_payload_that_cannot_be_stored_is_400_naming_it(operator):
+    make_run("r-nul")
+    response = operator.post("/api/runs/r-nul/signal/", '{"name": "go", "payload": {"note": "a\\u0000b"}}',
+                             content_type="application/json")
+    assert response.status_code == 400 and errors_at(response) == ["payload.note"]

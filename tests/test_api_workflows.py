@@ -9,6 +9,7 @@ import pytest
 from confluent_kafka import Consumer
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -243,27 +244,36 @@ def test_wrong_token_is_401(db):
     assert response.status_code == 401 and "Invalid token" in response.json()["detail"]
 
 
-@pytest.mark.parametrize("perms,method,url,body,needed", [
-    ((), "get", "/api/workflows/", None, "designer.view_workflow"),
-    (("designer.view_workflow",), "post", "/api/workflows/", definition("x"), "designer.add_workflow"),
-    (("designer.view_workflow",), "put", "/api/workflows/greet/", definition(), "designer.change_workflow"),
-    (("designer.view_workflow", "designer.change_workflow"), "post", "/api/workflows/greet/publish/", {},
-     "designer.publish_workflow"),
-    (("designer.view_workflow", "designer.publish_workflow"), "post", "/api/workflows/greet/runs/", {},
-     "monitor.operate_run"),
-    (("monitor.operate_run",), "post", "/api/workflows/greet/runs/", {}, "designer.view_workflow"),
-    (("monitor.view_run",), "post", "/api/runs/abc/cancel/", {}, "monitor.operate_run"),
-    (("monitor.view_run",), "post", "/api/runs/abc/signal/", {"name": "go"}, "monitor.operate_run"),
-    (("monitor.view_run",), "get", "/api/step-types/", None, "designer.view_workflow"),
+@pytest.mark.parametrize("perms,method,url,body,status,phrase", [
+    (("designer.view_workflow",), "post", "/api/workflows/", definition("x"), 403, "may not create workflows"),
+    (("designer.view_workflow",), "put", "/api/workflows/greet/", definition(), 403, "may not edit 'greet'"),
+    (("designer.view_workflow", "designer.change_workflow"), "post", "/api/workflows/greet/publish/", {}, 403,
+     "may not publish 'greet'"),
+    (("designer.view_workflow", "designer.publish_workflow"), "post", "/api/workflows/greet/runs/", {}, 403,
+     "may not start runs of 'greet'"),
+    # A workflow the caller cannot see answers like one that does not exist.
+    (("monitor.operate_run",), "post", "/api/workflows/greet/runs/", {}, 404, "No workflow 'greet'"),
+    (("monitor.view_run",), "post", "/api/runs/abc/cancel/", {}, 403, "may not operate runs of workflow 'greet'"),
+    (("monitor.view_run",), "post", "/api/runs/abc/signal/", {"name": "go"}, 403, "may not operate runs"),
 ])
-def test_missing_permission_is_403_naming_it(admin_client, perms, method, url, body, needed):
+def test_missing_right_is_refused_naming_the_action(admin_client, perms, method, url, body, status, phrase):
     admin_client.post("/api/workflows/", definition(), format="json")
+    Run.objects.create(id="abc", workflow="greet", version=1, status="running", created_at=timezone.now())
     client, _ = make_client("limited", *perms)
     response = getattr(client, method)(url, body, format="json")
-    assert response.status_code == 403, response.content
-    assert needed in response.json()["detail"]
+    assert response.status_code == status, response.content
+    assert phrase in response.json()["detail"]
     workflow = Workflow.objects.get(slug="greet")
     assert workflow.versions.count() == 1 and workflow.live_version_id is None
+
+
+def test_lists_hold_only_what_the_caller_may_see(admin_client):
+    admin_client.post("/api/workflows/", definition(), format="json")
+    nobody, _ = make_client("nobody")
+    assert nobody.get("/api/workflows/").json()["results"] == []
+    assert nobody.get("/api/workflows/greet/").status_code == 404
+    # The step registry describes the product, not anyone's workflows.
+    assert nobody.get("/api/step-types/").status_code == 200
 
 
 def test_viewer_can_read_but_not_write(admin_client):
@@ -387,7 +397,7 @@ def test_archiving_a_live_workflow_needs_publish_permission_and_unpublishes(kafk
     admin_client.post("/api/workflows/greet/publish/", {}, format="json")
     editor, _ = make_client("editor", "designer.view_workflow", "designer.change_workflow")
     refused = editor.post("/api/workflows/greet/archive/", {}, format="json")
-    assert refused.status_code == 403 and "designer.publish_workflow" in refused.json()["detail"]
+    assert refused.status_code == 403 and "right to publish" in refused.json()["detail"]
 
     archived = admin_client.post("/api/workflows/greet/archive/", {}, format="json")
     assert archived.status_code == 200

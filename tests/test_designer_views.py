@@ -8,6 +8,7 @@ runs against the real embedded broker.
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from confluent_kafka import Producer
@@ -34,7 +35,7 @@ def user_with(username: str, *codenames: str):
 
 @pytest.fixture
 def editor_user(db):
-    return user_with("ada", "view_workflow", "change_workflow", "add_workflow", "publish_workflow")
+    return user_with("ada", "view_workflow", "change_workflow", "add_workflow", "publish_workflow", "operate_run")
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ def test_viewer_can_look_but_not_change(client, viewer, greet):
     assert b'id="btn-save"' not in page.content and b'id="btn-publish"' not in page.content
     assert page.context["editor_config"]["canEdit"] is False
     refused = post_json(client, reverse("designer:save", args=["greet"]), {"definition": definition(), "base_version": 1})
-    assert refused.status_code == 403 and "designer.change_workflow" in refused.json()["error"]
+    assert refused.status_code == 403 and "may not edit 'greet'" in refused.json()["error"]
     assert post_json(client, reverse("designer:publish", args=["greet"]), {"version": 1}).status_code == 403
     assert post_json(client, reverse("designer:test_run", args=["greet"]), {"version": 1}).status_code == 403
     assert client.get(reverse("designer:new")).status_code == 403
@@ -286,22 +287,42 @@ def test_test_run_offers_the_draft_to_runners_without_making_it_live(ada, greet,
     assert post_json(ada, reverse("designer:test_run", args=["greet"]), {"input": {}}).status_code == 400
 
 
-def test_sample_record_reads_the_newest_record_of_the_trigger_topic(ada, greet, kafka, settings):
-    topic = f"{kafka.prefix}orders"
+def kafka_triggered(slug, topic, user):
+    data = definition(slug)
+    data["trigger"] = {"type": "kafka", "topic": topic}
+    return services.create_workflow(data, user).workflow
+
+
+def test_sample_record_reads_the_newest_record_of_the_trigger_topic(ada, editor_user, viewer, greet, kafka, settings):
+    topic = f"orders-{uuid.uuid4().hex[:8]}"
+    kafka_triggered("orders", topic, editor_user)
     producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
     for n in range(3):
         producer.produce(topic, key=f"k{n}", value=json.dumps({"n": n}))
         producer.flush(10)
-    response = ada.get(reverse("designer:sample_record", args=["greet"]), {"topic": topic})
+    url = reverse("designer:sample_record", args=["orders"])
+    response = ada.get(url, {"topic": topic})
     assert response.status_code == 200, response.content
     assert response.json()["value"] == {"n": 2} and response.json()["record"]["key"] == "k2"
-    missing = ada.get(reverse("designer:sample_record", args=["greet"]), {"topic": f"{kafka.prefix}none"})
+    assert ada.get(url).json()["value"] == {"n": 2}  # the trigger topic is the default
+    # Only the workflow's own trigger topic: never Sluice's topics, nor anybody else's.
+    for other in (kafka.runs, kafka.history, kafka.definitions, "payroll"):
+        refused = ada.get(url, {"topic": other})
+        assert refused.status_code == 403 and topic in refused.json()["error"], other
+    # Only for users who may edit the workflow.
+    ada.force_login(viewer)
+    assert ada.get(url, {"topic": topic}).status_code == 403
+    ada.force_login(editor_user)
+
+    missing_topic = f"none-{uuid.uuid4().hex[:8]}"
+    kafka_triggered("quiet", missing_topic, editor_user)
+    missing = ada.get(reverse("designer:sample_record", args=["quiet"]))
     assert missing.status_code == 404 and "does not exist" in missing.json()["error"]
     from confluent_kafka.admin import AdminClient
 
     topics = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS}).list_topics(timeout=5).topics
-    assert f"{kafka.prefix}none" not in topics  # asking did not create it
-    assert ada.get(reverse("designer:sample_record", args=["greet"])).status_code == 400
+    assert missing_topic not in topics  # asking did not create it
+    assert ada.get(reverse("designer:sample_record", args=["greet"])).status_code == 400  # manual trigger
 
 
 def test_panel_renames_a_step_unless_the_id_is_taken_or_malformed(ada):

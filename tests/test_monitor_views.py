@@ -176,39 +176,64 @@ def test_approve_and_retry(client, operator, kafka):
 
 
 # ---- dead letters ---------------------------------------------------------------------------
-def make_letter(offset=0, value='{"run_id": "r1", "broken": true}') -> DeadLetter:
-    return DeadLetter.objects.create(topic="wf.dlq", partition=0, offset=offset, key="r1", value=value,
+def start_command(version=9, run_id="r1", workflow="orders") -> str:
+    return json.dumps({"type": "start", "run_id": run_id, "workflow": workflow, "version": version, "input": {},
+                       "ts": 1.0})
+
+
+def make_letter(offset=0, value=None, source_topic="wf.runs", workflow="orders") -> DeadLetter:
+    return DeadLetter.objects.create(topic="wf.dlq", partition=0, offset=offset, key="r1",
+                                     value=value or start_command(),
                                      headers={"sluice-error": "bad", "sluice-kind": "StartRun"},
-                                     error="workflow orders@9 unknown", stage="engine", failed_at=timezone.now())
+                                     error="workflow orders@9 unknown", stage="engine", failed_at=timezone.now(),
+                                     source_topic=source_topic, source_partition=0, source_offset=offset,
+                                     workflow=workflow)
 
 
 @pytest.mark.kafka
 def test_dead_letter_replay_with_edit_and_discard(client, operator, kafka):
-    letter, other = make_letter(0), make_letter(1)
+    letter = make_letter(0, source_topic=kafka.runs)
+    other = make_letter(1, source_topic=kafka.runs)
     page = client.get("/monitor/dead-letters/").content.decode()
     assert "workflow orders@9 unknown" in page
     assert client.get(f"/monitor/dead-letters/{letter.pk}/").status_code == 200
 
     bad = client.post(f"/monitor/dead-letters/{letter.pk}/replay/", {"value": "{oops", "json": "1"}, follow=True)
     assert "value: not valid JSON" in bad.content.decode()
-    client.post(f"/monitor/dead-letters/{letter.pk}/replay/", {"value": '{"run_id": "r1", "fixed": true}', "json": "1"})
+    # What the engine would refuse is refused here, with its reason, and the letter stays new.
+    refused = client.post(f"/monitor/dead-letters/{letter.pk}/replay/",
+                          {"value": '{"run_id": "r1", "fixed": true}', "json": "1"}, follow=True)
+    assert "the engine would refuse this record" in refused.content.decode()
+    replayed = client.post(f"/monitor/dead-letters/{letter.pk}/replay/", {"value": start_command(version=1), "json": "1"},
+                           follow=True)
+    assert "StartRun for run r1 sent to" in replayed.content.decode()
     client.post(f"/monitor/dead-letters/{other.pk}/discard/")
 
     [record] = read_records(kafka.runs, 1)
-    assert record.key() == b"r1" and json.loads(record.value()) == {"run_id": "r1", "fixed": True}
+    assert record.key() == b"r1" and json.loads(record.value())["version"] == 1
     assert ("sluice-kind", b"StartRun") in record.headers() and all(h[0] != "sluice-error" for h in record.headers())
     letter.refresh_from_db(), other.refresh_from_db()
     assert (letter.status, letter.resolved_by) == ("replayed", "op") and other.status == "discarded"
+    assert letter.replay["to"] == "runs" and letter.replay["run_id"] == "r1" and letter.replay["edited"] is True
+    assert (letter.replay["topic"], letter.replay["partition"]) == (kafka.runs, record.partition())
+    assert letter.replay["offset"] == record.offset()
     actions = list(AuditEntry.objects.order_by("id").values_list("action", "target_id"))
     assert actions == [("replay", str(letter.pk)), ("discard", str(other.pk))]
     assert AuditEntry.objects.get(action="replay").details["edited"] is True
     # A handled letter cannot be replayed again.
     again = client.post(f"/monitor/dead-letters/{letter.pk}/replay/", follow=True)
     assert "already replayed" in again.content.decode()
+    # If the runner dead-letters the replayed record again, the first letter's page says so.
+    DeadLetter.objects.create(topic="wf.dlq", partition=0, offset=7, key="r1", value=start_command(version=1),
+                              error="still wrong", stage="engine", failed_at=timezone.now(),
+                              source_topic=kafka.runs, source_partition=record.partition(),
+                              source_offset=record.offset(), workflow="orders")
+    detail = client.get(f"/monitor/dead-letters/{letter.pk}/").content.decode()
+    assert "refused the replayed record again" in detail and "still wrong" in detail
 
 
 def test_dead_letters_need_operate_permission_to_act(client):
-    viewer = make_user("viewer", "monitor.view_deadletter")
+    viewer = make_user("viewer", "monitor.view_deadletter", "monitor.view_run")
     client.force_login(viewer)
     letter = make_letter()
     assert client.get("/monitor/dead-letters/").status_code == 200

@@ -205,6 +205,80 @@ MALFORMED = [
     ("layout not an object", mutate(set_path(["layout"], [1, 2])), "layout", None, "type"),
     ("layout position without numbers", mutate(set_path(["layout", "check"], {"x": "40"})), "layout.check", "check",
      "type"),
+    # Names are whole matches: `$` in a pattern would accept a trailing newline.
+    ("slug with a trailing newline", mutate(set_path(["slug"], "order-fulfilment\n")), "slug", None, "invalid-slug"),
+    ("step id with a trailing newline", mutate(set_path(["steps", 4, "id"], "refund\n")), "steps[4].id", None,
+     "invalid-id"),
+    ("trigger topic with a trailing newline", mutate(set_path(["trigger", "topic"], "orders\n")), "trigger.topic",
+     None, "invalid-topic"),
+    ("wait topic with a trailing newline",
+     with_step({"id": "w", "type": "wait_for_event",
+                "config": {"topic": "paid\n", "correlation": "{{ trigger.id }}", "key_expression": "event.id"}}),
+     "steps[0].config.topic", "w", "invalid-topic"),
+    ("approval signal with a trailing newline",
+     with_step({"id": "ok", "type": "approval", "config": {"signal": "approve\n"}}), "steps[0].config.signal", "ok",
+     "schema"),
+    ("produce topic that is not a topic name", mutate(set_path(["steps", 3, "config", "topic"], "ship ments")),
+     "steps[3].config.topic", "ship", "invalid-topic"),
+    # Sluice's own topics are never a workflow's.
+    ("trigger on a Sluice topic", mutate(set_path(["trigger", "topic"], "wf.runs")), "trigger.topic", None,
+     "reserved-topic"),
+    ("produce to a Sluice topic", mutate(set_path(["steps", 3, "config", "topic"], "wf.runs")),
+     "steps[3].config.topic", "ship", "reserved-topic"),
+    ("produce to a templated Sluice topic", mutate(set_path(["steps", 3, "config", "topic"], "wf.{{ trigger.t }}")),
+     "steps[3].config.topic", "ship", "reserved-topic"),
+    ("wait on a Sluice topic",
+     with_step({"id": "w", "type": "wait_for_event",
+                "config": {"topic": "wf.history", "correlation": "{{ trigger.id }}", "key_expression": "event.id"}}),
+     "steps[0].config.topic", "w", "reserved-topic"),
+    # Unknown fields are refused everywhere.
+    ("unknown top-level field", mutate(set_path(["owner"], "ops")), "owner", None, "unknown-field"),
+    ("unknown trigger block", mutate(set_path(["trigger", "window"], {"tumbling": "5m"})), "trigger.window", None,
+     "unknown-field"),
+    ("topic on a manual trigger", mutate(set_path(["trigger"], {"type": "manual", "topic": "orders"})),
+     "trigger.topic", None, "unknown-field"),
+    ("cron on a webhook trigger", mutate(set_path(["trigger"], {"type": "webhook", "cron": "* * * * *"})),
+     "trigger.cron", None, "unknown-field"),
+    ("unknown start_from", mutate(set_path(["trigger", "start_from"], "yesterday")), "trigger.start_from", None,
+     "schema"),
+    ("unknown step field", mutate(set_path(["steps", 1, "retries"], 3)), "steps[1].retries", "charge",
+     "unknown-field"),
+    ("unknown edge field", mutate(set_path(["edges", 0, "label"], "go")), "edges[0].label", None, "unknown-field"),
+    ("unknown layout field", mutate(set_path(["layout", "check"], {"x": 1, "y": 2, "z": 3})), "layout.check.z",
+     "check", "unknown-field"),
+    # A cron line that can never fire.
+    ("cron on 30 February", mutate(set_path(["trigger"], {"type": "schedule", "cron": "0 0 30 2 *"})),
+     "trigger.cron", None, "bad-cron"),
+    ("cron on 31 April", mutate(set_path(["trigger"], {"type": "schedule", "cron": "0 0 31 4 *"})),
+     "trigger.cron", None, "bad-cron"),
+    # Numbers that become timers stay within days.
+    ("retry backoff of 1e308", mutate(set_path(["steps", 1, "retry"], {"backoff_seconds": 1e308,
+                                                                        "max_backoff_seconds": 1e308})),
+     "steps[1].retry.backoff_seconds", "charge", "invalid-retry"),
+    ("retry ceiling of 1e308", mutate(set_path(["steps", 1, "retry", "max_backoff_seconds"], 1e308)),
+     "steps[1].retry.max_backoff_seconds", "charge", "invalid-retry"),
+    ("retry multiplier of 1e308", mutate(set_path(["steps", 1, "retry", "backoff_multiplier"], 1e308)),
+     "steps[1].retry.backoff_multiplier", "charge", "invalid-retry"),
+    ("timeout of 1e308", mutate(set_path(["steps", 1, "timeout_seconds"], 1e308)), "steps[1].timeout_seconds",
+     "charge", "invalid-timeout"),
+    ("timeout of infinity", mutate(set_path(["steps", 1, "timeout_seconds"], float("inf"))),
+     "steps[1].timeout_seconds", "charge", "bad-number"),
+    ("delay of 1e308", with_step({"id": "wait", "type": "delay", "config": {"seconds": 1e308}}),
+     "steps[0].config.seconds", "wait", "schema"),
+    ("wait timeout of 1e12",
+     with_step({"id": "w", "type": "wait_for_event",
+                "config": {"topic": "paid", "correlation": "{{ trigger.id }}", "key_expression": "event.id",
+                           "timeout_seconds": 1e12}}),
+     "steps[0].config.timeout_seconds", "w", "schema"),
+    ("approval timeout of 1e308", with_step({"id": "ok", "type": "approval", "config": {"timeout_seconds": 1e308}}),
+     "steps[0].config.timeout_seconds", "ok", "schema"),
+    # Text that cannot be stored or sent (lone surrogates), names too long.
+    ("lone surrogate in the slug", mutate(set_path(["slug"], "order\ud800")), "slug", None, "bad-text"),
+    ("lone surrogate in a step name", mutate(set_path(["steps", 0, "name"], "Check \udfff")), "steps[0].name",
+     "check", "bad-text"),
+    ("lone surrogate in a config key", mutate(set_path(["steps", 0, "config", "output"], {"\ud83d": 1})),
+     "steps[0].config.output[\"\\ud83d\"]", "check", "bad-text"),
+    ("step name too long", mutate(set_path(["steps", 0, "name"], "n" * 201)), "steps[0].name", "check", "too-long"),
 ]
 
 
@@ -331,14 +405,14 @@ def test_secret_in_an_engine_step_is_a_warning_but_fine_in_a_worker_step():
         ("steps[3].config.value.token", "secret-not-resolved", "warning")]
 
 
-def test_unknown_layout_entry_and_unknown_field_are_warnings():
+def test_layout_entry_for_a_deleted_step_is_a_warning_but_an_unknown_field_is_an_error():
     definition = example()
     definition["layout"]["deleted_step"] = {"x": 1, "y": 2}
-    definition["owner"] = "ops"
-    problems = spec.validate(definition)
-    assert {(p.path, p.code, p.severity) for p in problems} == {
-        ("layout.deleted_step", "unknown-step", "warning"), ("owner", "unknown-field", "warning")}
+    assert [(p.path, p.code, p.severity) for p in spec.validate(definition)] == [
+        ("layout.deleted_step", "unknown-step", "warning")]
     spec.parse(definition)
+    definition["owner"] = "ops"
+    assert ("owner", "unknown-field", "error") in {(p.path, p.code, p.severity) for p in spec.validate(definition)}
 
 
 def test_template_loop_variables_are_not_unknown_names():
@@ -455,14 +529,79 @@ def test_edited_example_either_reports_problems_or_builds_a_consistent_spec(edit
         assert all(isinstance(step.config, dict) for step in workflow.steps.values())
 
 
-def test_deeply_nested_config_is_walked_without_recursion_errors():
-    value = ["{{ trigger. }}"]
-    for _ in range(5000):
+def nested(depth, leaf="{{ trigger.x }}"):
+    value = leaf
+    for _ in range(depth):
         value = [value]
-    definition = with_step({"id": "deep", "type": "transform", "config": {"output": value}})
+    return value
+
+
+@pytest.mark.parametrize("depth", [900, 5000])
+def test_deeply_nested_config_is_refused_without_recursion_errors(depth):
+    definition = with_step({"id": "deep", "type": "transform", "config": {"output": nested(depth)}})
     problems = spec.validate(definition)
-    assert [(p.code, p.step_id) for p in problems] == [("bad-template", "deep")]
-    assert problems[0].path.startswith("steps[0].config.output[0][0]")
+    assert [(p.code, p.step_id) for p in problems] == [("too-deep", "deep")]
+    # The path names where the limit is crossed: output plus MAX_JSON_DEPTH - 4 list levels
+    # (the document, steps, the step and config are the first four).
+    assert problems[0].path == "steps[0].config.output" + "[0]" * (spec.MAX_JSON_DEPTH - 4)
+    assert "100 levels" in problems[0].message
+
+
+def test_nesting_up_to_the_limit_is_fine():
+    definition = with_step({"id": "deep", "type": "transform", "config": {"output": nested(spec.MAX_JSON_DEPTH - 5)}})
+    assert spec.errors(spec.validate(definition)) == []
+
+
+DEEP_EXPRESSIONS = [
+    ("5,000 parentheses", "branch", "condition", "(" * 5000 + "trigger.x" + ")" * 5000, "bad-expression"),
+    ("5,000 nots", "branch", "condition", "not " * 5000 + "trigger.x", "bad-expression"),
+    ("2,000 nested ifs", "transform", "output", "{% if trigger.x %}" * 2000 + "y" + "{% endif %}" * 2000,
+     "bad-template"),
+    ("5,000 parentheses in a template", "transform", "output", "{{ " + "(" * 5000 + "1" + ")" * 5000 + " }}",
+     "bad-template"),
+    ("5,000 nots in a trigger filter", None, "filter", "not " * 5000 + "trigger.x", "bad-expression"),
+]
+
+
+@pytest.mark.parametrize("step_type, field, text, code", [case[1:] for case in DEEP_EXPRESSIONS],
+                         ids=[case[0] for case in DEEP_EXPRESSIONS])
+def test_deeply_nested_expressions_are_a_problem_on_their_field(step_type, field, text, code):
+    if step_type is None:
+        definition = mutate(set_path(["trigger", field], text))
+        path, step_id = f"trigger.{field}", None
+    else:
+        definition = with_step({"id": "deep", "type": step_type, "config": {field: text}})
+        path, step_id = f"steps[0].config.{field}", "deep"
+    problems = spec.errors(spec.validate(definition))
+    assert [(p.path, p.step_id, p.code) for p in problems] == [(path, step_id, code)]
+
+
+def test_reserved_topics_follow_the_configured_prefix():
+    definition = mutate(set_path(["trigger", "topic"], "wf.runs"))
+    assert spec.errors(spec.validate(definition, topic_prefix="prod.")) == []
+    definition["trigger"]["topic"] = "prod.history"
+    assert [p.code for p in spec.errors(spec.validate(definition, topic_prefix="prod."))] == ["reserved-topic"]
+    # Without a prefix, Sluice's bare topic names are what is reserved.
+    definition["trigger"]["topic"] = "runs"
+    assert [p.code for p in spec.errors(spec.validate(definition, topic_prefix=""))] == ["reserved-topic"]
+    definition["trigger"]["topic"] = "tasks.default"
+    assert [p.code for p in spec.errors(spec.validate(definition, topic_prefix=""))] == ["reserved-topic"]
+    definition["trigger"]["topic"] = "orders"
+    assert spec.errors(spec.validate(definition, topic_prefix="")) == []
+
+
+def test_every_trigger_field_the_runtime_reads_is_known():
+    for trigger in ({"type": "kafka", "topic": "orders", "filter": "trigger.ok", "start_from": "earliest"},
+                    {"type": "schedule", "cron": "0 * * * *", "timezone": "Europe/Paris", "input": {"a": 1}},
+                    {"type": "webhook", "filter": "trigger.ok"}, {"type": "manual"}):
+        assert spec.errors(spec.validate(mutate(set_path(["trigger"], trigger)))) == [], trigger
+
+
+def test_retry_delay_never_overflows():
+    policy = spec.RetryPolicy(max_attempts=100, backoff_seconds=86400, backoff_multiplier=10,
+                              max_backoff_seconds=86400)
+    assert policy.delay_after(100) == 86400
+    assert spec.RetryPolicy(backoff_multiplier=1e308, max_backoff_seconds=5).delay_after(3) == 5
 
 
 def test_null_optional_parts_build():

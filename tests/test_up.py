@@ -299,8 +299,9 @@ def test_process_specs_follow_the_flags(settings):
 
 
 def test_up_uses_a_given_cluster_instead_of_starting_a_broker(kafka_broker, start_up, up_env):
+    # Pointed at a cluster is production: a secret key of its own is required (none is generated).
     up_env.update({"KAFKA_BOOTSTRAP_SERVERS": kafka_broker.bootstrap_servers,
-                   "SLUICE_TOPIC_PREFIX": f"up{free_port()}."})
+                   "SLUICE_TOPIC_PREFIX": f"up{free_port()}.", "DJANGO_SECRET_KEY": "up-test-" + "k3y" * 20})
     up = start_up()
     up.wait_for("Sluice is up", timeout=180)
     assert f"using the Kafka cluster at {kafka_broker.bootstrap_servers}" in up.text

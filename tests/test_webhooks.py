@@ -4,7 +4,7 @@ import json
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import Permission, User
+from django.contrib.auth.models import Group, User
 from django.core.management import CommandError, call_command
 from django.test import Client
 
@@ -166,16 +166,21 @@ def test_sync_webhook_ignores_other_triggers(db):
     assert not WebhookEndpoint.objects.filter(slug="plain").exists()
 
 
-def test_token_view_needs_login_and_publish_permission(kafka, hook):
+def test_token_view_needs_login_and_publish_permission(kafka, hook, roles):
     url = "/hooks/orders-in/token/"
     anonymous = Client().post(url)
     assert anonymous.status_code == 401
+    nobody = User.objects.create_user("nobody", password="pw-nobody-123")
+    client = Client()
+    client.force_login(nobody)
+    assert client.post(url).status_code == 404  # a workflow one cannot see does not exist
     viewer = User.objects.create_user("viewer", password="pw-viewer-123")
+    viewer.groups.add(Group.objects.get(name="Viewer"))
     client = Client()
     client.force_login(viewer)
     assert client.post(url).status_code == 403
     publisher = User.objects.create_user("publisher", password="pw-publisher-123")
-    publisher.user_permissions.add(Permission.objects.get(codename="publish_workflow"))
+    publisher.groups.add(Group.objects.get(name="Publisher"))
     client = Client()
     client.force_login(publisher)
     assert client.get(url).status_code == 405

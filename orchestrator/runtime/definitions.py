@@ -14,6 +14,7 @@ import time
 import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from django.conf import settings
 
 from .. import spec
 from ..messages import LiveVersion, PublishedDefinition, TriggerControl
@@ -93,7 +94,9 @@ class DefinitionRegistry:
             return 0
         if isinstance(record, PublishedDefinition):
             try:
-                workflow = spec.parse(record.definition)
+                # With this installation's prefix: a version published before validation refused
+                # Sluice's own topics is refused here again.
+                workflow = spec.parse(record.definition, topic_prefix=settings.SLUICE_TOPIC_PREFIX)
             except Exception as exc:  # an invalid or unreadable version must not stop the runner
                 log.error("definitions: %s@%s is not valid and is ignored: %s", record.slug, record.version, exc)
                 return 0

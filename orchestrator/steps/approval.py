@@ -2,6 +2,7 @@
 
 from typing import Any
 
+from ..spec import MAX_TIMER_SECONDS
 from .base import (
     AwaitSignal,
     Complete,
@@ -54,6 +55,7 @@ class Approval(StepType):
             "timeout_seconds": {
                 "type": ["number", "null"],
                 "exclusiveMinimum": 0,
+                "maximum": MAX_TIMER_SECONDS,
                 "title": "Timeout (seconds)",
                 "description": "Reject automatically after this long without a decision. Empty: wait for ever.",
                 "default": None,

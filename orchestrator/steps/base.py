@@ -174,15 +174,19 @@ def json_property(title: str, description: str, default: Any = None, **extra) ->
     return {"title": title, "description": description, "default": default, "x-widget": "json", **extra}
 
 
-def number_or_template_property(title: str, description: str, default: Any, minimum: float = 0) -> dict:
+def number_or_template_property(title: str, description: str, default: Any, minimum: float = 0,
+                                maximum: float | None = None) -> dict:
     """A number, or a template string that renders to one at run time."""
+    number = {"type": "number", "minimum": minimum}
+    if maximum is not None:
+        number["maximum"] = maximum
     return {
         "title": title,
         "description": description,
         "default": default,
         "x-widget": "template",
         "anyOf": [
-            {"type": "number", "minimum": minimum},
+            number,
             {"type": "string", "pattern": r"\{\{|^\s*[0-9]+(\.[0-9]+)?\s*$"},
         ],
     }
@@ -224,6 +228,8 @@ class StepType:
     condition_fields: ClassVar[tuple[str, ...]] = ()
     # Whether the step's retry policy applies (a `fail` step, say, never retries).
     retryable: ClassVar[bool] = True
+    # Config fields (top level) naming a Kafka topic: validation refuses Sluice's own topics there.
+    topic_fields: ClassVar[tuple[str, ...]] = ()
     # Per config field (top level), the names its expressions may use when they differ from
     # DEFAULT_EXPRESSION_NAMES (wait_for_event's key_expression sees `event` and `record`).
     expression_names: ClassVar[dict[str, tuple[str, ...]]] = {}

@@ -20,7 +20,8 @@ class Delay(StepType):
         "required": ["seconds"],
         "properties": {
             "seconds": number_or_template_property(
-                "Seconds", "How long to wait: a number, or a template such as {{ trigger.wait }}.", default=5
+                "Seconds", "How long to wait: a number, or a template such as {{ trigger.wait }}.", default=5,
+                maximum=MAX_DELAY_SECONDS,
             ),
         },
     }

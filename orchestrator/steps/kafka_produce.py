@@ -51,6 +51,8 @@ class KafkaProduce(StepType):
         },
     }
 
+    topic_fields = ("topic",)
+
     @fails_cleanly
     def start(self, config: dict, context: dict) -> Emit:
         rendered = self.render_config(config, context)

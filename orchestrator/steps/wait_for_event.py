@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from .. import expressions
+from ..spec import MAX_TIMER_SECONDS
 from .base import (
     AwaitEvent,
     Complete,
@@ -88,6 +89,7 @@ class WaitForEvent(StepType):
             "timeout_seconds": {
                 "type": ["number", "null"],
                 "exclusiveMinimum": 0,
+                "maximum": MAX_TIMER_SECONDS,
                 "title": "Timeout (seconds)",
                 "description": "Continue on the timeout port after this long. Empty: wait for ever.",
                 "default": None,
@@ -96,6 +98,7 @@ class WaitForEvent(StepType):
     }
     ports = ("event", "timeout")
     condition_fields = ("key_expression",)
+    topic_fields = ("topic",)
     expression_names = {"key_expression": KEY_EXPRESSION_NAMES}
 
     @fails_cleanly

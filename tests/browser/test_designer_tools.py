@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 
 import pytest
 import yaml
@@ -313,7 +314,7 @@ def test_rubberband_palette_search_and_keyboard_walk(live_server, ada, orders, p
 def test_test_run_input_from_the_newest_trigger_record(kafka, live_server, ada, page, settings):
     from confluent_kafka import Producer
 
-    topic = f"{kafka.prefix}orders-in"
+    topic = f"orders-in-{uuid.uuid4().hex[:8]}"  # a workflow's own topic: never under Sluice's prefix
     services.create_workflow(sample(trigger={"type": "kafka", "topic": topic}), ada)
     producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
     for total in (10, 250):
