@@ -234,5 +234,6 @@ DLQ_SOURCE_TOPIC = "sluice-source-topic"
 DLQ_SOURCE_PARTITION = "sluice-source-partition"
 DLQ_SOURCE_OFFSET = "sluice-source-offset"
 DLQ_FAILED_AT = "sluice-failed-at"  # epoch seconds as text
+DLQ_WORKFLOW = "sluice-workflow"  # the workflow whose trigger refused the record (trigger stage)
 # Present when the value was too big to copy: its size in bytes. Read it at the source coordinates.
 DLQ_VALUE_OMITTED = "sluice-value-omitted"

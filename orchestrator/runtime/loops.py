@@ -297,7 +297,8 @@ def check_size(topic: str, value: bytes | None, key: bytes | None = None, header
                        f"{settings.SLUICE_MAX_RECORD_BYTES} bytes (SLUICE_MAX_RECORD_BYTES)")
 
 
-def dead_letter(producer: Producer, dlq_topic: str, msg: Message, stage: str, reason: str) -> None:
+def dead_letter(producer: Producer, dlq_topic: str, msg: Message, stage: str, reason: str,
+                workflow: str = "") -> None:
     """Copy `msg` to the dead-letter topic with headers saying why. Inside the caller's
     transaction, so the record is moved exactly once: it never vanishes and never repeats.
 
@@ -313,6 +314,8 @@ def dead_letter(producer: Producer, dlq_topic: str, msg: Message, stage: str, re
         (messages.DLQ_SOURCE_OFFSET, str(msg.offset()).encode()),
         (messages.DLQ_FAILED_AT, f"{time.time():.3f}".encode()),
     ]
+    if workflow:
+        headers.append((messages.DLQ_WORKFLOW, workflow.encode()))
     value = msg.value()
     if record_size(value, msg.key(), headers) > settings.SLUICE_MAX_RECORD_BYTES:
         headers.append((messages.DLQ_VALUE_OMITTED, str(len(value or b"")).encode()))
@@ -325,7 +328,7 @@ def dead_letter_alone(loop: "Loop", dlq_topic: str, msg: Message, reason: str) -
     """One record to the dead-letter topic and past it, in a transaction of its own."""
     producer = loop.producer
     producer.begin_transaction()
-    dead_letter(producer, dlq_topic, msg, loop.stage, reason)
+    dead_letter(producer, dlq_topic, msg, loop.stage, reason, workflow=getattr(loop, "slug", ""))
     producer.send_offsets_to_transaction(consumed_offsets([msg]), loop.consumer.consumer_group_metadata(), 30)
     producer.commit_transaction(60)
 

@@ -237,7 +237,8 @@ class WorkflowTrigger(Loop):
             try:
                 matched = workflow.trigger.filter is None or expressions.truthy(workflow.trigger.filter, context)
             except expressions.ExpressionError as exc:
-                dead_letter(producer, self.topics.dlq, msg, self.stage, f"filter of {self.slug} failed: {exc}")
+                dead_letter(producer, self.topics.dlq, msg, self.stage, f"filter of {self.slug} failed: {exc}",
+                            workflow=self.slug)
                 counts["dlq"] += 1
                 continue
             if not matched:
@@ -247,13 +248,14 @@ class WorkflowTrigger(Loop):
                 dead_letter(producer, self.topics.dlq, msg, self.stage,
                             f"record of {len(msg.value())} bytes is over the run input limit of "
                             f"{settings.SLUICE_MAX_PAYLOAD_BYTES} bytes (SLUICE_MAX_PAYLOAD_BYTES); "
-                            f"no run of {self.slug} started")
+                            f"no run of {self.slug} started", workflow=self.slug)
                 counts["dlq"] += 1
                 continue
             if window_spec is not None:
                 problem = self._to_window(producer, window_spec, msg, value, record)
                 if problem:
-                    dead_letter(producer, self.topics.dlq, msg, self.stage, f"window of {self.slug}: {problem}")
+                    dead_letter(producer, self.topics.dlq, msg, self.stage, f"window of {self.slug}: {problem}",
+                                workflow=self.slug)
                     counts["dlq"] += 1
                 else:
                     counts["windowed"] += 1
