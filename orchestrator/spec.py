@@ -415,6 +415,8 @@ def definition_schema() -> dict:
         "cron": {"type": "string", "description": "Five cron fields"},
         "timezone": {"type": "string"},
         "input": {"description": "The input of scheduled runs"},
+        "window": WINDOW_SCHEMA,
+        "max_runs_per_second": MAX_RUNS_PER_SECOND_SCHEMA,
     }
     triggers = []
     for kind, fields in TRIGGER_FIELDS.items():
@@ -454,6 +456,8 @@ def definition_schema() -> dict:
             "steps": {"type": "array", "minItems": 1, "items": step},
             "edges": {"type": "array", "items": edge},
             "layout": {"type": "object", "additionalProperties": position},
+            "on_failure": ON_FAILURE_SCHEMA,
+            "input_schema": {"type": "object", "description": "A JSON Schema (Draft 2020-12) for run input"},
         },
     }
 
