@@ -38,12 +38,16 @@ RUNNER_ARGS = os.environ.get("BENCH_RUNNER_ARGS", "").split()
 
 
 class FinishWatcher:
-    """Follows the history topic and notes when each run finished (receive time)."""
+    """Follows the history topic and notes when each run finished (receive time), and for the
+    runs named in `traced` the times of every hop, for the latency breakdown."""
 
     def __init__(self, bootstrap: str, topic: str):
         from confluent_kafka import Consumer
 
         self.finished: dict[str, float] = {}
+        self.received_wall: dict[str, float] = {}
+        self.traced: set[str] = set()
+        self.events: dict[str, list] = {}
         self.failed = 0
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                                   "auto.offset.reset": "latest", "isolation.level": "read_committed",
@@ -64,14 +68,22 @@ class FinishWatcher:
         from orchestrator.runtime import codec
 
         while not self.stop.is_set():
-            msgs = self.consumer.consume(2000, timeout=0.05)
-            now = time.perf_counter()
+            # Wait for one record, then drain what is there: consume(n, timeout) would wait out
+            # its whole timeout and add it to every latency measured.
+            first = self.consumer.poll(0.05)
+            msgs = [] if first is None else [first, *self.consumer.consume(2000, timeout=0)]
+            now, wall = time.perf_counter(), time.time()
             for msg in msgs:
-                if msg.error() or b"run_" not in msg.value()[:200]:
+                if msg.error():
+                    continue
+                if self.traced and msg.key() and msg.key().decode() in self.traced:
+                    self.events.setdefault(msg.key().decode(), []).append(codec.decode_history(msg.value()))
+                if b"run_" not in msg.value()[:200]:
                     continue
                 event = codec.decode_history(msg.value())
                 if event.kind == "run_succeeded":
                     self.finished.setdefault(event.run_id, now)
+                    self.received_wall.setdefault(event.run_id, wall)
                 elif event.kind in ("run_failed", "run_cancelled"):
                     self.failed += 1
                     self.finished.setdefault(event.run_id, now)
@@ -147,6 +159,8 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
         result["failed"] = watcher.failed
 
         # Latency at half the maximum rate, and at a light fixed rate (what one run feels like).
+        sent_wall: dict[str, float] = {}
+
         def latency_at(rate: float, prefix: str) -> tuple[int, float, float]:
             count = int(rate * latency_seconds)
             sent_at: dict[str, float] = {}
@@ -156,19 +170,20 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
                 if delay > 0:
                     time.sleep(delay)
                 run_id = f"{prefix}-{i}"
-                sent_at[run_id] = time.perf_counter()
+                sent_at[run_id], sent_wall[run_id] = time.perf_counter(), time.time()
                 start(run_id, i)
-                producer.poll(0)
-            producer.flush()
+                producer.flush()  # each start leaves at once, as an API call's does
             wait_for(lambda: all(r in watcher.finished for r in sent_at), 300, "latency runs", interval=0.2)
             latencies = [(watcher.finished[r] - t) * 1000 for r, t in sent_at.items()]
             return count, percentile(latencies, 50), percentile(latencies, 99)
 
         rate = result["throughput"] / 2
         count, p50, p99 = latency_at(rate, "l")
+        watcher.traced = {f"light-{i}" for i in range(int(LIGHT_RATE * latency_seconds))}
         light, light_p50, light_p99 = latency_at(LIGHT_RATE, "light")
         count += light
         result.update(rate=rate, latency_runs=count, p50_ms=p50, p99_ms=p99, light_p50_ms=light_p50, light_p99_ms=light_p99)
+        result["hops"] = hops(watcher, sent_wall)
 
         # The bridge projects everything into the database; then runner and bridge sit idle.
         total = len(warm) + runs + count
@@ -191,6 +206,29 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
             stop(bridge)
         broker.stop()
     return result
+
+
+def hops(watcher: FinishWatcher, sent_wall: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Where the milliseconds of a light-load run go: (p50, p99) per hop, from the history's
+    times (engine decisions), the worker's attempt times and the watcher's receive time. All
+    clocks are this machine's."""
+    parts: dict[str, list[float]] = {"start -> engine decides": [], "engine decides -> worker starts the step": [],
+                                     "worker runs the handler": [], "worker ends -> engine decides": [],
+                                     "engine decides -> history read": []}
+    for run_id, events in watcher.events.items():
+        by_kind = {(e.kind, e.step_id): e for e in events}
+        started, dispatched = by_kind.get(("run_started", "")), by_kind.get(("step_started", "echo"))
+        echoed, finished = by_kind.get(("step_succeeded", "echo")), by_kind.get(("run_succeeded", ""))
+        if not (started and dispatched and echoed and finished and run_id in sent_wall and run_id in watcher.received_wall):
+            continue
+        worker_began, worker_ended = echoed.data["started_at"], echoed.data["ended_at"]
+        parts["start -> engine decides"].append(started.ts - sent_wall[run_id])
+        parts["engine decides -> worker starts the step"].append(worker_began - dispatched.ts)
+        parts["worker runs the handler"].append(worker_ended - worker_began)
+        parts["worker ends -> engine decides"].append(echoed.ts - worker_ended)
+        parts["engine decides -> history read"].append(watcher.received_wall[run_id] - finished.ts)
+    return {name: (percentile([v * 1000 for v in values], 50), percentile([v * 1000 for v in values], 99))
+            for name, values in parts.items()}
 
 
 def _projected_runs() -> int:

@@ -200,9 +200,9 @@ def _letter_operation(request, operation, letter: DeadLetter, *args):
 
 def _query_time(request, name: str):
     raw = request.query_params.get(name)
-    if not raw:
+    if raw is None:
         return None
-    moment = parse_datetime(raw)
+    moment = parse_datetime(raw) if raw else None
     if moment is None:
         raise exceptions.ValidationError({name: ["Not a date-time; use ISO 8601, e.g. 2026-01-31T12:00:00Z"]})
     return moment

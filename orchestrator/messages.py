@@ -129,9 +129,10 @@ class StepTask(msgspec.Struct, kw_only=True):
 class HistoryEvent(msgspec.Struct, kw_only=True):
     """One run or step lifecycle event.
 
-    kinds: run_started, run_succeeded, run_failed, run_cancelled, run_retried,
-           step_started, step_redispatched, step_succeeded, step_failed, step_retrying,
-           step_waiting, step_skipped, step_cancelled, signal_received.
+    kinds: run_started, run_succeeded, run_failed, run_cancelled, run_retried, on_failure_started,
+           step_started, step_redispatched, step_picked_up, step_succeeded, step_failed,
+           step_retrying, step_waiting, step_skipped, step_cancelled, child_started,
+           child_finished, signal_received.
     `seq` increases by one per event within a run: consumers use it to apply events once.
     """
 

@@ -157,7 +157,7 @@ def test_login_apply_diff_export_and_exit_codes(kafka, live_server, tmp_path):
     forbidden = sluice(as_viewer, "apply", "-f", str(tmp_path / "new"))
     assert forbidden.returncode == 1
     assert one_error_line(forbidden) == (f"error: {tmp_path / 'new' / 'new.yaml'} (newcomer): "
-                                         "You do not have permission to do this (designer.add_workflow)")
+                                         "You may not create workflows")
     missing = sluice(env, "export", "nothing")
     assert missing.returncode == 1 and one_error_line(missing) == "error: No workflow 'nothing'"
     as_json = sluice(env, "--json", "export", "nothing")

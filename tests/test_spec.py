@@ -233,7 +233,7 @@ MALFORMED = [
      "steps[0].config.topic", "w", "reserved-topic"),
     # Unknown fields are refused everywhere.
     ("unknown top-level field", mutate(set_path(["owner"], "ops")), "owner", None, "unknown-field"),
-    ("unknown trigger block", mutate(set_path(["trigger", "window"], {"tumbling": "5m"})), "trigger.window", None,
+    ("unknown trigger block", mutate(set_path(["trigger", "batching"], {"every": "5m"})), "trigger.batching", None,
      "unknown-field"),
     ("topic on a manual trigger", mutate(set_path(["trigger"], {"type": "manual", "topic": "orders"})),
      "trigger.topic", None, "unknown-field"),

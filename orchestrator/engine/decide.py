@@ -220,6 +220,8 @@ class _Run:
             return
         if step.dispatch_deadline is not None:
             self._step(notice.step_id).dispatch_deadline = None
+            # Recorded (not only a state change) so the replayer sees when it was applied.
+            self._record("step_picked_up", notice.step_id, notice.attempt, worker=notice.worker)
 
     def on_rejected(self, rejected: Rejected) -> None:
         """What the run's records made of it cannot be stored: fail it, from the state before."""

@@ -76,7 +76,11 @@ def replay_run(run_id: str, history: list[HistoryEvent], inputs: list[RecordedIn
     if any(not event.cause for event in history):
         return [Divergence(run_id, "the history has events without a cause (written before replay existed)")]
     by_cause = {item.cause: item for item in inputs}
-    pending = list(inputs)  # not yet fed, in offset order
+    caused = {event.cause for event in history}
+    # Records that wrote no history: fed in their place, they must change nothing. (A record
+    # that did write history is fed only at its own decision: within a batch the engine fires
+    # due timers before it reads records, so time order alone would misplace it.)
+    pending = [item for item in inputs if item.cause not in caused]
     state: RunState | None = None
     problems: list[Divergence] = []
 
@@ -87,7 +91,7 @@ def replay_run(run_id: str, history: list[HistoryEvent], inputs: list[RecordedIn
         return None if start is None else workflow_of(start.workflow, start.version)
 
     def feed_silent(until) -> None:
-        """Feed the records before a decision that wrote no history: they must write none now."""
+        """Feed the records before a decision that wrote no history: they must change nothing now."""
         nonlocal state
         while pending and until(pending[0]):
             item = pending.pop(0)
@@ -97,6 +101,8 @@ def replay_run(run_id: str, history: list[HistoryEvent], inputs: list[RecordedIn
             if decision.history:
                 problems.append(Divergence(run_id, f"{item.cause} wrote no history, but its replay writes "
                                                    f"{[e.kind for e in decision.history]}"))
+            elif state is not None and decision.state is not None and decision.state != state:
+                problems.append(Divergence(run_id, f"{item.cause} wrote no history, but its replay changes the state"))
             state = decision.state
 
     for recorded in _decisions(history):
@@ -108,7 +114,6 @@ def replay_run(run_id: str, history: list[HistoryEvent], inputs: list[RecordedIn
                 problems.append(Divergence(run_id, f"the record {cause} that caused seq {recorded.events[0].seq} "
                                                    "is not on wf.runs", seq=recorded.events[0].seq))
                 return problems
-            pending = [p for p in pending if p.cause != cause]
             event: Any = item.command
         elif cause == "timer":
             feed_silent(lambda item: item.timestamp <= recorded.ts)

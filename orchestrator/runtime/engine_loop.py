@@ -241,10 +241,7 @@ class EngineLoop(Loop):
                 return
             decision = decide(workflow, state, event, now, self.policy)
             if not decision.effects:
-                if decision.state is not None and decision.state != state:
-                    working[run_id] = decision.state  # e.g. a pick-up notice: state only
-                    partitions[run_id] = partition
-                return
+                return  # nothing changed (decisions that change the state also write history)
             for event_ in decision.history:
                 event_.cause = cause  # what the replayer (verify_history) feeds decide() again
             if isinstance(event, StartRun):
