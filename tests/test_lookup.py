@@ -19,7 +19,7 @@ from orchestrator.messages import StepTask
 from orchestrator.runtime import commands, tables
 from orchestrator.runtime.worker_loop import execute_task
 from orchestrator.steps.base import StepConfigError, TaskContext
-from tests.runtime_support import publish, runner_process, user_topic
+from tests.runtime_support import publish, read_topic, runner_process, user_topic
 from tests.test_runtime_safety import running
 
 
@@ -252,3 +252,28 @@ def test_a_table_is_restored_after_the_runner_is_killed(kafka, history):
         second.stop()
     assert outputs == [{"found": True, "name": "Ada L."}, {"found": True, "name": "Grace"},
                        {"found": True, "name": "Edsger"}]
+
+
+@pytest.mark.kafka
+def test_the_order_enrichment_example_enriches_known_customers_and_routes_unknown_ones(kafka, history):
+    from orchestrator.management.commands.load_examples import EXAMPLES_DIR
+
+    example = json.loads((EXAMPLES_DIR / "order-enrichment.json").read_text())
+    tag = uuid.uuid4().hex[:8]
+    # `customers` is the example's own topic name, shared by the session's tests: keys of our own.
+    put("customers", (f"{tag}-c1", {"name": "Ada", "tier": "gold"}))
+    publish(example)
+    with running():
+        known = commands.start_run("order-enrichment", 1, {"id": f"{tag}-o1", "customer_id": f"{tag}-c1", "total": 120})
+        unknown = commands.start_run("order-enrichment", 1, {"id": f"{tag}-o2", "customer_id": f"{tag}-c9"})
+        history.wait_finished([known, unknown], timeout=60)
+    outputs = {(e.run_id, e.step_id): e.data["output"] for e in history.events if e.kind == "step_succeeded"}
+    assert outputs[(known, "customer")] == {"found": True, "value": {"name": "Ada", "tier": "gold"}}
+    assert outputs[(known, "enriched")] == {"topic": "orders.enriched", "key": f"{tag}-o1"}
+    assert outputs[(unknown, "customer")] == {"found": False, "value": None}
+    assert outputs[(unknown, "unknown")] == {"topic": "orders.unknown-customer", "key": f"{tag}-o2"}
+    skipped = {(e.run_id, e.step_id) for e in history.events if e.kind == "step_skipped"}
+    assert {(known, "unknown"), (unknown, "enriched")} <= skipped
+    (record,) = [m for m in read_topic("orders.enriched") if m.key() == f"{tag}-o1".encode()]
+    assert json.loads(record.value()) == {"order": {"id": f"{tag}-o1", "customer_id": f"{tag}-c1", "total": 120},
+                                          "customer": {"name": "Ada", "tier": "gold"}, "discount": 0.1}
