@@ -55,6 +55,7 @@ class Lookup(StepType):
                 "default": "",
                 "minLength": 1,
                 "pattern": TOPIC_PATTERN,
+                "x-widget": "text",  # a name, not a template: validation checks it before any run
             },
             "key": template_property(
                 "Key",
@@ -69,7 +70,7 @@ class Lookup(StepType):
     def check_config(self, config: dict) -> list[tuple[str, str]]:
         topic = config.get("topic")
         refused = reserved_topic_error(topic, reserved_prefix()) if isinstance(topic, str) else None
-        return [("topic", f"{refused}; a lookup reads a topic of yours")] if refused else []
+        return [("topic", f"{refused}; look up in a topic of your own")] if refused else []
 
     def execute(self, config: dict, task: TaskContext) -> Any:
         from ..runtime import tables
