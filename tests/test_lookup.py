@@ -34,7 +34,7 @@ def put(topic: str, *pairs) -> None:
     for key, value in pairs:
         if value is not None and not isinstance(value, bytes):
             value = json.dumps(value).encode()
-        producer.produce(topic, key=key if isinstance(key, bytes) else key.encode(), value=value)
+        producer.produce(topic, key=key.encode() if isinstance(key, str) else key, value=value)
     assert producer.flush(30) == 0
 
 
@@ -115,14 +115,14 @@ def test_a_table_answers_values_and_missing_keys_across_partitions(kafka, store)
     topic = user_topic(kafka, "customers")
     create_topic(topic, partitions=3)
     put(topic, *[(f"c{i}", {"id": f"c{i}", "name": f"Customer {i}"}) for i in range(50)],
-        ("text", b"plain words"), ("binary", b"\xff\x00\x01"), (b"\xfe\xff", "non-UTF-8 key"))
+        ("text", b"plain words"), ("binary", b"\xff\x00\x01"), (b"\xfe\xff", "non-UTF-8 key"), (None, {"no": "key"}))
     assert store.lookup(topic, "c7") == (True, {"id": "c7", "name": "Customer 7"})
     assert store.lookup(topic, "c49") == (True, {"id": "c49", "name": "Customer 49"})
     assert store.lookup(topic, "nobody") == (False, None)
     assert store.lookup(topic, "text") == (True, "plain words")
     assert store.lookup(topic, "binary") == (True, {"base64": "/wAB"})
     assert store.lookup(topic, "feff") == (True, "non-UTF-8 key")
-    assert store.stats()[topic]["keys"] == 53
+    assert store.stats()[topic]["keys"] == 53 and store.stats()[topic]["records_without_key"] == 1
 
 
 @pytest.mark.kafka
@@ -187,7 +187,7 @@ def test_a_table_over_its_memory_bound_fails_its_lookups_and_spares_the_others(k
     with pytest.raises(tables.TableTooLarge, match="SLUICE_LOOKUP_MAX_BYTES") as refused:
         store.lookup(big, "k1")
     assert repr(big) in str(refused.value)
-    assert store.stats()[big] == {"keys": 0, "bytes": 0, "restored": True, "failed": True}
+    assert store.stats()[big] == {"keys": 0, "bytes": 0, "restored": True, "failed": True, "records_without_key": 0}
     with pytest.raises(tables.TableTooLarge):
         store.lookup(big, "k59")
     assert store.lookup(small, "k3") == (True, {"n": 3})

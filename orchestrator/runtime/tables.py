@@ -128,7 +128,7 @@ class Table:
 
     def stats(self) -> dict:
         return {"keys": len(self._values), "bytes": self._bytes, "restored": self._restored.is_set(),
-                "failed": self._failure is not None}
+                "failed": self._failure is not None, "records_without_key": self.records_without_key}
 
     def close(self) -> None:
         self._stop.set()
