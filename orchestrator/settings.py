@@ -235,6 +235,9 @@ SLUICE_INSTANCE_ID = os.environ.get("SLUICE_INSTANCE_ID", "")
 SLUICE_MAX_RECORD_BYTES = int(os.environ.get("SLUICE_MAX_RECORD_BYTES", "1000000"))
 SLUICE_MAX_STATE_BYTES = int(os.environ.get("SLUICE_MAX_STATE_BYTES", "900000"))
 SLUICE_MAX_PAYLOAD_BYTES = int(os.environ.get("SLUICE_MAX_PAYLOAD_BYTES", str(256 * 1024)))
+# Memory one `lookup` table (a topic kept in each worker process) may take; over it, the table
+# is dropped and its lookups fail (orchestrator/runtime/tables.py).
+SLUICE_LOOKUP_MAX_BYTES = int(os.environ.get("SLUICE_LOOKUP_MAX_BYTES", str(64 * 1024 * 1024)))
 # A step dispatched to workers that no worker has picked up within this time is dispatched
 # again (same attempt, same idempotency key): Temporal's schedule-to-start timeout.
 SLUICE_SCHEDULE_TO_START_SECONDS = float(os.environ.get("SLUICE_SCHEDULE_TO_START_SECONDS", "60"))

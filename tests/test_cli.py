@@ -75,7 +75,7 @@ def test_validate_json_output_and_valid_examples(env):
     report = json.loads(result.stdout)
     assert report["valid"] is True
     assert sorted(entry["slug"] for entry in report["files"]) == [
-        "expense-approval", "flaky-with-retries", "hello", "order-fulfilment"]
+        "expense-approval", "flaky-with-retries", "hello", "order-enrichment", "order-fulfilment"]
 
 
 def test_validate_reports_warnings_without_failing(tmp_path, env):

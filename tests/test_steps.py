@@ -40,7 +40,8 @@ def task(attempt=1, timeout=None, step_id="call"):
 # ---- registry and schemas ------------------------------------------------------------------
 def test_registry_has_every_type_with_a_complete_description():
     assert set(steps.REGISTRY) == {"transform", "branch", "http", "python", "kafka_produce", "delay",
-                                   "wait_for_event", "approval", "subworkflow", "foreach", "celery_task", "fail"}
+                                   "wait_for_event", "approval", "subworkflow", "foreach", "celery_task", "fail",
+                                   "lookup"}
     groups = {"Data", "Logic", "Integrations", "Waiting", "Composition", "Control"}
     for entry in steps.describe_all():
         assert entry["group"] in groups, entry["type"]

@@ -25,7 +25,7 @@ from django.conf import settings
 
 from ..handlers import load_handler_modules
 from ..messages import RunnerHeartbeat
-from . import codec
+from . import codec, tables
 from .definitions import DefinitionRegistry
 from .engine_loop import EngineLoop
 from .kafka import base_config, producer_config
@@ -190,6 +190,7 @@ class Runner:
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.registry.close()
+        tables.close_store()  # the lookup tables its workers started
 
     def run_forever(self) -> None:
         self.start()

@@ -9,6 +9,7 @@ from .base import StepType
 
 _MODULES = (
     "transform",
+    "lookup",
     "branch",
     "http",
     "python",
