@@ -41,13 +41,21 @@ def paginated(serializer_class, name: str):
     })
 
 
+# JSON Schema keywords OpenAPI 3.0 lacks. Leaving them out only makes the document more
+# permissive; the validator still applies them (and names the field when they fail).
+_NOT_IN_OPENAPI_30 = ("if", "then", "else", "propertyNames", "$schema")
+
+
 def as_openapi_30(schema):
-    """A JSON Schema (2020-12) as OpenAPI 3.0 writes it: exclusive bounds are booleans there."""
+    """A JSON Schema (2020-12) as OpenAPI 3.0 writes it: exclusive bounds are booleans there,
+    `const` is a one-value enum, and conditionals are left out."""
     if isinstance(schema, list):
         return [as_openapi_30(item) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    converted = {key: as_openapi_30(value) for key, value in schema.items()}
+    converted = {key: as_openapi_30(value) for key, value in schema.items() if key not in _NOT_IN_OPENAPI_30}
+    if "const" in converted:
+        converted["enum"] = [converted.pop("const")]
     for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
         value = converted.get(exclusive)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
