@@ -1,10 +1,10 @@
-"""Benchmark: the editor with a 300-step workflow in headless chromium.
+"""Benchmark: the editor with a 300-step workflow and a small example in headless chromium.
 
-    python -m bench.designer_render [--steps 300] [--repeats 3]
+    python -m bench.designer_render [--steps 300] [--example examples/hello.json] [--repeats 3]
 
 Sets up a throw-away database, saves a generated workflow of N steps without a layout (so
-the editor must auto-lay it out with dagre on open), serves Sluice with daphne, and measures
-in Debian's chromium at 1280x720:
+the editor must auto-lay it out with dagre on open) and the example (three steps, laid out),
+serves Sluice, and measures each in Debian's chromium at 1280x720:
   - time to interactive: navigation start -> laid out, fitted and the first render pass done
     (X6's first 'render:done'; big workflows render virtually, i.e. only the steps in view,
     so the number of steps drawn by then is printed too);
@@ -18,6 +18,7 @@ Prints a table. Not a test: nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -71,7 +72,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare_database(data_dir: str, steps: int) -> None:
+def prepare_database(data_dir: str, definitions: list[dict]) -> None:
     os.environ["SLUICE_DATA_DIR"] = data_dir
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
     import django
@@ -84,7 +85,8 @@ def prepare_database(data_dir: str, steps: int) -> None:
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_superuser("bench", "bench@example.com", PASSWORD)
-    services.create_workflow(generated_definition(steps), user, message="benchmark")
+    for definition in definitions:
+        services.create_workflow(definition, user, message="benchmark")
 
 
 def start_server(data_dir: str, port: int) -> subprocess.Popen:
@@ -108,7 +110,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def measure(url: str, steps: int, repeats: int) -> dict:
+def measure(url: str, definition: dict, repeats: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     results: dict[str, list[float]] = {"tti": [], "ready": [], "layout": [], "frames": [], "cells": [],
@@ -117,13 +119,14 @@ def measure(url: str, steps: int, repeats: int) -> dict:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 720})
         page = context.new_page()
+        slug, steps, first_step = definition["slug"], len(definition["steps"]), definition["steps"][0]["id"]
         page.goto(f"{url}/accounts/login/")
         page.fill("input[name=username]", "bench")
         page.fill("input[name=password]", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_load_state("networkidle")
         for _ in range(repeats):
-            page.goto(f"{url}/designer/bench-300/")
+            page.goto(f"{url}/designer/{slug}/")
             page.wait_for_selector("html[data-editor-ready='1']", timeout=60000)
             # Interactive: the first render pass is done (X6 'render:done'); with virtual
             # rendering that is every step in view, the rest are drawn as they scroll in.
@@ -152,13 +155,13 @@ def measure(url: str, steps: int, repeats: int) -> dict:
             const tick = (t) => { window.__frames.push(t); if (window.__recording) requestAnimationFrame(tick); };
             requestAnimationFrame(tick);
         }""")
-        node = page.evaluate("""() => {
+        node = page.evaluate(("""() => {
             const ed = window.sluiceEditor;
-            const cell = ed.nodeForStep('prepare_0');
+            const cell = ed.nodeForStep(%s);
             ed.graph.centerCell(cell);
             const r = ed.graph.findViewByCell(cell).container.querySelector('rect').getBoundingClientRect();
             return {x: r.x + r.width * 0.45, y: r.y + r.height * 0.3};
-        }""")
+        }""") % json.dumps(first_step))
         page.wait_for_timeout(300)
         page.mouse.move(node["x"], node["y"])
         page.mouse.down()
@@ -172,23 +175,11 @@ def measure(url: str, steps: int, repeats: int) -> dict:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    data_dir = tempfile.mkdtemp(prefix="sluice-bench-designer-")
-    prepare_database(data_dir, args.steps)
-    port = free_port()
-    server = start_server(data_dir, port)
-    try:
-        results = measure(f"http://127.0.0.1:{port}", args.steps, args.repeats)
-    finally:
-        server.terminate()
-        server.wait(10)
+def report(definition: dict, results: dict) -> None:
     frames = results["frames"]
+    steps = len(definition["steps"])
     rows = [
-        ("steps / edges", f"{args.steps} / {len(generated_definition(args.steps)['edges'])}"),
+        ("steps / edges", f"{steps} / {len(definition['edges'])}"),
         ("time to interactive (nav -> first render pass done), median ms", f"{statistics.median(results['tti']):.0f}"),
         ("  runs (ms)", ", ".join(f"{v:.0f}" for v in results["tti"])),
         ("  steps drawn at that moment (the rest are out of view)", f"{statistics.median(results['drawn']):.0f}"),
@@ -196,7 +187,8 @@ def main() -> None:
         ("  dagre layout before drawing, median ms", f"{statistics.median(results['first_layout']):.0f}"),
         ("  create and add the cells, median ms", f"{statistics.median(results['cells']):.0f}"),
         ("  editor ready (nav -> end of start-up script), median ms", f"{statistics.median(results['ready']):.0f}"),
-        (f"virtual rendering off: until all {args.steps} steps are drawn, ms", f"{results['all_drawn']:.0f}"),
+        ("    runs (ms)", ", ".join(f"{v:.0f}" for v in results["ready"])),
+        (f"virtual rendering off: until all {steps} steps are drawn, ms", f"{results['all_drawn']:.0f}"),
         ("auto-layout button (dagre + move + fit), median ms", f"{statistics.median(results['layout']):.0f}"),
         ("drag, with all steps drawn: frames recorded", f"{len(frames)}"),
         ("drag: frame interval p50 / p95 / max ms",
@@ -205,11 +197,34 @@ def main() -> None:
     ]
     width = max(len(name) for name, _ in rows)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"\nSluice designer, {args.steps}-step workflow, headless chromium 1280x720 "
+    print(f"\nSluice designer, '{definition['slug']}' ({steps} steps), headless chromium 1280x720 "
           f"({os.cpu_count()} cores, load average {load})")
     print("-" * (width + 14))
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--example", default=str(ROOT / "examples" / "hello.json"),
+                        help="a workflow file measured beside the generated one ('' for none)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    definitions = [generated_definition(args.steps)]
+    if args.example:
+        definitions.append(json.loads(Path(args.example).read_text()))
+    data_dir = tempfile.mkdtemp(prefix="sluice-bench-designer-")
+    prepare_database(data_dir, definitions)
+    port = free_port()
+    server = start_server(data_dir, port)
+    try:
+        results = [measure(f"http://127.0.0.1:{port}", definition, args.repeats) for definition in definitions]
+    finally:
+        server.terminate()
+        server.wait(10)
+    for definition, result in zip(definitions, results):
+        report(definition, result)
 
 
 if __name__ == "__main__":
