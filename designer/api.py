@@ -26,6 +26,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView, set_rollback
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from orchestrator import webhooks
 from orchestrator.runtime.commands import CommandError
 from orchestrator.spec import InvalidDefinition
 
@@ -338,6 +339,8 @@ class PublishView(SluiceAPIView):
 
     @extend_schema(
         summary="Publish a version (the latest when none is given) to Kafka and make it live",
+        description="When this publish gives a webhook-triggered workflow its first token, the answer "
+                    "carries it once under `webhook` (token, URL, header and a ready curl line).",
         request=PublishRequestSerializer,
         responses={200: VersionSerializer, 400: ErrorSerializer, 404: ErrorSerializer, 503: ErrorSerializer},
     )
@@ -345,7 +348,38 @@ class PublishView(SluiceAPIView):
         workflow = _workflow(slug)
         body = self.json_object(allowed={"version"})
         version = services.publish(workflow, _body_int(body, "version"), request.user)
-        return Response(VersionSerializer(version).data)
+        return Response({**VersionSerializer(version).data, **_new_webhook(request, version)})
+
+
+def _new_webhook(request, version) -> dict:
+    """`{"webhook": ...}` with the token, URL and curl line when this publish created the
+    workflow's webhook token (shown this once), else nothing."""
+    token = getattr(version, "new_webhook_token", None)
+    return {"webhook": webhooks.call_details(request, version.workflow.slug, token)} if token else {}
+
+
+WebhookCallSerializer = inline_serializer("WebhookCall", fields={
+    "workflow": serializers.CharField(), "url": serializers.URLField(), "header": serializers.CharField(),
+    "token": serializers.CharField(), "curl": serializers.CharField(),
+})
+
+
+class WebhookTokenView(SluiceAPIView):
+    """Issue a new webhook token for a workflow; the old one stops working at once."""
+
+    permissions_by_method = {"POST": "designer.publish_workflow"}
+
+    @extend_schema(
+        summary="Issue a new webhook token (the old one stops working)",
+        description="The token is in this answer only: Sluice stores its SHA-256 digest. "
+                    "Call the webhook with it in the `X-Sluice-Token` header (see `curl`).",
+        request=None, responses={200: WebhookCallSerializer, 404: ErrorSerializer},
+    )
+    def post(self, request, slug):
+        workflow = _workflow(slug)  # takes no body: whatever is sent is ignored
+        token = webhooks.issue_token(workflow.slug)
+        services.record_audit(request.user, "rotate_webhook_token", ("workflow", workflow.slug))
+        return Response(webhooks.call_details(request, workflow.slug, token))
 
 
 class StartRunView(SluiceAPIView):
