@@ -17,11 +17,13 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from monitor.models import Run
-from orchestrator import spec, steps
+from orchestrator import spec, steps, webhooks
+from orchestrator.models import WebhookEndpoint
 from orchestrator.spec import InvalidDefinition, Problem
 
 from . import forms, services
@@ -192,7 +194,9 @@ def _editor_context(request, workflow: Workflow | None, version: WorkflowVersion
                 "runStatus": reverse("designer:run_status", args=["RUN_ID"]),
                 "runWebsocket": "/ws/runs/RUN_ID/",
                 "runPage": reverse("monitor:run_detail", args=["RUN_ID"]),
+                "webhookToken": reverse("api-webhook-token", args=[workflow.slug]) if workflow else None,
             },
+            "staticUrl": static(""),
         },
     }
 
@@ -262,10 +266,21 @@ def panel(request):
             return HttpResponse(f"There is no step '{step_id}' in this workflow any more.", status=404)
         event = {"sluice:step-updated": {"step_id": step_id, "step": updated}}
     context["can_edit"] = request.user.has_perm(EDIT) or request.user.has_perm(ADD)
+    if step_id is None:
+        context["webhook"] = _webhook_panel(request, definition, updated)
     response = render(request, "designer/_panel.html", context)
     if submitted:
         response["HX-Trigger"] = json.dumps(event)
     return response
+
+
+def _webhook_panel(request, definition: dict, trigger: dict) -> dict | None:
+    """For a saved workflow with a webhook trigger: how to call it, and whether it has a token."""
+    slug = definition.get("slug")
+    if (trigger or {}).get("type") != "webhook" or not slug or not Workflow.objects.filter(slug=slug).exists():
+        return None
+    return {**webhooks.call_details(request, slug, None), "has_token": WebhookEndpoint.objects.filter(slug=slug).exists(),
+            "can_rotate": request.user.has_perm(PUBLISH)}
 
 
 def _problems_for(definition: dict, step_id: str | None) -> list[Problem]:
@@ -431,7 +446,13 @@ def publish(request, slug):
     if not isinstance(number, int):
         raise BadRequest("'version' must be the number of the version to publish")
     version = services.publish(workflow, number, request.user)
-    return JsonResponse({"live": version.number})
+    return JsonResponse({"live": version.number, **_new_webhook(request, version)})
+
+
+def _new_webhook(request, version) -> dict:
+    """The webhook token this publish created, with how to call it (shown this once), if any."""
+    token = getattr(version, "new_webhook_token", None)
+    return {"webhook": webhooks.call_details(request, version.workflow.slug, token)} if token else {}
 
 
 @json_endpoint
