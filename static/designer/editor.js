@@ -38,7 +38,7 @@ const problems = setupProblems({ canvas, model, panel });
 setupPalette({ canvas, model, panel });
 setupCommands({ canvas, model });
 const code = setupCode({ model });
-const webhook = setupWebhook();
+const webhook = setupWebhook({ panel });
 const save = setupSave({ canvas, model, code, webhook });
 setupVersions({ model, save });
 setupTestRun({ canvas, model, save });

@@ -4,7 +4,7 @@
 
 import { config, csrf, $, toast } from "./page.js";
 
-export function setupWebhook() {
+export function setupWebhook({ panel }) {
   const dialog = $("#dlg-webhook");
 
   /** Show a token just issued: details is the API's {url, header, token, curl}. */
@@ -17,6 +17,8 @@ export function setupWebhook() {
     $("#webhook-header").textContent = details.header;
     $("#webhook-curl").value = details.curl;
     dialog.showModal();
+    // The trigger panel says whether a token exists: show it again if it is open.
+    if (document.querySelector(".panel-form[data-kind=trigger]")) panel.open(null);
   }
 
   /** Issue a token; `replacing` one that callers may be using asks first. */
