@@ -109,6 +109,9 @@ function renderRun() {
   const error = $("run-error");
   error.innerHTML = errorHtml(run.error);
   error.hidden = !run.error;
+  const none = $("run-none");
+  none.hidden = run.output != null || Boolean(run.error);
+  none.textContent = RUN_FINISHED.has(run.status) ? "no output" : "not finished yet";
 }
 
 function renderTable() {
@@ -130,6 +133,10 @@ function select(id) {
   renderTable();
 }
 
+/** A JSON value in a box, or a muted word when there is none. */
+const shown = (value, nothing) => (value == null ? `<p class="muted small">${esc(nothing)}</p>`
+  : `<pre class="json">${esc(prettyJSON(value))}</pre>`);
+
 function renderPanel() {
   const step = state.steps[selected];
   if (!step) return;
@@ -144,8 +151,8 @@ function renderPanel() {
     ${step.error ? `<div class="step-error"><h3>Error</h3>${errorHtml(step.error)}</div>` : ""}
     <h3>Attempts</h3>
     ${attempts ? `<table class="table compact attempts"><thead><tr><th>#</th><th>Start</th><th>End</th><th>Backoff</th></tr></thead><tbody>${attempts}</tbody></table>` : '<p class="muted small">none yet</p>'}
-    <h3>Input</h3><pre class="json">${esc(prettyJSON(step.input))}</pre>
-    <h3>Output</h3><pre class="json">${esc(prettyJSON(step.output))}</pre>`;
+    <h3>Input</h3>${shown(step.input, "none recorded")}
+    <h3>Output</h3>${shown(step.output, STEP_ACTIVE.has(step.status) || step.status === "pending" ? "not yet" : "none")}`;
 }
 
 function renderApprovals() {
@@ -172,6 +179,9 @@ function renderApprovals() {
 let chart = null;
 const BAR_ROW = 26; // px per attempt
 const AXIS_SPACE = 64; // px below the bars: tick labels and the axis title
+// Chart.js gives an axis at most half the chart's height: below this, the axis title is drawn
+// over the tick labels (a run with one or two attempts).
+const MIN_TIMELINE_HEIGHT = 140;
 
 function timelineData() {
   const rows = [];
@@ -198,7 +208,7 @@ function renderTimeline() {
   const { labels, rows, colours } = timelineData();
   const canvas = $("timeline");
   // Room for every bar (Chart.js would skip labels) plus the axis under them.
-  canvas.parentElement.style.height = `${Math.max(1, labels.length) * BAR_ROW + AXIS_SPACE}px`;
+  canvas.parentElement.style.height = `${Math.max(MIN_TIMELINE_HEIGHT, labels.length * BAR_ROW + AXIS_SPACE)}px`;
   if (!chart) {
     chart = new Chart(canvas, {
       type: "bar",
@@ -225,7 +235,7 @@ function historyRow(event) {
   const tr = document.createElement("tr");
   tr.dataset.seq = event.seq;
   tr.innerHTML = `<td>${esc(event.seq)}</td><td class="small muted">${esc(new Date(event.ts * 1000).toLocaleTimeString())}</td>
-    <td><code>${esc(event.kind)}</code></td><td>${esc(event.step_id || "")}</td><td>${event.attempt || ""}</td>
+    <td><code>${esc(event.kind)}</code></td><td><code>${esc(event.step_id || "")}</code></td><td>${event.attempt || ""}</td>
     <td><code class="small truncate-data">${esc(JSON.stringify(event.data))}</code></td>`;
   $("history-table").querySelector("tbody").appendChild(tr);
 }
@@ -265,8 +275,10 @@ renderRun();
 renderTable();
 renderApprovals();
 renderTimeline();
-const firstStep = Object.keys(state.steps)[0];
-if (firstStep) select(firstStep);
+// Open on the step that needs a look: a failed one, else one in progress, else the first.
+const steps = Object.values(state.steps);
+const first = steps.find((s) => s.status === "failed") || steps.find((s) => STEP_ACTIVE.has(s.status)) || steps[0];
+if (first) select(first.step_id);
 // Running attempts grow on the timeline even without events.
 setInterval(() => { if (!RUN_FINISHED.has(state.run.status)) renderTimeline(); }, 1000);
 connect(data.ws_path, { sinceFn: () => state.lastSeq, onEvent, onState: indicator($("live-indicator")) });
