@@ -27,11 +27,13 @@ const TEXT_WIDTH = NODE_W - TEXT_X - 22; // left of the status dot
 // ---- text that fits its step -------------------------------------------------------------
 const measuring = document.createElement("canvas").getContext("2d");
 const fitted = new Map();
+let measuringFont = "";
 /** `text`, cut with an ellipsis where it would be wider than `width` pixels in `font`. */
 function fitText(text, font, width) {
   const key = `${font.size}|${text}`;
   if (fitted.has(key)) return fitted.get(key);
-  measuring.font = `${font.weight} ${font.size}px ${font.family}`;
+  const css = `${font.weight} ${font.size}px ${font.family}`;
+  if (measuringFont !== css) { measuring.font = css; measuringFont = css; } // parsing a font is the costly part
   let result = text;
   if (measuring.measureText(text).width > width) {
     let low = 0;
