@@ -1,6 +1,12 @@
 """Benchmark: the editor with a 300-step workflow and a small example in headless chromium.
 
     python -m bench.designer_render [--steps 300] [--example examples/hello.json] [--repeats 3]
+    python -m bench.designer_render --baseline DIR [--rounds 20]
+
+With --baseline (a checkout of another Sluice version, e.g. `git worktree add /tmp/base <commit>`),
+both versions are served side by side and their editor pages loaded alternately in one chromium,
+so both see the same machine load: the table gives each one's median time to ready and to
+interactive, and the median of the paired differences.
 
 Sets up a throw-away database, saves a generated workflow of N steps without a layout (so
 the editor must auto-lay it out with dagre on open) and the example (three steps, laid out),
@@ -89,10 +95,30 @@ def prepare_database(data_dir: str, definitions: list[dict]) -> None:
         services.create_workflow(definition, user, message="benchmark")
 
 
-def start_server(data_dir: str, port: int) -> subprocess.Popen:
+def prepare_database_of(root: Path, data_dir: str, definitions: list[dict]) -> None:
+    """prepare_database, run by the code of the checkout at `root` (its models, its migrations)."""
+    code = "\n".join([
+        "import json, os, sys",
+        "sys.path.insert(0, sys.argv[1])",
+        "os.environ['SLUICE_DATA_DIR'] = sys.argv[2]",
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'orchestrator.settings'",
+        "import django",
+        "django.setup()",
+        "from django.contrib.auth import get_user_model",
+        "from django.core.management import call_command",
+        "from designer import services",
+        "call_command('migrate', verbosity=0)",
+        f"user = get_user_model().objects.create_superuser('bench', 'bench@example.com', {PASSWORD!r})",
+        "for definition in json.loads(sys.argv[3]):",
+        "    services.create_workflow(definition, user, message='benchmark')",
+    ])
+    subprocess.run([sys.executable, "-c", code, str(root), data_dir, json.dumps(definitions)], cwd=root, check=True)
+
+
+def start_server(data_dir: str, port: int, root: Path = ROOT) -> subprocess.Popen:
     env = dict(os.environ, SLUICE_DATA_DIR=data_dir, DJANGO_SETTINGS_MODULE="orchestrator.settings")
-    process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{port}",
-                                "--noreload", "--insecure"], cwd=ROOT, env=env,
+    process = subprocess.Popen([sys.executable, str(root / "manage.py"), "runserver", f"127.0.0.1:{port}",
+                                "--noreload", "--insecure"], cwd=root, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -175,6 +201,72 @@ def measure(url: str, definition: dict, repeats: int) -> dict:
     return results
 
 
+def sign_in(page, url: str) -> None:
+    page.goto(f"{url}/accounts/login/")
+    page.fill("input[name=username]", "bench")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_load_state("networkidle")
+
+
+def open_editor(page, url: str, slug: str) -> dict:
+    """Open a workflow in the editor; {ready, tti} in ms from the navigation's start."""
+    page.goto(f"{url}/designer/{slug}/")
+    page.wait_for_selector("html[data-editor-ready='1']", timeout=60000)
+    page.wait_for_function("window.sluiceEditor && window.sluiceEditor.renderedAt", timeout=60000, polling="raf")
+    return page.evaluate("({ready: window.sluiceEditor.readyAt, tti: window.sluiceEditor.renderedAt})")
+
+
+def paired(urls: dict[str, str], slugs: list[str], rounds: int) -> dict:
+    """Load each workflow in each version alternately (who goes first alternates too)."""
+    from playwright.sync_api import sync_playwright
+
+    results = {(name, slug): {"ready": [], "tti": []} for name in urls for slug in slugs}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        pages = {}
+        for name, url in urls.items():
+            pages[name] = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+            sign_in(pages[name], url)
+            for slug in slugs:  # a first visit fills the caches; it is not counted
+                open_editor(pages[name], url, slug)
+        names = list(urls)
+        for round_ in range(rounds):
+            for slug in slugs:
+                for name in (names if round_ % 2 == 0 else names[::-1]):
+                    for key, value in open_editor(pages[name], urls[name], slug).items():
+                        results[(name, slug)][key].append(value)
+        browser.close()
+    return results
+
+
+def compare(baseline: Path, definitions: list[dict], rounds: int) -> None:
+    trees = {"baseline": baseline.resolve(), "this": ROOT}
+    servers, urls = [], {}
+    try:
+        for name, root in trees.items():
+            data_dir = tempfile.mkdtemp(prefix=f"sluice-bench-designer-{name}-")
+            prepare_database_of(root, data_dir, definitions)
+            port = free_port()
+            servers.append(start_server(data_dir, port, root))
+            urls[name] = f"http://127.0.0.1:{port}"
+        results = paired(urls, [d["slug"] for d in definitions], rounds)
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\nSluice designer, {trees['this']} against {trees['baseline']}: {rounds} paired page loads each, "
+          f"headless chromium 1280x720 ({os.cpu_count()} cores, load average {load})")
+    print(f"{'workflow':<12} {'measure (ms from navigation)':<32} {'baseline':>9} {'this':>9} {'paired diff':>12}")
+    for definition in definitions:
+        slug = definition["slug"]
+        for key, label in (("ready", "editor ready"), ("tti", "first render pass done")):
+            before, after = results[("baseline", slug)][key], results[("this", slug)][key]
+            diff = statistics.median(a - b for a, b in zip(after, before))
+            print(f"{slug:<12} {label:<32} {statistics.median(before):>9.0f} {statistics.median(after):>9.0f} {diff:>+12.0f}")
+
+
 def report(definition: dict, results: dict) -> None:
     frames = results["frames"]
     steps = len(definition["steps"])
@@ -210,10 +302,15 @@ def main() -> None:
     parser.add_argument("--example", default=str(ROOT / "examples" / "hello.json"),
                         help="a workflow file measured beside the generated one ('' for none)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another Sluice checkout to compare with, side by side")
+    parser.add_argument("--rounds", type=int, default=20, help="paired page loads per workflow with --baseline")
     args = parser.parse_args()
     definitions = [generated_definition(args.steps)]
     if args.example:
         definitions.append(json.loads(Path(args.example).read_text()))
+    if args.baseline:
+        compare(args.baseline, definitions, args.rounds)
+        return
     data_dir = tempfile.mkdtemp(prefix="sluice-bench-designer-")
     prepare_database(data_dir, definitions)
     port = free_port()
