@@ -348,14 +348,7 @@ class PublishView(SluiceAPIView):
         workflow = _workflow(slug)
         body = self.json_object(allowed={"version"})
         version = services.publish(workflow, _body_int(body, "version"), request.user)
-        return Response({**VersionSerializer(version).data, **_new_webhook(request, version)})
-
-
-def _new_webhook(request, version) -> dict:
-    """`{"webhook": ...}` with the token, URL and curl line when this publish created the
-    workflow's webhook token (shown this once), else nothing."""
-    token = getattr(version, "new_webhook_token", None)
-    return {"webhook": webhooks.call_details(request, version.workflow.slug, token)} if token else {}
+        return Response({**VersionSerializer(version).data, **webhooks.shown_on_publish(request, version)})
 
 
 WebhookCallSerializer = inline_serializer("WebhookCall", fields={

@@ -446,13 +446,7 @@ def publish(request, slug):
     if not isinstance(number, int):
         raise BadRequest("'version' must be the number of the version to publish")
     version = services.publish(workflow, number, request.user)
-    return JsonResponse({"live": version.number, **_new_webhook(request, version)})
-
-
-def _new_webhook(request, version) -> dict:
-    """The webhook token this publish created, with how to call it (shown this once), if any."""
-    token = getattr(version, "new_webhook_token", None)
-    return {"webhook": webhooks.call_details(request, version.workflow.slug, token)} if token else {}
+    return JsonResponse({"live": version.number, **webhooks.shown_on_publish(request, version)})
 
 
 @json_endpoint

@@ -213,3 +213,10 @@ def call_details(request, slug: str, token: str | None) -> dict:
     curl = (f"curl -X POST '{url}' -H \"{TOKEN_HEADER}: {shown}\" "
             f"-H 'Content-Type: application/json' -d '{{}}'")
     return {"workflow": slug, "url": url, "header": TOKEN_HEADER, "token": token, "curl": curl}
+
+
+def shown_on_publish(request, version) -> dict:
+    """`{"webhook": call_details}` when publishing `version` issued its workflow's first token
+    (services.publish leaves it on `new_webhook_token`; shown this once), else `{}`."""
+    token = getattr(version, "new_webhook_token", None)
+    return {"webhook": call_details(request, version.workflow.slug, token)} if token else {}
