@@ -50,15 +50,15 @@ export function computeLayout(steps, edges, { width, height, portsOf, nodesep = 
   // in port order (true left of false), keeping the x positions dagre chose for them, and
   // move what hangs below each child only (its own subtree) along with it.
   const parentsOf = {};
-  for (const id of ordered) (outgoing[id] || []).forEach((e) => { (parentsOf[e.to] = parentsOf[e.to] || new Set()).add(id); });
-  const subtreeOf = (root) => {
+  for (const id of ordered) (outgoing[id] || []).forEach((e) => { (parentsOf[e.to] = parentsOf[e.to] || []).push(id); });
+  const subtreeOf = (root) => { // the steps reached only through `root`
     const inside = new Set([root]);
-    for (let grew = true; grew;) {
-      grew = false;
-      for (const id of ordered) {
-        if (inside.has(id) || !parentsOf[id] || ![...parentsOf[id]].every((p) => inside.has(p))) continue;
-        inside.add(id);
-        grew = true;
+    const queue = [root];
+    while (queue.length) {
+      for (const e of outgoing[queue.shift()] || []) {
+        if (inside.has(e.to) || !parentsOf[e.to].every((p) => inside.has(p))) continue;
+        inside.add(e.to);
+        queue.push(e.to);
       }
     }
     inside.delete(root);

@@ -92,3 +92,20 @@ def test_example_reads_top_to_bottom_with_nothing_overflowing(live_server, ada, 
             box = text["box"]
             assert box["x"] >= body["x"] and box["x"] + box["w"] <= body["x"] + body["w"], \
                 f"{node['step']}: {text['text']!r} overflows its step"
+
+
+def test_auto_layout_keeps_a_branch_in_port_order_with_what_hangs_below(static_page):
+    """true left of false, and each side's own steps stay under it (not under the other side)."""
+    from orchestrator.steps import describe_all
+
+    definition = json.loads((EXAMPLES[0].parent / "order-fulfilment.json").read_text())
+    ports = {t["type"]: t["ports"] for t in describe_all()}
+    # Either order of the branch's edges in the file: the layout must not depend on it.
+    for edges in (definition["edges"], definition["edges"][::-1]):
+        layout = static_page.evaluate("""async ([steps, edges, ports]) => {
+            const { computeLayout } = await import('/static/designer/layout.js');
+            return computeLayout(steps, edges, { width: 216, height: 60, portsOf: (t) => ports[t] || ['out'] });
+        }""", [definition["steps"], edges, ports])
+        assert layout["reserve"]["x"] < layout["reject"]["x"]  # has_items: true left, false right
+        assert layout["ship"]["x"] == layout["reserve"]["x"]  # reserve -> ship stays in its column
+        assert layout["check"]["y"] < layout["has_items"]["y"] < layout["reserve"]["y"] < layout["ship"]["y"]

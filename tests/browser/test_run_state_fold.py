@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from django.test import Client
@@ -23,8 +22,6 @@ from orchestrator import messages
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db]
 
-STATIC = Path(__file__).resolve().parents[2] / "static"
-ORIGIN = "http://sluice.test"
 T0 = 1_790_000_000.0
 
 
@@ -83,27 +80,8 @@ def comparable(value, key=""):
 RUN_FIELDS = ("status", "error", "output", "started_at", "ended_at", "last_seq")
 
 
-@pytest.fixture
-def fold_page(browser):
-    """A chromium page on a made-up origin that serves static/ from disk: the module as shipped."""
-    context = browser.new_context()
-    page = context.new_page()
-
-    def serve(route):
-        path = route.request.url[len(ORIGIN):].split("?")[0]
-        if path.startswith("/static/"):
-            route.fulfill(path=str(STATIC / path[len("/static/"):]), content_type="text/javascript")
-        else:
-            route.fulfill(body="<!doctype html><title>fold</title>", content_type="text/html")
-
-    page.route(f"{ORIGIN}/**", serve)
-    page.goto(f"{ORIGIN}/")
-    yield page
-    context.close()
-
-
 @pytest.mark.parametrize("shape", ["retried-then-succeeded", "waited-then-cancelled"])
-def test_page_fold_on_top_of_server_fold_equals_server_fold(fold_page, admin_user, shape):
+def test_page_fold_on_top_of_server_fold_equals_server_fold(static_page, admin_user, shape):
     client = Client()
     client.force_login(admin_user)
     everything = history("full", shape)
@@ -118,7 +96,7 @@ def test_page_fold_on_top_of_server_fold_equals_server_fold(fold_page, admin_use
             from monitor.models import Run
             Run.objects.create(id=run_id, workflow="fold", version=1, created_at=datetime.fromtimestamp(T0).astimezone())
         start = page_data(client, run_id)
-        folded = fold_page.evaluate("""async ([start, events]) => {
+        folded = static_page.evaluate("""async ([start, events]) => {
             const { RunState } = await import('/static/monitor/run_state.js');
             const state = new RunState({ run: start.run, steps: start.steps });
             for (const event of events) state.apply(event);
