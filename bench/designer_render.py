@@ -1,10 +1,16 @@
-"""Benchmark: the editor with a 300-step workflow in headless chromium.
+"""Benchmark: the editor with a 300-step workflow and a small example in headless chromium.
 
-    python -m bench.designer_render [--steps 300] [--repeats 3]
+    python -m bench.designer_render [--steps 300] [--example examples/hello.json] [--repeats 3]
+    python -m bench.designer_render --baseline DIR [--rounds 20]
+
+With --baseline (a checkout of another Sluice version, e.g. `git worktree add /tmp/base <commit>`),
+both versions are served side by side and their editor pages loaded alternately in one chromium,
+so both see the same machine load: the table gives each one's median time to ready and to
+interactive, and the median of the paired differences.
 
 Sets up a throw-away database, saves a generated workflow of N steps without a layout (so
-the editor must auto-lay it out with dagre on open), serves Sluice with daphne, and measures
-in Debian's chromium at 1280x720:
+the editor must auto-lay it out with dagre on open) and the example (three steps, laid out),
+serves Sluice, and measures each in Debian's chromium at 1280x720:
   - time to interactive: navigation start -> laid out, fitted and the first render pass done
     (X6's first 'render:done'; big workflows render virtually, i.e. only the steps in view,
     so the number of steps drawn by then is printed too);
@@ -18,6 +24,7 @@ Prints a table. Not a test: nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
@@ -71,7 +78,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare_database(data_dir: str, steps: int) -> None:
+def prepare_database(data_dir: str, definitions: list[dict]) -> None:
     os.environ["SLUICE_DATA_DIR"] = data_dir
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "orchestrator.settings")
     import django
@@ -84,13 +91,34 @@ def prepare_database(data_dir: str, steps: int) -> None:
 
     call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_superuser("bench", "bench@example.com", PASSWORD)
-    services.create_workflow(generated_definition(steps), user, message="benchmark")
+    for definition in definitions:
+        services.create_workflow(definition, user, message="benchmark")
 
 
-def start_server(data_dir: str, port: int) -> subprocess.Popen:
+def prepare_database_of(root: Path, data_dir: str, definitions: list[dict]) -> None:
+    """prepare_database, run by the code of the checkout at `root` (its models, its migrations)."""
+    code = "\n".join([
+        "import json, os, sys",
+        "sys.path.insert(0, sys.argv[1])",
+        "os.environ['SLUICE_DATA_DIR'] = sys.argv[2]",
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'orchestrator.settings'",
+        "import django",
+        "django.setup()",
+        "from django.contrib.auth import get_user_model",
+        "from django.core.management import call_command",
+        "from designer import services",
+        "call_command('migrate', verbosity=0)",
+        f"user = get_user_model().objects.create_superuser('bench', 'bench@example.com', {PASSWORD!r})",
+        "for definition in json.loads(sys.argv[3]):",
+        "    services.create_workflow(definition, user, message='benchmark')",
+    ])
+    subprocess.run([sys.executable, "-c", code, str(root), data_dir, json.dumps(definitions)], cwd=root, check=True)
+
+
+def start_server(data_dir: str, port: int, root: Path = ROOT) -> subprocess.Popen:
     env = dict(os.environ, SLUICE_DATA_DIR=data_dir, DJANGO_SETTINGS_MODULE="orchestrator.settings")
-    process = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{port}",
-                                "--noreload", "--insecure"], cwd=ROOT, env=env,
+    process = subprocess.Popen([sys.executable, str(root / "manage.py"), "runserver", f"127.0.0.1:{port}",
+                                "--noreload", "--insecure"], cwd=root, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -108,7 +136,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def measure(url: str, steps: int, repeats: int) -> dict:
+def measure(url: str, definition: dict, repeats: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     results: dict[str, list[float]] = {"tti": [], "ready": [], "layout": [], "frames": [], "cells": [],
@@ -117,13 +145,14 @@ def measure(url: str, steps: int, repeats: int) -> dict:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 720})
         page = context.new_page()
+        slug, steps, first_step = definition["slug"], len(definition["steps"]), definition["steps"][0]["id"]
         page.goto(f"{url}/accounts/login/")
         page.fill("input[name=username]", "bench")
         page.fill("input[name=password]", PASSWORD)
         page.click("button[type=submit]")
         page.wait_for_load_state("networkidle")
         for _ in range(repeats):
-            page.goto(f"{url}/designer/bench-300/")
+            page.goto(f"{url}/designer/{slug}/")
             page.wait_for_selector("html[data-editor-ready='1']", timeout=60000)
             # Interactive: the first render pass is done (X6 'render:done'); with virtual
             # rendering that is every step in view, the rest are drawn as they scroll in.
@@ -152,13 +181,13 @@ def measure(url: str, steps: int, repeats: int) -> dict:
             const tick = (t) => { window.__frames.push(t); if (window.__recording) requestAnimationFrame(tick); };
             requestAnimationFrame(tick);
         }""")
-        node = page.evaluate("""() => {
+        node = page.evaluate(("""() => {
             const ed = window.sluiceEditor;
-            const cell = ed.nodeForStep('prepare_0');
+            const cell = ed.nodeForStep(%s);
             ed.graph.centerCell(cell);
             const r = ed.graph.findViewByCell(cell).container.querySelector('rect').getBoundingClientRect();
             return {x: r.x + r.width * 0.45, y: r.y + r.height * 0.3};
-        }""")
+        }""") % json.dumps(first_step))
         page.wait_for_timeout(300)
         page.mouse.move(node["x"], node["y"])
         page.mouse.down()
@@ -172,23 +201,78 @@ def measure(url: str, steps: int, repeats: int) -> dict:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    data_dir = tempfile.mkdtemp(prefix="sluice-bench-designer-")
-    prepare_database(data_dir, args.steps)
-    port = free_port()
-    server = start_server(data_dir, port)
+def sign_in(page, url: str) -> None:
+    page.goto(f"{url}/accounts/login/")
+    page.fill("input[name=username]", "bench")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_load_state("networkidle")
+
+
+def open_editor(page, url: str, slug: str) -> dict:
+    """Open a workflow in the editor; {ready, tti} in ms from the navigation's start."""
+    page.goto(f"{url}/designer/{slug}/")
+    page.wait_for_selector("html[data-editor-ready='1']", timeout=60000)
+    page.wait_for_function("window.sluiceEditor && window.sluiceEditor.renderedAt", timeout=60000, polling="raf")
+    return page.evaluate("({ready: window.sluiceEditor.readyAt, tti: window.sluiceEditor.renderedAt})")
+
+
+def paired(urls: dict[str, str], slugs: list[str], rounds: int) -> dict:
+    """Load each workflow in each version alternately (who goes first alternates too)."""
+    from playwright.sync_api import sync_playwright
+
+    results = {(name, slug): {"ready": [], "tti": []} for name in urls for slug in slugs}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        pages = {}
+        for name, url in urls.items():
+            pages[name] = browser.new_context(viewport={"width": 1280, "height": 720}).new_page()
+            sign_in(pages[name], url)
+            for slug in slugs:  # a first visit fills the caches; it is not counted
+                open_editor(pages[name], url, slug)
+        names = list(urls)
+        # One workflow at a time: leaving a 300-step page costs more than leaving a small one.
+        for slug in slugs:
+            for round_ in range(rounds):
+                for name in (names if round_ % 2 == 0 else names[::-1]):
+                    for key, value in open_editor(pages[name], urls[name], slug).items():
+                        results[(name, slug)][key].append(value)
+        browser.close()
+    return results
+
+
+def compare(baseline: Path, definitions: list[dict], rounds: int) -> None:
+    trees = {"baseline": baseline.resolve(), "this": ROOT}
+    servers, urls = [], {}
     try:
-        results = measure(f"http://127.0.0.1:{port}", args.steps, args.repeats)
+        for name, root in trees.items():
+            data_dir = tempfile.mkdtemp(prefix=f"sluice-bench-designer-{name}-")
+            prepare_database_of(root, data_dir, definitions)
+            port = free_port()
+            servers.append(start_server(data_dir, port, root))
+            urls[name] = f"http://127.0.0.1:{port}"
+        results = paired(urls, [d["slug"] for d in definitions], rounds)
     finally:
-        server.terminate()
-        server.wait(10)
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\nSluice designer, {trees['this']} against {trees['baseline']}: {rounds} paired page loads each, "
+          f"headless chromium 1280x720 ({os.cpu_count()} cores, load average {load})")
+    print(f"{'workflow':<12} {'measure (ms from navigation)':<32} {'baseline':>9} {'this':>9} {'paired diff':>12}")
+    for definition in definitions:
+        slug = definition["slug"]
+        for key, label in (("ready", "editor ready"), ("tti", "first render pass done")):
+            before, after = results[("baseline", slug)][key], results[("this", slug)][key]
+            diff = statistics.median(a - b for a, b in zip(after, before))
+            print(f"{slug:<12} {label:<32} {statistics.median(before):>9.0f} {statistics.median(after):>9.0f} {diff:>+12.0f}")
+
+
+def report(definition: dict, results: dict) -> None:
     frames = results["frames"]
+    steps = len(definition["steps"])
     rows = [
-        ("steps / edges", f"{args.steps} / {len(generated_definition(args.steps)['edges'])}"),
+        ("steps / edges", f"{steps} / {len(definition['edges'])}"),
         ("time to interactive (nav -> first render pass done), median ms", f"{statistics.median(results['tti']):.0f}"),
         ("  runs (ms)", ", ".join(f"{v:.0f}" for v in results["tti"])),
         ("  steps drawn at that moment (the rest are out of view)", f"{statistics.median(results['drawn']):.0f}"),
@@ -196,7 +280,8 @@ def main() -> None:
         ("  dagre layout before drawing, median ms", f"{statistics.median(results['first_layout']):.0f}"),
         ("  create and add the cells, median ms", f"{statistics.median(results['cells']):.0f}"),
         ("  editor ready (nav -> end of start-up script), median ms", f"{statistics.median(results['ready']):.0f}"),
-        (f"virtual rendering off: until all {args.steps} steps are drawn, ms", f"{results['all_drawn']:.0f}"),
+        ("    runs (ms)", ", ".join(f"{v:.0f}" for v in results["ready"])),
+        (f"virtual rendering off: until all {steps} steps are drawn, ms", f"{results['all_drawn']:.0f}"),
         ("auto-layout button (dagre + move + fit), median ms", f"{statistics.median(results['layout']):.0f}"),
         ("drag, with all steps drawn: frames recorded", f"{len(frames)}"),
         ("drag: frame interval p50 / p95 / max ms",
@@ -205,11 +290,39 @@ def main() -> None:
     ]
     width = max(len(name) for name, _ in rows)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"\nSluice designer, {args.steps}-step workflow, headless chromium 1280x720 "
+    print(f"\nSluice designer, '{definition['slug']}' ({steps} steps), headless chromium 1280x720 "
           f"({os.cpu_count()} cores, load average {load})")
     print("-" * (width + 14))
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--example", default=str(ROOT / "examples" / "hello.json"),
+                        help="a workflow file measured beside the generated one ('' for none)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", type=Path, help="another Sluice checkout to compare with, side by side")
+    parser.add_argument("--rounds", type=int, default=20, help="paired page loads per workflow with --baseline")
+    args = parser.parse_args()
+    definitions = [generated_definition(args.steps)]
+    if args.example:
+        definitions.append(json.loads(Path(args.example).read_text()))
+    if args.baseline:
+        compare(args.baseline, definitions, args.rounds)
+        return
+    data_dir = tempfile.mkdtemp(prefix="sluice-bench-designer-")
+    prepare_database(data_dir, definitions)
+    port = free_port()
+    server = start_server(data_dir, port)
+    try:
+        results = [measure(f"http://127.0.0.1:{port}", definition, args.repeats) for definition in definitions]
+    finally:
+        server.terminate()
+        server.wait(10)
+    for definition, result in zip(definitions, results):
+        report(definition, result)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from rest_framework.views import APIView, set_rollback
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from monitor import permissions
-from orchestrator import spec
+from orchestrator import spec, webhooks
 from orchestrator.runtime.commands import CommandError
 from orchestrator.spec import InvalidDefinition
 
@@ -357,6 +357,8 @@ class PublishView(SluiceAPIView):
 
     @extend_schema(
         summary="Publish a version (the latest when none is given) to Kafka and make it live",
+        description="When this publish gives a webhook-triggered workflow its first token, the answer "
+                    "carries it once under `webhook` (token, URL, header and a ready curl line).",
         request=PublishRequestSerializer,
         responses={200: VersionSerializer, 400: ErrorSerializer, 404: ErrorSerializer, 503: ErrorSerializer},
     )
@@ -364,7 +366,29 @@ class PublishView(SluiceAPIView):
         workflow = _workflow(request, slug, permissions.can_publish_workflow, "publish")
         body = self.json_object(allowed={"version"})
         version = services.publish(workflow, _body_int(body, "version"), request.user)
-        return Response(VersionSerializer(version).data)
+        return Response({**VersionSerializer(version).data, **webhooks.shown_on_publish(request, version)})
+
+
+WebhookCallSerializer = inline_serializer("WebhookCall", fields={
+    "workflow": serializers.CharField(), "url": serializers.URLField(), "header": serializers.CharField(),
+    "token": serializers.CharField(), "curl": serializers.CharField(),
+})
+
+
+class WebhookTokenView(SluiceAPIView):
+    """Issue a new webhook token for a workflow; the old one stops working at once."""
+
+    @extend_schema(
+        summary="Issue a new webhook token (the old one stops working)",
+        description="The token is in this answer only: Sluice stores its SHA-256 digest. "
+                    "Call the webhook with it in the `X-Sluice-Token` header (see `curl`).",
+        request=None, responses={200: WebhookCallSerializer, 404: ErrorSerializer},
+    )
+    def post(self, request, slug):
+        workflow = _workflow(request, slug, permissions.can_rotate_webhook_token, "rotate the webhook token of")
+        token = webhooks.issue_token(workflow.slug)  # takes no body: whatever is sent is ignored
+        services.record_audit(request.user, "rotate_webhook_token", ("workflow", workflow.slug))
+        return Response(webhooks.call_details(request, workflow.slug, token))
 
 
 class StartRunView(SluiceAPIView):

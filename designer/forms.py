@@ -1,7 +1,8 @@
 """Side-panel forms generated from a step type's JSON schema (or the trigger's).
 
 `fields_for(...)` turns a schema into field descriptors the template renders one widget per
-type (string -> template input, condition field -> expression input, number/integer, boolean,
+type (string -> text input, or template/expression input where the schema's `x-widget` says
+so, condition field -> expression input, number/integer, boolean,
 enum -> select, anything else -> JSON textarea). `read_step_form(...)` reads the POSTed panel
 back into a step dict, collecting per-field errors (unparsable numbers or JSON, schema
 violations) instead of raising, so the panel can show them inline next to the field.
@@ -45,12 +46,25 @@ TRIGGER_SCHEMA = {
         "topic": {"type": "string", "title": "Topic", "x-widget": "text",
                   "description": "Kafka topic whose records start runs"},
         "filter": {"type": "string", "title": "Filter",
-                   "description": "Only records for which this condition is true start a run"},
-        "cron": {"type": "string", "title": "Schedule (cron)", "x-widget": "text", "description": "e.g. */5 * * * *"},
+                   "description": "Only events for which this condition is true start a run: trigger is the "
+                                  "record's value or the request's body, record the record or the request"},
+        "start_from": {"type": "string", "enum": ["published", "earliest", "latest"], "default": "published",
+                       "title": "Start from",
+                       "description": "Which records start runs: those produced after this version was published "
+                                      "(default), every record on the topic (earliest), or only records produced "
+                                      "once a runner starts reading the topic (latest)"},
+        "cron": {"type": "string", "title": "Schedule (cron)", "x-widget": "text",
+                 "description": "Five fields: minute hour day-of-month month day-of-week, e.g. */15 8-18 * * 1-5"},
+        "timezone": {"type": "string", "title": "Time zone", "x-widget": "text", "default": "UTC",
+                     "description": "The zone the cron line is read in (IANA name such as Europe/Paris), "
+                                    "with its daylight-saving changes"},
+        "input": {"type": "object", "title": "Input", "x-widget": "json", "default": {},
+                  "description": "Each scheduled run's input (trigger in expressions)"},
     },
 }
-# Which trigger fields belong to which trigger type.
-TRIGGER_FIELDS = {"manual": (), "webhook": (), "kafka": ("topic", "filter"), "schedule": ("cron",)}
+# Which trigger fields belong to which trigger type (in the order the panel shows them).
+TRIGGER_FIELDS = {"manual": (), "webhook": ("filter",), "kafka": ("topic", "filter", "start_from"),
+                  "schedule": ("cron", "timezone", "input")}
 TRIGGER_CONDITIONS = ("filter",)
 
 
@@ -88,7 +102,9 @@ def widget_for(prop: dict, key: str, conditions: tuple | list) -> str:
         return X_WIDGETS[prop["x-widget"]]
     kind = _schema_kind(prop)
     if kind == "string":
-        return "condition" if key in conditions else "template"
+        # A template only where the step type says so (steps.base.template_property): a handler
+        # name or a topic pattern is typed as it is, `{{ }}` in it would be taken literally.
+        return "condition" if key in conditions else "text"
     if kind in ("number", "integer", "boolean"):
         return kind
     return "json"
@@ -195,7 +211,9 @@ def _friendly(error: jsonschema.ValidationError) -> str:
 def context_names(definition: dict, step_id: str | None) -> list[str]:
     """Names an expression in `step_id` can use: the trigger, run, and outputs of upstream steps."""
     trigger = (definition.get("trigger") or {}).get("type", "manual")
-    names = ["trigger"] + (["record"] if trigger == "kafka" else []) + ["run"]
+    # `record`: a Kafka trigger's record (filter and steps); a webhook's request (its filter only).
+    has_record = trigger == "kafka" or (trigger == "webhook" and step_id is None)
+    names = ["trigger"] + (["record"] if has_record else []) + ["run"]
     if step_id is not None:
         parents: dict[str, set] = {}
         for edge in definition.get("edges") or []:

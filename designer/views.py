@@ -19,12 +19,14 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from monitor import permissions
 from monitor.models import Run
-from orchestrator import spec, steps
+from orchestrator import spec, steps, webhooks
+from orchestrator.models import WebhookEndpoint
 from orchestrator.spec import InvalidDefinition, Problem
 
 from . import forms, services
@@ -235,7 +237,9 @@ def _editor_context(request, workflow: Workflow | None, version: WorkflowVersion
                 "runStatus": reverse("designer:run_status", args=["RUN_ID"]),
                 "runWebsocket": "/ws/runs/RUN_ID/",
                 "runPage": reverse("monitor:run_detail", args=["RUN_ID"]),
+                "webhookToken": reverse("api-webhook-token", args=[workflow.slug]) if workflow else None,
             },
+            "staticUrl": static(""),
         },
     }
 
@@ -307,10 +311,21 @@ def panel(request):
     saved = Workflow.objects.filter(slug=slug).first() if isinstance(slug, str) else None
     context["can_edit"] = (permissions.can_edit_workflow(request.user, saved) if saved
                            else permissions.can_create_workflow(request.user))
+    if step_id is None:
+        context["webhook"] = _webhook_panel(request, definition, updated)
     response = render(request, "designer/_panel.html", context)
     if submitted:
         response["HX-Trigger"] = json.dumps(event)
     return response
+
+
+def _webhook_panel(request, definition: dict, trigger: dict) -> dict | None:
+    """For a saved workflow with a webhook trigger: how to call it, and whether it has a token."""
+    slug = definition.get("slug")
+    if (trigger or {}).get("type") != "webhook" or not slug or not Workflow.objects.filter(slug=slug).exists():
+        return None
+    return {**webhooks.call_details(request, slug, None), "has_token": WebhookEndpoint.objects.filter(slug=slug).exists(),
+            "can_rotate": permissions.can_rotate_webhook_token(request.user, slug)}
 
 
 def _problems_for(definition: dict, step_id: str | None) -> list[Problem]:
@@ -476,7 +491,7 @@ def publish(request, slug):
     if not isinstance(number, int):
         raise BadRequest("'version' must be the number of the version to publish")
     version = services.publish(workflow, number, request.user)
-    return JsonResponse({"live": version.number})
+    return JsonResponse({"live": version.number, **webhooks.shown_on_publish(request, version)})
 
 
 @json_endpoint

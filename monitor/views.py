@@ -186,6 +186,7 @@ def run_detail(request, run_id):
     page_data = {
         "run": {"id": run.id, "workflow": run.workflow, "version": run.version, "status": run.status,
                 "last_seq": run.last_seq, "created_at": run.created_at.isoformat(),
+                "error": run.error, "output": run.output,
                 "started_at": run.started_at.isoformat() if run.started_at else None,
                 "ended_at": run.ended_at.isoformat() if run.ended_at else None},
         "definition": definition,

@@ -24,6 +24,8 @@ urlpatterns = [
             name="api-unarchive"),
     re_path(rf"^workflows/{SLUG}/publish/?$", designer_api.PublishView.as_view(), name="api-publish"),
     re_path(rf"^workflows/{SLUG}/runs/?$", designer_api.StartRunView.as_view(), name="api-start-run"),
+    re_path(rf"^workflows/{SLUG}/webhook-token/?$", designer_api.WebhookTokenView.as_view(),
+            name="api-webhook-token"),
     re_path(r"^step-types/?$", designer_api.StepTypesView.as_view(), name="api-step-types"),
     re_path(r"^runs/?$", monitor_api.RunListView.as_view(), name="api-runs"),
     re_path(rf"^runs/{RUN_ID}/?$", monitor_api.RunDetailView.as_view(), name="api-run"),

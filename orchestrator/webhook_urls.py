@@ -2,11 +2,14 @@
 
 from django.urls import path
 
+from designer.api import WebhookTokenView
+
 from . import webhooks
 
 app_name = "hooks"
 
 urlpatterns = [
     path("<slug:slug>/", webhooks.receive, name="receive"),
-    path("<slug:slug>/token/", webhooks.rotate_token, name="rotate-token"),
+    # The same view as POST /api/workflows/<slug>/webhook-token/ (session or API token).
+    path("<slug:slug>/token/", WebhookTokenView.as_view(), name="rotate-token"),
 ]

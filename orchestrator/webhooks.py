@@ -3,8 +3,9 @@
 Webhook callers (GitHub, Stripe, a cron job elsewhere) have no login session, so a per-workflow
 secret token is the permission check: header `X-Sluice-Token` (preferred: query strings end up
 in proxy logs) or `?token=`. Only a SHA-256 digest is stored; the plain token is shown once
-when issued (on the first publish of a webhook-triggered version, by `manage.py webhook_token`
-or by POST /hooks/<slug>/token/ for users allowed to publish).
+when issued: on the first publish of a webhook-triggered version (in the designer and the
+publish API's answer), by `manage.py webhook_token`, or by `POST /api/workflows/<slug>/webhook-token/`
+(also at `POST /hooks/<slug>/token/`; session or API token, for users allowed to publish).
 
 Answers are JSON in the API's error shape `{"detail", "code", "errors"}`: 401 no token,
 403 wrong token, 404 no live webhook trigger, 400 body not JSON (or nested too deeply, or not
@@ -30,6 +31,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import RequestDataTooBig
 from django.db import IntegrityError
 from django.http import JsonResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -220,19 +222,21 @@ def _record_pending_run(run_id, slug, version, payload, trigger, created_at) -> 
         pass
 
 
-@require_POST
-def rotate_token(request, slug: str):
-    """Issue a new token for users who may publish the workflow (the old token stops working)."""
-    from designer.models import Workflow
-    from monitor import permissions
+def call_details(request, slug: str, token: str | None) -> dict:
+    """How to call `slug`'s webhook: the full URL, the token header and a ready curl line.
 
-    if not request.user.is_authenticated:
-        return error(401, "Sign in first", "not_authenticated")
-    workflow = Workflow.objects.filter(slug=slug).first()
-    if workflow is None or not permissions.can_view_workflow(request.user, workflow):
-        return error(404, f"No workflow '{slug}'", "not_found")
-    if not permissions.can_rotate_webhook_token(request.user, workflow):
-        return error(403, f"Only users who may publish '{slug}' can see its webhook token", "permission_denied")
-    token = issue_token(slug)
-    return JsonResponse({"workflow": slug, "token": token, "header": TOKEN_HEADER,
-                         "url": request.build_absolute_uri(f"/hooks/{slug}/")})
+    `token` is the plain token when it was just issued (shown once); otherwise the curl line
+    names a shell variable in its place, since only the digest is stored.
+    """
+    url = request.build_absolute_uri(reverse("hooks:receive", args=[slug]))
+    shown = token or "$SLUICE_WEBHOOK_TOKEN"
+    curl = (f"curl -X POST '{url}' -H \"{TOKEN_HEADER}: {shown}\" "
+            f"-H 'Content-Type: application/json' -d '{{}}'")
+    return {"workflow": slug, "url": url, "header": TOKEN_HEADER, "token": token, "curl": curl}
+
+
+def shown_on_publish(request, version) -> dict:
+    """`{"webhook": call_details}` when publishing `version` issued its workflow's first token
+    (services.publish leaves it on `new_webhook_token`; shown this once), else `{}`."""
+    token = getattr(version, "new_webhook_token", None)
+    return {"webhook": call_details(request, version.workflow.slug, token)} if token else {}

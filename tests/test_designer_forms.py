@@ -39,6 +39,33 @@ def test_widget_rules_without_a_registry():
     assert forms.widget_for({}, "anything", ()) == "json"
 
 
+def test_plain_strings_are_text_and_only_declared_templates_are_templates():
+    # A handler name or a topic is typed as it is: labelling it "template" would promise {{ }}.
+    python = steps.get("python")
+    handler = forms.fields_for(python.config_schema, {}, "config", python.condition_fields)[0]
+    assert handler.key == "handler" and handler.widget == "text"
+    wait = {f.key: f for f in forms.fields_for(steps.get("wait_for_event").config_schema, {}, "config")}
+    assert wait["topic"].widget == "text" and wait["correlation"].widget == "template"
+    assert forms.widget_for({"type": "string"}, "name", ()) == "text"
+    assert forms.widget_for({"type": "string", "x-widget": "template"}, "url", ()) == "template"
+
+
+def test_every_trigger_field_has_a_place_in_the_panel():
+    assert forms.TRIGGER_FIELDS["webhook"] == ("filter",)
+    assert set(forms.TRIGGER_FIELDS["kafka"]) == {"topic", "filter", "start_from"}
+    assert set(forms.TRIGGER_FIELDS["schedule"]) == {"cron", "timezone", "input"}
+    kafka = {f.key: f for f in forms.fields_for(forms.TRIGGER_SCHEMA, {}, "trigger", forms.TRIGGER_CONDITIONS,
+                                                 only=("type",) + forms.TRIGGER_FIELDS["kafka"])}
+    assert kafka["start_from"].widget == "select"
+    assert kafka["start_from"].choices == ["published", "earliest", "latest"]
+    assert kafka["start_from"].placeholder == "published" and not kafka["start_from"].required
+    assert kafka["filter"].widget == "condition"
+    schedule = {f.key: f for f in forms.fields_for(forms.TRIGGER_SCHEMA, {"input": {"report": "daily"}}, "trigger",
+                                                    only=forms.TRIGGER_FIELDS["schedule"])}
+    assert schedule["timezone"].widget == "text" and schedule["timezone"].placeholder == "UTC"
+    assert schedule["input"].widget == "json" and '"report": "daily"' in schedule["input"].value
+
+
 def test_defaults_are_placeholders_not_values():
     fields = {f.key: f for f in forms.fields_for(HTTP.config_schema, {"url": "https://x"}, "config")}
     assert fields["url"].value == "https://x"
@@ -85,6 +112,10 @@ def test_context_names_list_upstream_steps_only():
     assert forms.context_names(definition, "c") == [
         "trigger", "record", "run", "steps.a.output", "steps.b.output", "steps.d.output", "secret('NAME')"]
     assert forms.context_names(definition, "a") == ["trigger", "record", "run", "secret('NAME')"]
+    # A webhook's filter sees the request as `record`; its steps do not.
+    webhook = {**definition, "trigger": {"type": "webhook"}}
+    assert forms.context_names(webhook, None) == ["trigger", "record", "run", "secret('NAME')"]
+    assert "record" not in forms.context_names(webhook, "a")
     manual = {**definition, "trigger": {"type": "manual"}}
     assert "record" not in forms.context_names(manual, "b")
 

@@ -202,6 +202,48 @@ def test_trigger_panel_follows_the_trigger_type(ada):
     assert trigger == {"type": "kafka", "topic": "orders", "filter": "trigger.total >"}
 
 
+def test_trigger_panel_offers_every_field_of_each_trigger_type(ada):
+    schedule = panel(ada, definition(), submitted="1", **{
+        "trigger.type": "schedule", "trigger.cron": "*/5 * * * *", "trigger.timezone": "Europe/Paris",
+        "trigger.input": '{"report": "daily"}'})
+    html = schedule.content.decode()
+    for name in ("cron", "timezone", "input"):
+        assert f'name="trigger.{name}"' in html
+    assert 'name="trigger.topic"' not in html and "field-errors" not in html
+    assert json.loads(schedule["HX-Trigger"])["sluice:trigger-updated"]["trigger"] == {
+        "type": "schedule", "cron": "*/5 * * * *", "timezone": "Europe/Paris", "input": {"report": "daily"}}
+    bad_zone = panel(ada, definition(), submitted="1", **{"trigger.type": "schedule", "trigger.cron": "0 * * * *",
+                                                         "trigger.timezone": "Mars/Olympus"})
+    assert "is not a time zone name" in bad_zone.content.decode()
+
+    kafka = panel(ada, definition(), submitted="1", **{"trigger.type": "kafka", "trigger.topic": "orders",
+                                                      "trigger.start_from": "earliest"})
+    assert '<select id="fld-trigger.start_from"' in kafka.content.decode()
+    assert json.loads(kafka["HX-Trigger"])["sluice:trigger-updated"]["trigger"] == {
+        "type": "kafka", "topic": "orders", "start_from": "earliest"}
+    unknown = panel(ada, definition(), submitted="1", **{"trigger.type": "kafka", "trigger.topic": "orders",
+                                                        "trigger.start_from": "yesterday"})
+    assert "Choose one of: published, earliest, latest" in unknown.content.decode()
+
+    webhook = panel(ada, definition(), submitted="1", **{"trigger.type": "webhook", "trigger.filter": "trigger.ok"})
+    html = webhook.content.decode()
+    assert 'name="trigger.filter"' in html
+    assert json.loads(webhook["HX-Trigger"])["sluice:trigger-updated"]["trigger"] == {"type": "webhook", "filter": "trigger.ok"}
+
+
+def test_trigger_panel_of_a_saved_webhook_workflow_says_how_to_call_it(ada, greet):
+    from orchestrator import webhooks
+
+    data = {**definition(), "trigger": {"type": "webhook"}}
+    html = panel(ada, data).content.decode()
+    assert "http://testserver/hooks/greet/" in html and "X-Sluice-Token: $SLUICE_WEBHOOK_TOKEN" in html
+    assert 'data-rotate-webhook="first"' in html and "No token yet" in html
+    webhooks.issue_token("greet")
+    html = panel(ada, data).content.decode()
+    assert 'data-rotate-webhook="replace"' in html and "A token exists" in html
+    assert "/hooks/" not in panel(ada, definition()).content.decode()  # other triggers: nothing to call
+
+
 def test_panel_for_a_missing_step_or_broken_definition(ada):
     assert panel(ada, definition(), step_id="ghost").status_code == 404
     assert ada.post(reverse("designer:panel"), {"definition": "{broken"}).status_code == 400

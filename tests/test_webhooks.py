@@ -243,3 +243,92 @@ def test_admin_lists_endpoints_without_their_digest(kafka, hook, admin_client):
     assert detail.status_code == 200
     assert endpoint.token_hash.encode() not in detail.content and hook.encode() not in detail.content
     assert admin_client.get("/admin/orchestrator/webhookendpoint/add/").status_code == 403
+
+
+# ---- finding the webhook: the token shown once on publish, rotation through the API -----------
+def test_get_and_head_are_405_even_with_a_token_and_start_nothing(kafka, kafka_broker, hook):
+    for method in ("get", "head", "put"):
+        response = getattr(Client(), method)(f"/hooks/orders-in/?token={hook}")
+        assert response.status_code == 405, method
+        assert response["Allow"] == "POST"
+    assert Client().get("/hooks/orders-in/", HTTP_X_SLUICE_TOKEN=hook).status_code == 405
+    assert read_starts(kafka_broker, kafka.runs, 1, timeout=3) == []
+
+
+def _webhook_workflow(user, slug="hooked"):
+    from designer import services
+
+    return services.create_workflow(definition(slug, {"type": "webhook", "filter": "trigger.ok"}), user).workflow
+
+
+def test_first_publish_answers_the_token_once_with_url_and_curl(kafka, kafka_broker):
+    from tests.test_api_workflows import make_client
+
+    client, user = make_client("publisher", "designer.view_workflow", "designer.publish_workflow")
+    _webhook_workflow(user)
+    response = client.post("/api/workflows/hooked/publish/", {}, format="json")
+    assert response.status_code == 200, response.content
+    hook_info = response.json()["webhook"]
+    token = hook_info["token"]
+    assert hook_info["url"] == "http://testserver/hooks/hooked/"
+    assert hook_info["header"] == "X-Sluice-Token"
+    assert hook_info["curl"].startswith("curl -X POST 'http://testserver/hooks/hooked/'")
+    assert f'-H "X-Sluice-Token: {token}"' in hook_info["curl"]
+    assert webhooks.token_matches("hooked", token)
+    assert post("hooked", {"ok": True}, token=token).status_code == 202
+    # Shown once: publishing again (the same version or a new one) does not show it again.
+    again = client.post("/api/workflows/hooked/publish/", {}, format="json")
+    assert again.status_code == 200 and "webhook" not in again.json()
+    assert webhooks.token_matches("hooked", token)
+
+
+def test_designer_publish_shows_the_new_token(kafka):
+    from django.urls import reverse
+
+    ada = User.objects.create_superuser("ada", "ada@example.com", "pw-ada-123")
+    _webhook_workflow(ada)
+    client = Client()
+    client.force_login(ada)
+    response = client.post(reverse("designer:publish", args=["hooked"]), {"version": 1}, content_type="application/json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["live"] == 1 and webhooks.token_matches("hooked", body["webhook"]["token"])
+    assert body["webhook"]["token"] in body["webhook"]["curl"]
+
+
+def test_rotate_through_the_api_with_an_api_token(kafka):
+    from tests.test_api_workflows import make_client
+
+    publisher, user = make_client("publisher", "designer.view_workflow", "designer.publish_workflow")
+    viewer, _ = make_client("viewer", "designer.view_workflow")
+    _webhook_workflow(user)
+    old = webhooks.issue_token("hooked")
+    assert viewer.post("/api/workflows/hooked/webhook-token/").status_code == 403
+    from rest_framework.test import APIClient
+
+    assert APIClient().post("/api/workflows/hooked/webhook-token/").status_code == 401
+    assert publisher.post("/api/workflows/nope/webhook-token/").status_code == 404
+    response = publisher.post("/api/workflows/hooked/webhook-token/")
+    assert response.status_code == 200, response.content
+    new = response.json()["token"]
+    assert webhooks.token_matches("hooked", new) and not webhooks.token_matches("hooked", old)
+    assert response.json()["url"].endswith("/hooks/hooked/") and new in response.json()["curl"]
+    # The older door takes API tokens too (no session, no CSRF).
+    again = publisher.post("/hooks/hooked/token/")
+    assert again.status_code == 200 and webhooks.token_matches("hooked", again.json()["token"])
+    from monitor.models import AuditEntry
+
+    assert AuditEntry.objects.filter(action="rotate_webhook_token", target_id="hooked").count() == 2
+
+
+def test_rotate_from_a_browser_session_needs_the_csrf_token(kafka):
+    ada = User.objects.create_superuser("ada", "ada@example.com", "pw-ada-123")
+    _webhook_workflow(ada)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(ada)
+    url = "/api/workflows/hooked/webhook-token/"
+    # As the designer sends it: a JSON body, the page's CSRF token in a header.
+    assert client.post(url, "{}", content_type="application/json").status_code == 403  # no CSRF token
+    csrf = client.get("/designer/hooked/").cookies["csrftoken"].value
+    response = client.post(url, "{}", content_type="application/json", HTTP_X_CSRFTOKEN=csrf)
+    assert response.status_code == 200 and webhooks.token_matches("hooked", response.json()["token"])
