@@ -237,7 +237,9 @@ def _editor_context(request, workflow: Workflow | None, version: WorkflowVersion
                 "runStatus": reverse("designer:run_status", args=["RUN_ID"]),
                 "runWebsocket": "/ws/runs/RUN_ID/",
                 "runPage": reverse("monitor:run_detail", args=["RUN_ID"]),
-                "webhookToken": reverse("api-webhook-token", args=[workflow.slug]) if workflow else None,
+                # A row stored under an older rule may hold a slug no API route takes: no link then.
+                "webhookToken": (reverse("api-webhook-token", args=[workflow.slug])
+                                 if workflow and spec.is_slug(workflow.slug) else None),
             },
             "staticUrl": static(""),
         },

@@ -9,7 +9,8 @@ from . import webhooks
 app_name = "hooks"
 
 urlpatterns = [
-    path("<slug:slug>/", webhooks.receive, name="receive"),
+    # Any name: the views answer a JSON 404 for a workflow that does not exist.
+    path("<str:slug>/", webhooks.receive, name="receive"),
     # The same view as POST /api/workflows/<slug>/webhook-token/ (session or API token).
-    path("<slug:slug>/token/", WebhookTokenView.as_view(), name="rotate-token"),
+    path("<str:slug>/token/", WebhookTokenView.as_view(), name="rotate-token"),
 ]

@@ -166,6 +166,7 @@ def routes(world) -> list[Route]:
         # ---- webhooks: the token is the permission, a session is not ----
         Route("hooks:receive", "POST", "/hooks/alpha/", NONE, {"n": 1}),
         Route("hooks:rotate-token", "POST", "/hooks/alpha/token/", PUBLISH, {}),
+        Route("api-webhook-token", "POST", "/api/workflows/alpha/webhook-token/", PUBLISH, {}),
         # ---- admin: staff only (Django's admin checks model permissions on top) ----
         Route("admin:index", "GET", "/admin/", STAFF),
         Route("admin:designer_workflow_changelist", "GET", "/admin/designer/workflow/", STAFF),
