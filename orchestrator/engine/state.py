@@ -102,6 +102,9 @@ class RunState(msgspec.Struct, kw_only=True):
         return self.status in RUN_DONE
 
     def next_wake(self) -> float | None:
-        wakes = [step.wake_at for step in self.steps.values() if step.wake_at is not None]
-        wakes += [step.dispatch_deadline for step in self.steps.values() if step.dispatch_deadline is not None]
-        return min(wakes) if wakes else None
+        earliest = None
+        for step in self.steps.values():  # called for every run of every batch: one plain loop
+            for wake in (step.wake_at, step.dispatch_deadline):
+                if wake is not None and (earliest is None or wake < earliest):
+                    earliest = wake
+        return earliest
