@@ -39,9 +39,17 @@ def runtime_vs_celery(runs: int, celery_runs: int) -> None:
             ["p50 latency at 50 runs/s (ms)", sluice["light_p50_ms"], peer["light_p50_ms"], ""],
             ["p99 latency at 50 runs/s (ms)", sluice["light_p99_ms"], peer["light_p99_ms"], ""],
             ["failed runs", sluice["failed"], 0, ""],
-            ["bridge projection afterwards (runs/s into the database)", sluice["bridge_runs_per_second"], "", ""],
+            ["bridge projection during the burst (runs/s into the database)", sluice["bridge_runs_per_second"], "", ""],
+            ["monitor table behind the history topic, worst (s)", max((s for _t, _n, s in sluice["projection_lag"]), default=0.0), "", ""],
+            ["runs replayed by verify_history / divergences", f"{sluice['verified']['runs']:,} / {sluice['verified']['divergences']}", "", ""],
         ],
     ))
+    print()
+    lag = sluice["projection_lag"]
+    step = max(1, len(lag) // 20)
+    print(table("Monitor projection lag during the burst (sampled every 0.5 s)",
+                ["t (s)", "runs finished, not yet in the run table", "behind the history topic (s)"],
+                [[t, n, seconds] for t, n, seconds in lag[::step]]))
     print()
     print(table("Where a run's milliseconds go at 50 runs/s (Sluice, from the history's and the worker's times)",
                 ["hop", "p50 (ms)", "p99 (ms)"], [[name, p50, p99] for name, (p50, p99) in sluice["hops"].items()]))
