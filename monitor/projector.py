@@ -2,11 +2,11 @@
 
 It reads in its own consumer group (the topic prefix + "projector", e.g. "wf.projector"),
 applies each polled batch in ONE database transaction and commits the Kafka offsets only
-after the database commit. A crash
-between the two replays the batch, which is harmless: every history event carries a per-run
-`seq`, Run.last_seq remembers the last one folded in, and an event at or below it changes
-nothing. At-least-once delivery plus idempotent application is effectively-once, and replaying
-the whole topic into a fresh group leaves identical rows.
+after the database commit. A crash between the two replays the batch, which is harmless:
+every history event carries a per-run `seq`, Run.last_seq remembers the last one folded in,
+and an event at or below it changes nothing. At-least-once delivery plus idempotent
+application is effectively-once, and replaying the whole topic into a fresh group leaves
+identical rows.
 
 `python manage.py bridge` runs `Projector.run_forever()`; tests use `run_until_idle()`.
 """
@@ -281,6 +281,23 @@ def apply_heartbeats(beats: list[messages.RunnerHeartbeat]) -> None:
 
 
 # ---- the loop -------------------------------------------------------------------------------
+class ProjectorBackoff(IdleBackoff):
+    """The runtime's idle back-off, pausing as soon as a poll comes back empty.
+
+    The runtime's loops keep fetching for GRACE (0.25 s) after their last record and check
+    every 20 ms for the first second of quiet: records of a run come in quick succession and
+    each hop's latency counts. The projector is not on a run's path, and while idle it still
+    gets a runner heartbeat every few seconds, so each heartbeat cost it a quarter second of
+    refetching in a tight loop plus a second of fast checks. Measured with a heartbeat every
+    5 s, over 60 s: the runtime's settings 3.2-3.7% of a core (broker 1.8-2.4%), these 1.6%
+    (broker 0.9%). An empty poll already waited its timeout (0.1 s in run_forever) with the
+    fetcher running, so nothing in flight is cut short.
+    """
+
+    GRACE = 0.0
+    FAST_CHECK = IdleBackoff.SLOW_CHECK
+
+
 def adopt_offsets(old_group: str, new_group: str, topics: Topics, timeout: float = 10.0) -> int:
     """Give `new_group` the committed offsets `old_group` has on the projector's topics, if it
     has none of its own yet; returns how many partitions it adopted.
@@ -330,8 +347,8 @@ class Projector:
         self._stop = threading.Event()
         self.consumer = Consumer(consumer_config(group_id, **consumer_overrides))
         # The embedded broker ignores the fetch long-poll, so an idle consumer would spin: the
-        # runtime's back-off pauses the assignment while the end offsets stay put (loops.py).
-        self.backoff = IdleBackoff(self.consumer, self._stop)
+        # assignment is paused while the end offsets stay put.
+        self.backoff = ProjectorBackoff(self.consumer, self._stop)
         self._assigned_at = 0.0
         self.consumer.subscribe([self.topics.history, self.topics.dlq, self.topics.heartbeats],
                                 on_assign=self._on_assign)
