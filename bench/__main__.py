@@ -4,6 +4,7 @@
     python -m bench runtime         # Sluice runtime vs a Celery chain on Redis
     python -m bench designer        # the editor with a 300-step workflow in chromium
     python -m bench websocket       # live monitor fan-out to 200 websocket clients
+    python -m bench idle [options]  # idle CPU of every process of `manage.py up`, before and after bursts
 
 Numbers are measurements on the machine at hand, never assertions: nothing here fails
 because something was slow.
@@ -59,13 +60,19 @@ def run_module(name: str) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["idle"]:  # its own options: `python -m bench idle --help`
+        from . import idle
+
+        sys.argv = [f"{sys.argv[0]} idle", *sys.argv[2:]]
+        idle.main()
+        return
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="*", choices=["runtime", "designer", "websocket"], default=[])
+    parser.add_argument("which", nargs="*", choices=["runtime", "designer", "websocket", "idle"], default=[])
     parser.add_argument("--runs", type=int, default=20000, help="Sluice runs for the throughput test")
     parser.add_argument("--celery-runs", type=int, default=5000, help="Celery chains for the throughput test")
     parser.add_argument("--runner-args", default="", help="extra `manage.py runner` options, e.g. '--worker-processes 1'")
     args = parser.parse_args()
-    which = args.which or ["runtime", "designer", "websocket"]
+    which = args.which or ["runtime", "designer", "websocket", "idle"]
     if args.runner_args:
         os.environ["BENCH_RUNNER_ARGS"] = args.runner_args
     if "runtime" in which:
@@ -74,6 +81,8 @@ def main() -> None:
         run_module("designer_render")
     if "websocket" in which:
         run_module("websocket_fanout")
+    if "idle" in which:
+        run_module("idle")
 
 
 if __name__ == "__main__":
