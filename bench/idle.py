@@ -36,14 +36,17 @@ import threading
 import time
 from pathlib import Path
 
-from .harness import ROOT, cpu_seconds, table, tree_cpu_seconds, wait_for
+from .harness import CLOCK_TICKS, ROOT, cpu_seconds, table, tree_cpu_seconds, wait_for
 
 STARTED = re.compile(r"started (\S+) \(pid (\d+)\)")
 PASSWORD = re.compile(r"first user created:\s+username admin\s+password (\S+)")
+# The broker's thread that rewrites its whole state file (kafka.json) a few seconds after any change.
+AUTOSAVE = "broker-autosave"
 # Rows in the order `up` starts them; `up` itself last.
-PROCESSES = ["broker", "web", "runner", "bridge", "celery", "beat", "up"]
+PROCESSES = ["broker", AUTOSAVE, "web", "runner", "bridge", "celery", "beat", "up"]
 LABELS = {
-    "broker": "broker (embedded, noida-db)", "web": "web (daphne + live fan-out)",
+    "broker": "broker (embedded, noida-db)", AUTOSAVE: "... of which rewriting its state file",
+    "web": "web (daphne + live fan-out)",
     "runner": "runner (engine, worker, triggers)", "bridge": "bridge (history projector)",
     "celery": "celery worker (and its pool)", "beat": "celery beat", "up": "up (the supervisor itself)",
 }
@@ -110,18 +113,35 @@ class Stack:
         self._reader.join(5)
 
 
+def thread_cpu_seconds(pid: int, thread_name: str) -> float:
+    """CPU time of a process's threads called `thread_name` (/proc/PID/task/TID/comm)."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            if (task / "comm").read_text().strip() == thread_name:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        except FileNotFoundError:
+            pass
+    return total
+
+
 def idle_cpu(stack: Stack, window: float) -> dict[str, float]:
-    """% of one core per process over `window` seconds (children included, except for `up`)."""
+    """% of one core per process over `window` seconds (children included, except for `up`),
+    plus AUTOSAVE: the part of the broker's spent rewriting its state file."""
     pids = stack.pids()
 
     def reading(name: str) -> float:
+        if name == AUTOSAVE:
+            return thread_cpu_seconds(pids["broker"], "autosave")
         return cpu_seconds(pids[name]) if name == "up" else tree_cpu_seconds(pids[name])
 
-    before = {name: reading(name) for name in pids}
+    names = [*pids, AUTOSAVE]
+    before = {name: reading(name) for name in names}
     time.sleep(window)
     if stack.pids() != pids:
         raise RuntimeError(f"a process restarted during the measurement: {stack.crashes()}")
-    return {name: (reading(name) - before[name]) / window * 100 for name in pids}
+    return {name: (reading(name) - before[name]) / window * 100 for name in names}
 
 
 # ---- a burst of use ------------------------------------------------------------------------
@@ -322,7 +342,8 @@ def main() -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
 
     rows = [[LABELS[name], *(values.get(name, float("nan")) for _title, values in columns)] for name in PROCESSES]
-    rows.append(["whole stack", *(sum(values.values()) for _title, values in columns)])
+    rows.append(["whole stack", *(sum(value for name, value in values.items() if name != AUTOSAVE)
+                                  for _title, values in columns)])
     print(table(f"Idle CPU of `manage.py up`, % of one core over {args.window:g} s "
                 f"(measured {args.settle:g} s after start or after the burst was projected)",
                 ["process", *(title for title, _values in columns)], rows))
