@@ -5,6 +5,7 @@
     python -m bench designer        # the editor with a 300-step workflow in chromium
     python -m bench websocket       # live monitor fan-out to 200 websocket clients
     python -m bench expressions     # CPU time per render, budgets included
+    python -m bench idle [options]  # idle CPU of every process of `manage.py up`, before and after bursts
 
 Numbers are measurements on the machine at hand, never assertions: nothing here fails
 because something was slow.
@@ -71,13 +72,19 @@ def run_module(name: str) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["idle"]:  # its own options: `python -m bench idle --help`
+        from . import idle
+
+        sys.argv = [f"{sys.argv[0]} idle", *sys.argv[2:]]
+        idle.main()
+        return
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="*", choices=["runtime", "designer", "websocket", "expressions"], default=[])
+    parser.add_argument("which", nargs="*", choices=["runtime", "designer", "websocket", "expressions", "idle"], default=[])
     parser.add_argument("--runs", type=int, default=20000, help="Sluice runs for the throughput test")
     parser.add_argument("--celery-runs", type=int, default=5000, help="Celery chains for the throughput test")
     parser.add_argument("--runner-args", default="", help="extra `manage.py runner` options, e.g. '--worker-processes 1'")
     args = parser.parse_args()
-    which = args.which or ["runtime", "designer", "websocket", "expressions"]
+    which = args.which or ["runtime", "designer", "websocket", "expressions", "idle"]
     if args.runner_args:
         os.environ["BENCH_RUNNER_ARGS"] = args.runner_args
     if "runtime" in which:
@@ -88,6 +95,8 @@ def main() -> None:
         run_module("websocket_fanout")
     if "expressions" in which:
         run_module("expressions")
+    if "idle" in which:
+        run_module("idle")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""Consumer lag per group and topic, from the Kafka admin API (committed offsets vs. end offsets)."""
+"""Consumer lag per group and topic, from the Kafka admin API (committed offsets vs. end offsets).
+
+Only this installation's groups: their ids start with the topic prefix (Topics.group), so a
+cluster shared with other installations or applications shows just Sluice's own lag here.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from collections import defaultdict
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
+from django.conf import settings
 
 from orchestrator.runtime.kafka import base_config
 
@@ -23,11 +28,12 @@ def consumer_lag(timeout: float = 3.0) -> dict:
     Cached for a few seconds: every dashboard refresh of every open page would otherwise ask the
     brokers again."""
     config = base_config()
-    key = config.get("bootstrap.servers")
+    prefix = settings.SLUICE_TOPIC_PREFIX
+    key = (config.get("bootstrap.servers"), prefix)
     if _cache["value"] is not None and _cache["key"] == key and time.monotonic() - _cache["at"] < CACHE_SECONDS:
         return _cache["value"]
     try:
-        value = {"groups": _measure(AdminClient(config), timeout), "error": None}
+        value = {"groups": _measure(AdminClient(config), prefix, timeout), "error": None}
     except (KafkaException, Exception) as exc:  # the dashboard shows the reason instead of failing
         log.warning("consumer lag unavailable: %s", exc)
         value = {"groups": [], "error": f"Kafka admin API unavailable: {exc}"}
@@ -35,9 +41,9 @@ def consumer_lag(timeout: float = 3.0) -> dict:
     return value
 
 
-def _measure(admin: AdminClient, timeout: float) -> list[dict]:
+def _measure(admin: AdminClient, prefix: str, timeout: float) -> list[dict]:
     listing = admin.list_consumer_groups(request_timeout=timeout).result(timeout=timeout)
-    group_ids = sorted(group.group_id for group in listing.valid)
+    group_ids = sorted(group.group_id for group in listing.valid if group.group_id.startswith(prefix))
     committed: dict[str, dict[TopicPartition, int]] = {}
     for group_id in group_ids:
         futures = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group_id)],

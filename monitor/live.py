@@ -7,6 +7,14 @@ daphne has no ASGI lifespan, so the consumer starts lazily on the first websocke
 thread that hands each polled batch to the event loop (`run_coroutine_threadsafe`): the
 in-memory channel layer's queues belong to that loop.
 
+On the embedded broker, which answers fetches at once instead of holding them, the consumer
+pauses its partitions while nothing new is there, with the runtime's IdleBackoff. The earlier
+hand-made back-off (unassign, compare the end offsets with the last record's offset + 1,
+reassign) never settled once it had read a transaction: the commit marker takes an offset of
+its own, so the end offset always looked newer and the consumer refetched for ever (~25-50% of
+a core in an idle web after a burst). IdleBackoff compares with the consumer's position, which
+moves past the markers.
+
 Group names carry a per-process token: with a shared layer (Redis) and several web processes,
 every process runs its own consumer, and without the token each client would get every event
 once per process.
@@ -29,6 +37,7 @@ from django.conf import settings
 
 from orchestrator.runtime import codec
 from orchestrator.runtime.kafka import base_config
+from orchestrator.runtime.loops import IdleBackoff
 from orchestrator.runtime.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -38,8 +47,6 @@ ALL_RUNS_GROUP = f"runs-all.{PROCESS_TOKEN}"
 LOOKBACK_SECONDS = 120
 BUFFER_PER_RUN = 1000
 BUFFERED_RUNS = 5000
-IDLE_PAUSE_SECONDS = 0.03
-ASSIGNMENT_GRACE_SECONDS = 2.0
 _GROUP_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,60}$")
 
 
@@ -87,6 +94,7 @@ class HistoryFanout:
         self.ready = threading.Event()  # set once partitions are assigned and positioned
         self.delivered = 0
         self.undecodable = 0
+        self._backoff: IdleBackoff | None = None
         self._thread = threading.Thread(target=self._run, name="sluice-history-fanout", daemon=True)
 
     @property
@@ -140,12 +148,16 @@ class HistoryFanout:
 
     def _run(self) -> None:
         consumer = Consumer(base_config(**{
-            # Never joins or commits: assign() bypasses the group; librdkafka still wants an id.
-            "group.id": f"sluice-live-{PROCESS_TOKEN}",
+            # Never joins or commits: assign() bypasses the group; librdkafka still wants an id
+            # (and the idle back-off asks it for committed offsets: there are none).
+            "group.id": self.topics.group(f"live.{PROCESS_TOKEN}"),
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
         }))
+        # The embedded broker answers fetches at once, so an assigned consumer's fetcher spins;
+        # the runtime's back-off pauses the partitions while nothing new is there (see loops.py).
+        backoff = self._backoff = IdleBackoff(consumer, self._stop)
         try:
             while not self._stop.is_set():
                 try:
@@ -156,27 +168,21 @@ class HistoryFanout:
                     self._stop.wait(2)
             else:
                 return
-            assigned_at = time.monotonic()
-            # Where to resume each partition after an idle spell (see _idle_until_data).
-            next_offsets = {tp.partition: (tp.offset if tp.offset >= 0 else
-                                           consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1])
-                            for tp in assignment}
             self.ready.set()
             log.info("live history fan-out reading %s (%d partitions)", self.topics.history, len(assignment))
             while not self._stop.is_set():
                 # poll() returns on the first record; consume(n, timeout) would wait out its
                 # whole timeout unless n records came, adding up to that much latency.
-                first = consumer.poll(0.2)
+                first = consumer.poll(backoff.timeout(0.2))
                 if first is None:
-                    if settings.SLUICE_EMBEDDED_BROKER and time.monotonic() - assigned_at > ASSIGNMENT_GRACE_SECONDS:
-                        self._idle_until_data(consumer, assignment, next_offsets)
+                    backoff.idle()
                     continue
+                backoff.busy()
                 batch = [first, *consumer.consume(499, timeout=0)]
                 payloads = []
                 for msg in batch:
                     if msg.error():
                         continue
-                    next_offsets[msg.partition()] = msg.offset() + 1
                     try:
                         payload = event_payload(codec.decode_history(msg.value(), msg.headers()))
                     except (codec.DecodeError, ValueError, TypeError):
@@ -193,23 +199,10 @@ class HistoryFanout:
         finally:
             consumer.close()
 
-    def _idle_until_data(self, consumer: Consumer, assignment: list[TopicPartition],
-                         next_offsets: dict[int, int]) -> None:
-        """Sit out an idle spell unassigned, probing end offsets, and reassign when data arrives.
-
-        The embedded broker ignores the fetch long-poll, so an unpaused idle consumer spins
-        (~40% of a core). Pausing stops the spin but delays the first record after an idle
-        spell by 0.5-2.5 s (measured). Unassigning, probing the high watermarks every
-        IDLE_PAUSE_SECONDS and assigning again at our own positions does neither.
-        """
-        consumer.unassign()
-        try:
-            while not self._stop.wait(IDLE_PAUSE_SECONDS):
-                if any(consumer.get_watermark_offsets(tp, timeout=2, cached=False)[1] > next_offsets[tp.partition]
-                       for tp in assignment):
-                    return
-        finally:
-            consumer.assign([TopicPartition(tp.topic, tp.partition, next_offsets[tp.partition]) for tp in assignment])
+    @property
+    def paused(self) -> bool:
+        """True while the consumer sits out an idle spell (its partitions paused)."""
+        return bool(self._backoff and self._backoff.paused)
 
     async def _broadcast_forever(self) -> None:
         while True:

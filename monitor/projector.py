@@ -1,11 +1,12 @@
 """The history projector: folds `wf.history` (plus `wf.dlq` and `wf.heartbeats`) into database rows.
 
-It reads in its own consumer group ("sluice-projector"), applies each polled batch in ONE
-database transaction and commits the Kafka offsets only after the database commit. A crash
-between the two replays the batch, which is harmless: every history event carries a per-run
-`seq`, Run.last_seq remembers the last one folded in, and an event at or below it changes
-nothing. At-least-once delivery plus idempotent application is effectively-once, and replaying
-the whole topic into a fresh group leaves identical rows.
+It reads in its own consumer group (the topic prefix + "projector", e.g. "wf.projector"),
+applies each polled batch in ONE database transaction and commits the Kafka offsets only
+after the database commit. A crash between the two replays the batch, which is harmless:
+every history event carries a per-run `seq`, Run.last_seq remembers the last one folded in,
+and an event at or below it changes nothing. At-least-once delivery plus idempotent
+application is effectively-once, and replaying the whole topic into a fresh group leaves
+identical rows.
 
 `python manage.py bridge` runs `Projector.run_forever()`; tests use `run_until_idle()`.
 """
@@ -21,13 +22,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import msgspec
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from django.conf import settings
 from django.db import DatabaseError, transaction
 
 from orchestrator import messages
 from orchestrator.runtime import codec
-from orchestrator.runtime.kafka import consumer_config
+from orchestrator.runtime.kafka import base_config, consumer_config
+from orchestrator.runtime.loops import IdleBackoff
 from orchestrator.runtime.topics import Topics
 
 from . import dead_letters
@@ -35,15 +38,12 @@ from .models import DeadLetter, HistoryEntry, Run, RunnerProcess, RunStatus, Ste
 
 log = logging.getLogger(__name__)
 
-GROUP_ID = "sluice-projector"
+GROUP_ROLE = "projector"  # the group id is Topics.group(GROUP_ROLE): scoped by the topic prefix
+# The group of releases before group ids carried the prefix: its offsets are adopted once.
+LEGACY_GROUP_ID = "sluice-projector"
 BATCH_SIZE = 500
-# The embedded broker ignores the fetch long-poll, so an idle consumer would spin. After an empty
-# poll the projector pauses its assignment and probes the end offsets every IDLE_PAUSE_SECONDS
-# for at most IDLE_SPELL_SECONDS (see _back_off_when_idle): idle CPU 1.07 -> 0.14 s per 10 s.
-IDLE_PAUSE_SECONDS = 0.1
-IDLE_SPELL_SECONDS = 5.0
-# Pausing while the client still looks up a new assignment's start offsets stalls that lookup
-# (measured: ~1 s late first fetch), so the back-off waits this long after each assignment.
+# Joining the group and resolving the start offsets takes a moment; run_until_idle() does not
+# count that as idleness.
 ASSIGNMENT_GRACE_SECONDS = 2.0
 
 _heartbeat_decoder = msgspec.json.Decoder(messages.RunnerHeartbeat)
@@ -285,18 +285,76 @@ def apply_heartbeats(beats: list[messages.RunnerHeartbeat]) -> None:
 
 
 # ---- the loop -------------------------------------------------------------------------------
+class ProjectorBackoff(IdleBackoff):
+    """The runtime's idle back-off, pausing as soon as a poll comes back empty, checking 4x a second.
+
+    The runtime's loops keep fetching for GRACE (0.25 s) after their last record and check
+    every 20-100 ms: records of a run come in quick succession and each hop's latency counts.
+    The projector is not on a run's path (live views read the history topic themselves), and
+    while idle it still gets a runner heartbeat every few seconds, so each heartbeat cost it a
+    quarter second of refetching in a tight loop plus a second of fast checks. Measured with a
+    heartbeat every 5 s, over 60 s: the runtime's settings 3.2-3.7% of a core (broker
+    1.8-2.4%); no grace with 100 ms checks 1.6-1.9% (broker 0.9-1.2%); no grace with 250 ms
+    checks 1.4% (broker 0.9%), for at most a quarter second more before the first rows after
+    an idle spell. An empty poll has already waited its timeout (0.1 s in run_forever) with the
+    fetcher running, so nothing in flight is cut short.
+    """
+
+    GRACE = 0.0
+    FAST_CHECK = SLOW_CHECK = 0.25
+
+
+def adopt_offsets(old_group: str, new_group: str, topics: Topics, timeout: float = 10.0) -> int:
+    """Give `new_group` the committed offsets `old_group` has on the projector's topics, if it
+    has none of its own yet; returns how many partitions it adopted.
+
+    The projector's group was renamed to carry the topic prefix; without this the renamed group
+    would start from the beginning and fold every history event in again (harmless, as
+    application is idempotent, but slow on a long history). Never fails the start: a broker
+    that cannot say or alter offsets just means the new group starts from scratch.
+    """
+    ours = {topics.history, topics.dlq, topics.heartbeats}
+    admin = AdminClient(base_config())
+
+    def committed(group: str) -> list[TopicPartition]:
+        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)], request_timeout=timeout)
+        partitions = result[group].result(timeout=timeout).topic_partitions or []
+        return [TopicPartition(tp.topic, tp.partition, tp.offset) for tp in partitions
+                if tp.topic in ours and tp.offset >= 0]
+
+    try:
+        if committed(new_group):
+            return 0
+        adopted = committed(old_group)
+        if not adopted:
+            return 0
+        admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions(new_group, adopted)],
+                                           request_timeout=timeout)[new_group].result(timeout=timeout)
+    except (KafkaException, TimeoutError) as exc:
+        log.warning("could not adopt the offsets of group %s for %s (%s): it starts from the committed "
+                    "offsets it has, else from the beginning", old_group, new_group, exc)
+        return 0
+    log.info("group %s adopted the offsets of %s on %d partitions", new_group, old_group, len(adopted))
+    return len(adopted)
+
+
 class Projector:
     """One consumer-group member folding history, dead letters and heartbeats into the database."""
 
-    def __init__(self, topics: Topics | None = None, group_id: str = GROUP_ID, batch_size: int = BATCH_SIZE,
+    def __init__(self, topics: Topics | None = None, group_id: str | None = None, batch_size: int = BATCH_SIZE,
                  **consumer_overrides):
         self.topics = topics or Topics(settings.SLUICE_TOPIC_PREFIX)
+        if group_id is None:
+            group_id = self.topics.group(GROUP_ROLE)
+            adopt_offsets(LEGACY_GROUP_ID, group_id, self.topics)
         self.group_id = group_id
         self.batch_size = batch_size
         self.stats = ProjectorStats()
         self._stop = threading.Event()
-        self._idle_backoff = settings.SLUICE_EMBEDDED_BROKER
         self.consumer = Consumer(consumer_config(group_id, **consumer_overrides))
+        # The embedded broker ignores the fetch long-poll, so an idle consumer would spin: the
+        # assignment is paused while the end offsets stay put.
+        self.backoff = ProjectorBackoff(self.consumer, self._stop)
         self._assigned_at = 0.0
         self.consumer.subscribe([self.topics.history, self.topics.dlq, self.topics.heartbeats],
                                 on_assign=self._on_assign)
@@ -320,10 +378,11 @@ class Projector:
         """Consume one batch, apply it in one transaction, then commit offsets. Returns records seen."""
         # poll() returns on the first record; consume(n, timeout) alone would wait out its whole
         # timeout unless n records came, delaying every projection by up to `timeout`.
-        first = self.consumer.poll(timeout)
+        first = self.consumer.poll(self.backoff.timeout(timeout))
         if first is None:
-            self._back_off_when_idle()
+            self.backoff.idle()
             return 0
+        self.backoff.busy()
         batch = [first, *self.consumer.consume(self.batch_size - 1, timeout=0)]
         history, dead, beats = [], [], []
         for msg in batch:
@@ -378,48 +437,6 @@ class Projector:
         for tp in self.consumer.committed(assignment, timeout=10):
             offset = tp.offset if tp.offset >= 0 else self.consumer.get_watermark_offsets(tp, timeout=5)[0]
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-
-    def _back_off_when_idle(self) -> None:
-        """Sit out an idle spell paused, until the end offsets move (or IDLE_SPELL_SECONDS pass).
-
-        The embedded broker ignores the fetch long-poll, so an idle consumer's fetcher spins:
-        pausing only between polls still spun through every poll (measured ~11% CPU idle).
-        While paused we probe the high watermarks; the spell ends when one grows, or after
-        IDLE_SPELL_SECONDS so the loop polls again (group heartbeats, rebalances, stop).
-        """
-        if not self._idle_backoff or self.settling:
-            return
-        assignment = self.consumer.assignment()
-        if not assignment:
-            return
-        next_offsets = self._next_offsets(assignment)
-        if self._behind(assignment, next_offsets):
-            return  # records are there, the fetch just has not brought them yet: keep polling
-        self.consumer.pause(assignment)
-        try:
-            deadline = time.monotonic() + IDLE_SPELL_SECONDS
-            while time.monotonic() < deadline and not self._stop.wait(IDLE_PAUSE_SECONDS):
-                if self._behind(assignment, next_offsets):
-                    return
-        finally:
-            self.consumer.resume(assignment)
-
-    def _next_offsets(self, assignment) -> dict:
-        """The offset this member reads next per partition: its position, else the group's
-        committed offset, else the start of the partition (auto.offset.reset=earliest)."""
-        result = {(tp.topic, tp.partition): tp.offset for tp in self.consumer.position(assignment)}
-        unknown = [tp for tp in assignment if result.get((tp.topic, tp.partition), -1) < 0]
-        if unknown:
-            for tp in self.consumer.committed(unknown, timeout=5):
-                offset = tp.offset
-                if offset < 0:
-                    offset = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)[0]
-                result[(tp.topic, tp.partition)] = offset
-        return result
-
-    def _behind(self, assignment, next_offsets: dict) -> bool:
-        return any(self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)[1]
-                   > next_offsets[(tp.topic, tp.partition)] for tp in assignment)
 
     def run_forever(self) -> ProjectorStats:
         log.info("projector reading %s, %s and %s as group %s", self.topics.history, self.topics.dlq,

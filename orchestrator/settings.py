@@ -245,8 +245,31 @@ SLUICE_SCHEDULE_TO_START_SECONDS = float(os.environ.get("SLUICE_SCHEDULE_TO_STAR
 SLUICE_HANDLER_MODULES = env_list("SLUICE_HANDLER_MODULES", "demo.handlers")
 
 # ---- Celery ------------------------------------------------------------------------------
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", f"confluentkafka://{KAFKA_BOOTSTRAP_SERVERS}")
-CELERY_BROKER_TRANSPORT_OPTIONS = {"wait_time_seconds": 1}
+# Celery only carries schedule ticks and housekeeping, a few messages a minute. On the embedded
+# default it uses kombu's filesystem transport in the data dir: the embedded broker ignores the
+# fetch long-poll, so kombu's Kafka transport (which cannot pause its fetcher) kept a core half
+# busy doing nothing, while the filesystem transport lists one directory per poll. A cluster
+# gets kombu's Kafka transport on it; CELERY_BROKER_URL (Redis, RabbitMQ, ...) wins over both.
+SLUICE_CELERY_QUEUE_DIR = DATA_DIR / "celery"
+SLUICE_CELERY_POLLING_INTERVAL = 0.2  # seconds between directory listings: the pick-up delay
+if os.environ.get("CELERY_BROKER_URL"):
+    CELERY_BROKER_URL = os.environ["CELERY_BROKER_URL"]
+elif SLUICE_EMBEDDED_BROKER:
+    CELERY_BROKER_URL = "filesystem://localhost//"  # a host named, or kombu warns on every connect
+else:
+    CELERY_BROKER_URL = f"confluentkafka://{KAFKA_BOOTSTRAP_SERVERS}"
+if CELERY_BROKER_URL.startswith("filesystem:"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # One folder for both directions: every process on this machine sends and reads there.
+        "data_folder_in": str(SLUICE_CELERY_QUEUE_DIR / "messages"),
+        "data_folder_out": str(SLUICE_CELERY_QUEUE_DIR / "messages"),
+        "control_folder": str(SLUICE_CELERY_QUEUE_DIR / "control"),
+        "polling_interval": SLUICE_CELERY_POLLING_INTERVAL,
+    }
+elif CELERY_BROKER_URL.startswith("confluentkafka:"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"wait_time_seconds": 1}
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {}
 CELERY_TASK_IGNORE_RESULT = True
 # Modules of Celery tasks that celery_task steps may send, for Sluice's own celery worker.
 CELERY_IMPORTS = env_list("SLUICE_CELERY_TASK_MODULES", "demo.tasks")

@@ -260,14 +260,16 @@ def test_dashboard_numbers_and_consumer_lag(client, operator, kafka):
     for i in range(5):
         producer.produce(kafka.history, key=b"k", value=b"{}")
     producer.flush(10)
-    group = f"lag-test-{uuid.uuid4().hex[:6]}"
-    consumer = Consumer(consumer_config(group))
-    consumer.subscribe([kafka.history])
-    got = []
-    while len(got) < 2:
-        got += consumer.consume(2 - len(got), timeout=1)
-    consumer.commit(asynchronous=False)
-    consumer.close()
+    group = kafka.group(f"lag-test-{uuid.uuid4().hex[:6]}")
+    foreign = f"another-app-{uuid.uuid4().hex[:6]}"  # not this installation's: not shown
+    for group_id in (group, foreign):
+        consumer = Consumer(consumer_config(group_id))
+        consumer.subscribe([kafka.history])
+        got = []
+        while len(got) < 2:
+            got += consumer.consume(2 - len(got), timeout=1)
+        consumer.commit(asynchronous=False)
+        consumer.close()
 
     data = client.get("/monitor/dashboard/data/").json()
     assert data["in_flight"] == 1
@@ -280,6 +282,7 @@ def test_dashboard_numbers_and_consumer_lag(client, operator, kafka):
     assert sum(data["per_minute"]["succeeded"]) == 5
     [lag] = [row for row in data["lag"]["groups"] if row["group"] == group]
     assert (lag["topic"], lag["committed"], lag["end"], lag["lag"]) == (kafka.history, 2, 5, 3)
+    assert all(row["group"].startswith(kafka.prefix) for row in data["lag"]["groups"]), data["lag"]
     assert client.get("/monitor/").status_code == 200
 
 

@@ -275,3 +275,70 @@ def test_a_failed_batch_is_rewound_and_applied_on_retry(kafka, monkeypatch):
     assert len(calls) >= 2 and sum(calls[1:]) == len(events)
     run = Run.objects.get(id=run_id)
     assert run.status == "succeeded" and run.input == {} and run.last_seq == len(events)
+
+
+def produce_history_in_transaction(topic: str, events: list[messages.HistoryEvent]) -> None:
+    """As the engine writes history: inside a transaction, so a commit marker follows the records."""
+    producer = Producer(producer_config(**{"transactional.id": f"test-tx-{uuid.uuid4().hex[:8]}"}))
+    producer.init_transactions(10)
+    producer.begin_transaction()
+    for event in events:
+        producer.produce(topic, key=event.run_id.encode(), value=codec.encode(event), headers=codec.headers_for(event))
+    producer.commit_transaction(10)
+
+
+def poll_until(projector: Projector, done, what: str, limit: int = 300) -> None:
+    """Drive the loop by hand (as run_forever does) until `done()`; fails after `limit` polls."""
+    for _ in range(limit):
+        if done():
+            return
+        projector.poll_once(timeout=0.1)
+    raise AssertionError(f"the projector never got to: {what}")
+
+
+def test_projector_pauses_when_idle_and_resumes_on_the_next_event(kafka):
+    """The embedded broker ignores the fetch long-poll: an idle projector pauses its partitions
+    (instead of refetching in a tight loop) and still applies the next event that comes."""
+    run_id = uuid.uuid4().hex
+    events = history_of_run(run_id, "wf", "ok")
+    produce_history_in_transaction(kafka.history, events[:3])
+    projector = Projector(group_id=kafka.group(f"idle-{uuid.uuid4().hex[:6]}"))
+    try:
+        poll_until(projector, lambda: projector.stats.applied == 3, "the first three events")
+        # Quiet now: the transaction's commit marker is read past and the assignment paused.
+        poll_until(projector, lambda: projector.backoff.paused, "a paused assignment")
+        assert set(projector.backoff.paused) == set(projector.consumer.assignment())
+        produce_history_in_transaction(kafka.history, events[3:])
+        poll_until(projector, lambda: projector.stats.applied == len(events), "the events after the pause")
+        assert Run.objects.get(id=run_id).last_seq == len(events)
+        poll_until(projector, lambda: projector.backoff.paused, "a paused assignment again")
+    finally:
+        projector.close()
+
+
+def test_projector_group_carries_the_topic_prefix_and_adopts_the_old_groups_offsets(kafka):
+    from confluent_kafka import Consumer, TopicPartition
+
+    from monitor.projector import LEGACY_GROUP_ID, adopt_offsets
+    from orchestrator.runtime.kafka import consumer_config
+
+    before, after = uuid.uuid4().hex, uuid.uuid4().hex
+    produce_history(kafka.history, history_of_run(before, "wf", "ok"))
+    # A projector of an earlier release (group without the prefix) folded those in and committed.
+    legacy = Consumer(consumer_config(LEGACY_GROUP_ID))
+    ends = [TopicPartition(kafka.history, p, legacy.get_watermark_offsets(TopicPartition(kafka.history, p))[1])
+            for p in range(django_settings.SLUICE_PARTITIONS)]
+    legacy.commit(offsets=ends, asynchronous=False)
+    legacy.close()
+    produce_history(kafka.history, history_of_run(after, "wf", "ok"))
+
+    projector = Projector()
+    try:
+        assert projector.group_id == f"{kafka.prefix}projector"
+        projector.run_until_idle(idle_seconds=1.0, timeout=30)
+    finally:
+        projector.close()
+    assert Run.objects.filter(id=after, status="succeeded").exists()
+    assert not Run.objects.filter(id=before).exists()  # not folded in a second time
+    # Once the new group has offsets of its own, the old group's are never taken again.
+    assert adopt_offsets(LEGACY_GROUP_ID, projector.group_id, kafka) == 0

@@ -187,6 +187,10 @@ def test_up_runs_everything_and_a_second_up_resumes(start_up, up_env):
 
     crashed = re.findall(r"(\S+) exited with code", up.text)
     assert crashed == [], f"children crashed while up: {crashed}\n{up.text}"
+    # Celery on the embedded default: a transport that idles (a folder in the data dir), not
+    # kombu's Kafka transport, which spins against a broker that ignores the long-poll.
+    assert re.search(r"^celery\s*\| .*Connected to filesystem://", up.text, re.M), up.text
+    assert (data_dir / "celery" / "messages").is_dir()
 
     took = up.interrupt(timeout=90)
     assert up.process.returncode == 0, up.text

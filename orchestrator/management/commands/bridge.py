@@ -4,14 +4,15 @@ import signal
 
 from django.core.management.base import BaseCommand
 
-from monitor.projector import GROUP_ID, Projector
+from monitor.projector import GROUP_ROLE, Projector
 
 
 class Command(BaseCommand):
     help = "Project wf.history, wf.dlq and wf.heartbeats into the database (the monitor's run rows)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--group", default=GROUP_ID, help=f"consumer group (default {GROUP_ID})")
+        parser.add_argument("--group", default=None,
+                            help=f"consumer group (default: SLUICE_TOPIC_PREFIX + {GROUP_ROLE!r}, e.g. wf.{GROUP_ROLE})")
 
     def handle(self, *args, group, **options):
         projector = Projector(group_id=group)

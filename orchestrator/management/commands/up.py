@@ -187,8 +187,10 @@ class Command(BaseCommand):
         else:
             self.stderr.write("the bridge command is not installed: the monitor will not update")
         if not no_celery:
-            # kombu's Kafka transport: no broadcast (gossip/mingle/heartbeat) and one consumer per
-            # partition, hence concurrency 1 (FIELD-NOTES.md, Celery).
+            # One worker carries a few schedule ticks a minute (over kombu's filesystem transport
+            # on the embedded default, see settings): it needs no broadcast chatter between
+            # workers (gossip, mingle, event heartbeats), and kombu's Kafka transport, used on a
+            # cluster, supports none of it and wants one consumer per partition.
             specs.append(ProcessSpec("celery", [python, "-m", "celery", "-A", "orchestrator", "worker",
                                                 "--without-gossip", "--without-mingle", "--without-heartbeat",
                                                 "-Q", "sluice,celery", "--concurrency", "1", "-l", "INFO"],

@@ -1,0 +1,85 @@
+"""The web's history fan-out consumer against the real embedded broker: it idles and still delivers.
+
+The embedded broker answers fetches at once instead of holding them until data arrives, so a
+consumer with live partitions refetches in a tight loop. The fan-out must pause while nothing is
+new (also after it has read transactions, whose commit markers take offsets of their own) and
+deliver the next event that comes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Producer
+
+from monitor import live
+from monitor.channel_layer import SweepingInMemoryChannelLayer
+from orchestrator import messages
+from orchestrator.runtime import codec
+from orchestrator.runtime.kafka import producer_config
+from tests.test_websocket_monitor import run_async
+
+pytestmark = [pytest.mark.kafka]
+
+
+def history(run_id: str, seqs) -> list[messages.HistoryEvent]:
+    return [messages.HistoryEvent(run_id=run_id, seq=seq, kind="step_started", ts=time.time(), workflow="alpha",
+                                  version=1, step_id=f"s{seq}", step_type="transform", attempt=1, data={})
+            for seq in seqs]
+
+
+def produce_in_transaction(topic: str, events: list[messages.HistoryEvent]) -> None:
+    """As the engine writes history: in a transaction, so a commit marker follows the records."""
+    producer = Producer(producer_config(**{"transactional.id": f"test-live-{uuid.uuid4().hex[:8]}"}))
+    producer.init_transactions(10)
+    producer.begin_transaction()
+    for event in events:
+        producer.produce(topic, key=event.run_id.encode(), value=codec.encode(event), headers=codec.headers_for(event))
+    producer.commit_transaction(10)
+
+
+async def until(predicate, what: str, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+    assert predicate(), what
+
+
+async def receive_seqs(layer, channel: str, count: int, timeout: float = 30.0) -> list[int]:
+    seqs = []
+    async with asyncio.timeout(timeout):
+        while len(seqs) < count:
+            message = await layer.receive(channel)
+            seqs.append(message["event"]["seq"])
+    return seqs
+
+
+def test_fanout_pauses_when_quiet_and_delivers_the_next_event(kafka):
+    run_id = uuid.uuid4().hex
+
+    async def scenario():
+        layer = SweepingInMemoryChannelLayer(capacity=1000)
+        channel = await layer.new_channel()
+        await live.join(layer, live.run_group(run_id), channel)
+        fanout = live.HistoryFanout(asyncio.get_running_loop(), topics=kafka, channel_layer=layer,
+                                    lookback_seconds=0).start()
+        try:
+            await until(fanout.ready.is_set, "the fan-out assigned its partitions")
+            produce_in_transaction(kafka.history, history(run_id, [1, 2, 3]))
+            first = await receive_seqs(layer, channel, 3)
+            # Quiet now: once past the commit marker the consumer pauses instead of refetching.
+            await until(lambda: fanout.paused, "the fan-out paused after a quiet spell")
+            produce_in_transaction(kafka.history, history(run_id, [4]))
+            after_pause = await receive_seqs(layer, channel, 1)
+            await until(lambda: fanout.paused, "the fan-out paused again")
+            return first, after_pause
+        finally:
+            fanout.stop()
+            await live.leave(layer, live.run_group(run_id), channel)
+
+    first, after_pause = run_async(scenario())
+    assert first == [1, 2, 3]
+    assert after_pause == [4]
