@@ -17,7 +17,6 @@ records of its key in its trigger metadata.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from datetime import timedelta
 
@@ -32,8 +31,6 @@ CACHE_SECONDS = 5.0
 # Runner figures older than this are not used (a stopped runner's last heartbeat stays in its row).
 FRESH_HEARTBEAT = timedelta(seconds=60)
 
-_admin_lock = threading.Lock()
-_admins: dict[str, object] = {}
 _cache: dict[tuple, tuple[float, dict]] = {}
 
 
@@ -65,8 +62,8 @@ def status(workflow, *, with_lag: bool = True) -> dict:
         "max_runs_per_second": trigger.get("max_runs_per_second") if kind == "kafka" else None,
         "lag": None, "lag_source": None, "unread_partitions": 0, "late_records": None, "error": None,
     }
-    if not topic:
-        return result
+    if not topic or not result["live"]:
+        return result  # a trigger that is not live reads nothing: no backlog to speak of
     runners = _runner_figures(workflow.slug)
     if result["windowed"]:
         result["late_records"] = runners["late"]
@@ -108,16 +105,13 @@ def _runner_figures(slug: str) -> dict:
 
 
 def _admin():
+    """A short-lived admin client (as monitor/kafka_lag.py uses): one kept for good would keep
+    reconnecting, and logging, while the broker is away; answers are cached instead."""
     from confluent_kafka.admin import AdminClient
 
     from orchestrator.runtime.kafka import base_config
 
-    config = base_config()
-    key = config.get("bootstrap.servers", "")
-    with _admin_lock:
-        if key not in _admins:
-            _admins[key] = AdminClient(config)
-        return _admins[key]
+    return AdminClient(base_config())
 
 
 def broker_lag(group: str, topic: str, start_from: str = "published", timeout: float = 3.0) -> dict:
@@ -160,6 +154,16 @@ def broker_lag(group: str, topic: str, start_from: str = "published", timeout: f
 def _offsets(admin, partitions, spec, timeout: float) -> dict[int, int]:
     futures = admin.list_offsets({tp: spec for tp in partitions}, request_timeout=timeout)
     return {tp.partition: future.result(timeout=timeout).offset for tp, future in futures.items()}
+
+
+def page_context(user, workflow, *, with_lag: bool, poll: bool = True) -> dict:
+    """What templates/designer/_trigger_state.html shows (the workflow list, the editor, the
+    monitor's workflow card): the state, and whether `user` may pause or resume it. Pages render
+    it without the lag (no wait on Kafka) and the fragment loads it (`lag_loaded`)."""
+    from .permissions import can_pause_trigger
+
+    return {"state": status(workflow, with_lag=with_lag), "lag_loaded": with_lag, "poll": poll,
+            "can_pause": can_pause_trigger(user, workflow) and not workflow.archived}
 
 
 def forget_cached() -> None:

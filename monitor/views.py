@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from . import dead_letters as dead_letter_origins
-from . import operations, permissions, run_details, stats
+from . import operations, permissions, run_details, stats, trigger_status
 from .kafka_lag import consumer_lag
 from .models import AuditEntry, DeadLetter, Run, RunStatus
 from .permissions import visible_runs, visible_workflow_slugs
@@ -146,10 +146,30 @@ def run_list(request):
     query = request.GET.copy()
     query.pop("page", None)
     context = {"page": page, "error": error, "filters": request.GET, "statuses": RunStatus.values,
-               "workflows": workflows, "trigger_types": TRIGGER_TYPES, "query": query.urlencode()}
+               "workflows": workflows, "trigger_types": TRIGGER_TYPES, "query": query.urlencode(),
+               "workflow_card": _workflow_card(request.user, request.GET.get("workflow", "").strip())}
     template = "monitor/_run_rows.html" if request.htmx else "monitor/run_list.html"
     response = render(request, template, context, status=400 if error else 200)
     return response
+
+
+def _workflow_card(user, slug: str) -> dict | None:
+    """The runs of one workflow open on the workflow itself, as in Kestra's flow page: its live
+    version, its trigger (paused or not, the lag, pause and resume) and its Run button."""
+    from designer.models import Workflow
+
+    if not slug:
+        return None
+    workflow = Workflow.objects.select_related("live_version").filter(slug=slug).first()
+    if workflow is None or not permissions.can_view_workflow(user, workflow):
+        return None
+    live = workflow.live_version
+    schema = (live.definition or {}).get("input_schema") if live is not None else None
+    return {
+        "workflow": workflow, "live": live, "trigger": trigger_status.page_context(user, workflow, with_lag=False),
+        "can_run": live is not None and not workflow.archived and permissions.can_operate_workflow(user, workflow),
+        "input_schema": json.dumps(schema) if isinstance(schema, dict) else "",
+    }
 
 
 # ---- run detail -----------------------------------------------------------------------------
@@ -219,7 +239,18 @@ def run_detail(request, run_id):
         "waiting_approvals": [(step.step_id, page_data["approvals"][step.step_id]) for step in steps
                               if step.status == "waiting" and step.step_id in page_data["approvals"]],
         "window": _window_facts(run.trigger),
+        "parent_step_type": _parent_step_type(run.trigger),
     })
+
+
+def _parent_step_type(trigger) -> str:
+    """The type of the step that started this child run ("subworkflow" or "foreach"), if known."""
+    if not isinstance(trigger, dict) or trigger.get("type") != "parent":
+        return ""
+    from .models import StepRun
+
+    return StepRun.objects.filter(run_id=str(trigger.get("run_id")), step_id=str(trigger.get("step_id"))
+                                  ).values_list("type", flat=True).first() or ""
 
 
 def _window_facts(trigger) -> dict | None:

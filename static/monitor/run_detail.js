@@ -85,7 +85,8 @@ function paintNode(id) {
   const progress = childProgress(step);
   node.setAttrs({
     body: { fill, stroke, "data-status": status, strokeDasharray: status === "skipped" ? "5 4" : null },
-    sub: { textWrap: { text: `${step.type || ""} · ${status}${progress ? " · " + progress : ""}${attempts > 1 ? " · try " + attempts : ""}`, ...FIT } },
+    // The colour says the status: a foreach says how far it got instead (the line fits one row).
+    sub: { textWrap: { text: `${step.type || ""} · ${progress || status}${attempts > 1 ? " · try " + attempts : ""}`, ...FIT } },
   });
 }
 
@@ -190,7 +191,7 @@ function compositionHtml(step) {
       <p class="small" data-progress-text><strong>${esc(done)}/${esc(k.total)}</strong> done · ${esc(k.started - done)} running · ${esc(k.failed)} failed</p>` : ""}
       <ul class="child-runs">${rows}</ul>
       ${k.started > k.runs.length ? `<p class="small muted">the first ${esc(k.runs.length)} are listed</p>` : ""}
-      ${k.started ? `<p class="small"><a href="${esc(all)}" data-all-children>All child runs in the run list</a></p>` : ""}
+      ${k.started && step.type === "foreach" ? `<p class="small"><a href="${esc(all)}" data-all-children>All child runs in the run list</a></p>` : ""}
     </div>`);
   }
   if (d.celery) {
