@@ -120,6 +120,9 @@ def routes(world) -> list[Route]:
         Route("designer:diff", "GET", "/designer/alpha/diff/?a=1&b=2", VIEW),
         Route("designer:test_run", "POST", "/designer/alpha/test-run/", EDIT_AND_OPERATE, {"version": 2, "input": {}}),
         Route("designer:sample_record", "GET", "/designer/alpha/sample-record/", EDIT),
+        Route("designer:trigger_state", "GET", "/designer/alpha/trigger/", VIEW),
+        Route("designer:trigger_pause", "POST", "/designer/alpha/trigger/pause/", OPERATE, {}, form=True),
+        Route("designer:trigger_resume", "POST", "/designer/alpha/trigger/resume/", OPERATE, {}, form=True),
         # ---- monitor pages ----
         Route("monitor:dashboard", "GET", "/monitor/", SEES_SOME),
         Route("monitor:dashboard_data", "GET", "/monitor/dashboard/data/", SEES_SOME),
