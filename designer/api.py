@@ -40,6 +40,8 @@ from .serializers import (
     PublishRequestSerializer,
     StartedRunSerializer,
     StartRunRequestSerializer,
+    TriggerStateSerializer,
+    TriggerStatusSerializer,
     VersionDetailSerializer,
     VersionSerializer,
     WorkflowDetailSerializer,
@@ -97,6 +99,7 @@ _SERVICE_STATUS = (
     (services.WorkflowArchived, status.HTTP_409_CONFLICT, "archived"),
     (services.PublishFailed, status.HTTP_503_SERVICE_UNAVAILABLE, "kafka_unavailable"),
     (services.StartFailed, status.HTTP_503_SERVICE_UNAVAILABLE, "kafka_unavailable"),
+    (services.TriggerControlFailed, status.HTTP_503_SERVICE_UNAVAILABLE, "kafka_unavailable"),
     (services.ServiceError, status.HTTP_409_CONFLICT, "conflict"),
 )
 
@@ -406,6 +409,40 @@ class StartRunView(SluiceAPIView):
             "id": run_id, "workflow": workflow.slug, "version": workflow.live_version.number,
             "status": "pending", "url": f"/api/runs/{run_id}/",
         }, status=status.HTTP_202_ACCEPTED)
+
+
+class TriggerStatusView(SluiceAPIView):
+    """A workflow's trigger: paused or not, and a Kafka trigger's lag in records."""
+
+    @extend_schema(summary="The trigger's state and backlog", responses={200: TriggerStatusSerializer,
+                                                                        404: ErrorSerializer})
+    def get(self, request, slug):
+        from monitor import trigger_status
+
+        return Response(trigger_status.status(_workflow(request, slug)))
+
+
+class TriggerControlView(SluiceAPIView):
+    """Pause or resume a workflow's trigger (the right to operate its runs)."""
+
+    paused = True
+
+    @extend_schema(
+        request=None, responses={200: TriggerStateSerializer, 404: ErrorSerializer, 409: ErrorSerializer,
+                                 503: ErrorSerializer},
+        description="Paused: Kafka records wait in the topic (on resume the backlog drains at the trigger's "
+                    "`max_runs_per_second`), schedule ticks and webhook calls start nothing. Runs started by "
+                    "hand still start. Kept across runner restarts. Answers the new state.")
+    def post(self, request, slug):
+        from monitor import trigger_status
+
+        workflow = _workflow(request, slug, permissions.can_pause_trigger,
+                             "pause or resume the trigger of")
+        self.json_object(allowed=set())
+        workflow = services.set_trigger_paused(workflow, self.paused, request.user)
+        trigger_status.forget_cached()
+        state = trigger_status.status(workflow, with_lag=False)
+        return Response({key: state[key] for key in ("workflow", "type", "paused", "paused_by", "paused_at")})
 
 
 class DuplicateView(SluiceAPIView):

@@ -2,7 +2,8 @@
 
 `fields_for(...)` turns a schema into field descriptors the template renders one widget per
 type (string -> text input, or template/expression input where the schema's `x-widget` says
-so, condition field -> expression input, number/integer, boolean,
+so, condition field -> expression input, a workflow slug -> text input offering the existing
+workflows, "live" or a version number -> version input, number/integer, boolean,
 enum -> select, anything else -> JSON textarea). `read_step_form(...)` reads the POSTed panel
 back into a step dict, collecting per-field errors (unparsable numbers or JSON, schema
 violations) instead of raising, so the panel can show them inline next to the field.
@@ -53,6 +54,9 @@ TRIGGER_SCHEMA = {
                        "description": "Which records start runs: those produced after this version was published "
                                       "(default), every record on the topic (earliest), or only records produced "
                                       "once a runner starts reading the topic (latest)"},
+        "max_runs_per_second": {"type": "number", "exclusiveMinimum": 0, "title": "Max runs per second",
+                                "description": "At most this many runs start per second (bursts of one second's "
+                                               "worth), also while a backlog drains after a pause. Empty: no limit"},
         "cron": {"type": "string", "title": "Schedule (cron)", "x-widget": "text",
                  "description": "Five fields: minute hour day-of-month month day-of-week, e.g. */15 8-18 * * 1-5"},
         "timezone": {"type": "string", "title": "Time zone", "x-widget": "text", "default": "UTC",
@@ -63,7 +67,7 @@ TRIGGER_SCHEMA = {
     },
 }
 # Which trigger fields belong to which trigger type (in the order the panel shows them).
-TRIGGER_FIELDS = {"manual": (), "webhook": ("filter",), "kafka": ("topic", "filter", "start_from"),
+TRIGGER_FIELDS = {"manual": (), "webhook": ("filter",), "kafka": ("topic", "filter", "start_from", "max_runs_per_second"),
                   "schedule": ("cron", "timezone", "input")}
 TRIGGER_CONDITIONS = ("filter",)
 
@@ -92,12 +96,21 @@ def _schema_kind(prop: dict) -> str:
 
 
 # Step types may name the widget outright (`"x-widget": "template" | "expression" | "json"`).
-X_WIDGETS = {"text": "text", "template": "template", "expression": "condition", "condition": "condition", "json": "json"}
+X_WIDGETS = {"text": "text", "template": "template", "expression": "condition", "condition": "condition", "json": "json",
+             "workflow": "workflow"}
+
+
+def _is_version(prop: dict) -> bool:
+    """`"live"` or a version number (steps.subworkflow.version_property, on_failure.version)."""
+    options = prop.get("anyOf") or []
+    return any(o.get("const") == "live" for o in options) and any(o.get("type") == "integer" for o in options)
 
 
 def widget_for(prop: dict, key: str, conditions: tuple | list) -> str:
     if "enum" in prop:
         return "select"
+    if _is_version(prop):
+        return "version"
     if prop.get("x-widget") in X_WIDGETS:
         return X_WIDGETS[prop["x-widget"]]
     kind = _schema_kind(prop)
@@ -151,6 +164,13 @@ def _read_value(f: Field, raw: str | None, posted: bool):
             return (int(raw), True)
         except ValueError:
             raise ValueError("must be a whole number") from None
+    if f.widget == "version":
+        text = raw.strip()
+        if text == "live":
+            return ("live", True)
+        if text.isdigit() and int(text) >= 1:
+            return (int(text), True)
+        raise ValueError('must be "live" or a version number (1 or more)')
     if f.widget == "number":
         try:
             number = float(raw)

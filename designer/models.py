@@ -23,6 +23,12 @@ class Workflow(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The trigger's pause switch as pages show it. Runners follow the TriggerControl record on
+    # `wf.definitions` (written first, designer.services.set_trigger_paused); schedules and
+    # webhooks, which start runs from the web side, read this column.
+    trigger_paused = models.BooleanField(default=False)
+    trigger_paused_by = models.CharField(max_length=150, blank=True)
+    trigger_paused_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["slug"]

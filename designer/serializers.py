@@ -67,7 +67,7 @@ class WorkflowSerializer(serializers.ModelSerializer):
     class Meta:
         model = Workflow
         fields = ["slug", "name", "description", "archived", "status", "live_version", "latest_version",
-                  "created_by", "created_at", "updated_at"]
+                  "trigger_paused", "created_by", "created_at", "updated_at"]
         read_only_fields = fields
 
     def _latest(self, workflow):
@@ -130,6 +130,35 @@ class PublishRequestSerializer(serializers.Serializer):
 
 class StartRunRequestSerializer(serializers.Serializer):
     input = serializers.JSONField(required=False, help_text="The run's input (`trigger` in expressions); {} when omitted")
+
+
+class TriggerStateSerializer(serializers.Serializer):
+    """A workflow's trigger: paused or not (the answer of pause and resume)."""
+
+    workflow = serializers.CharField()
+    type = serializers.CharField(help_text="The live version's trigger type (the newest version's when none is live)")
+    paused = serializers.BooleanField()
+    paused_by = serializers.CharField(allow_null=True, help_text="Who paused or resumed it last")
+    paused_at = serializers.DateTimeField(allow_null=True, help_text="When it was paused or resumed last")
+
+
+class TriggerStatusSerializer(TriggerStateSerializer):
+    """The trigger's state and, for a Kafka trigger, its backlog."""
+
+    topic = serializers.CharField(allow_null=True)
+    live = serializers.BooleanField()
+    pausable = serializers.BooleanField(help_text="false for a manual trigger: nothing to pause")
+    windowed = serializers.BooleanField()
+    max_runs_per_second = serializers.FloatField(allow_null=True)
+    lag = serializers.IntegerField(allow_null=True, help_text="Records on the topic the trigger has not read yet")
+    lag_source = serializers.ChoiceField(choices=["broker", "runners"], allow_null=True,
+                                         help_text="broker: the consumer group's committed offsets; runners: "
+                                                   "their heartbeats (partitions not committed yet)")
+    unread_partitions = serializers.IntegerField(help_text="Partitions the trigger has not committed yet")
+    late_records = serializers.IntegerField(allow_null=True,
+                                            help_text="Windowed triggers: records dropped as late, counted by the "
+                                                      "runners since they started")
+    error = serializers.CharField(allow_null=True)
 
 
 class StartedRunSerializer(serializers.Serializer):

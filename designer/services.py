@@ -6,8 +6,8 @@ Kafka before the database says "live", never start an unpublished workflow) live
 
 Errors are exceptions with a clear message: `InvalidDefinition` (from orchestrator.spec, with
 every problem), `VersionConflict`, `NotPublished`, `WorkflowArchived`, `PublishFailed`,
-`StartFailed`, `VersionNotFound`, `InvalidInput`, `InputTooLarge`. Callers turn them into
-400/409/413/503 or form errors.
+`StartFailed`, `TriggerControlFailed`, `VersionNotFound`, `InvalidInput`, `InputTooLarge`.
+Callers turn them into 400/409/413/503 or form errors.
 """
 
 from __future__ import annotations
@@ -78,6 +78,10 @@ class PublishFailed(ServiceError):
 
 class StartFailed(ServiceError):
     """Kafka did not acknowledge the start command; no run was recorded."""
+
+
+class TriggerControlFailed(ServiceError):
+    """Kafka did not acknowledge a pause or resume; the database was left unchanged."""
 
 
 class InvalidInput(ServiceError):
@@ -154,6 +158,43 @@ def check_run_input(value: Any, field: str = "input") -> None:
     size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     if size > settings.SLUICE_MAX_INPUT_BYTES:
         raise InputTooLarge(size, settings.SLUICE_MAX_INPUT_BYTES, field)
+
+
+# Run starts whose input is a caller's choice, and so is checked against the workflow's
+# `input_schema`; a Kafka record, a schedule's configured input or a parent's step input is not
+# (a dead letter replayed through its trigger starts what the record would have started).
+SCHEMA_CHECKED_TRIGGERS = frozenset({"manual", "test", "webhook", "replay"})
+
+
+def check_input_schema(definition: dict | None, value: Any, field: str = "input") -> None:
+    """Refuse input that does not match the definition's `input_schema`: InvalidInput with every
+    mismatch at its path (`input.customer.id`), as jsonschema reports it."""
+    schema = (definition or {}).get("input_schema") if isinstance(definition, dict) else None
+    if not isinstance(schema, dict):
+        return
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        errors = sorted(Draft202012Validator(schema).iter_errors(value),
+                        key=lambda e: [str(part) for part in e.absolute_path])
+    except SchemaError:  # validation refuses such schemas; one stored before a rule tightened checks nothing
+        return
+    problems = []
+    for error in errors:
+        path = field
+        for part in error.absolute_path:
+            path = spec.join_path(path, part)
+        message = error.message
+        if error.validator == "required" and isinstance(error.instance, dict):
+            # Name the missing field itself, so a form can mark it.
+            missing = [name for name in error.validator_value if name not in error.instance]
+            for name in missing:
+                problems.append((spec.join_path(path, name), "required by the workflow's input_schema", "required"))
+            continue
+        problems.append((path, f"{message[:300]} (input_schema)", error.validator))
+    if problems:
+        raise InvalidInput(problems[:50], field)
 
 
 def _check_slug_matches(workflow: Workflow, definition: dict) -> None:
@@ -282,6 +323,31 @@ def publish(workflow: Workflow, version_number: int | None, user) -> WorkflowVer
     return version
 
 
+def set_trigger_paused(workflow: Workflow, paused: bool, user) -> Workflow:
+    """Pause or resume the workflow's trigger; returns the workflow with its new state.
+
+    Kafka first (the TriggerControl record every runner follows, kept across restarts), then the
+    Workflow row that pages, schedules and webhooks read: a refused record changes nothing.
+    Pausing affects whatever trigger is live: Kafka records wait in their topic, schedule ticks
+    and webhook calls start nothing; runs started by hand still start.
+    """
+    if workflow.archived:
+        raise WorkflowArchived(workflow, "paused or resumed (restore it first)")
+    by = _username(user)
+    try:
+        commands.set_trigger_paused(workflow.slug, paused, by=by)
+    except commands.CommandError as exc:
+        raise TriggerControlFailed(
+            f"Could not {'pause' if paused else 'resume'} the trigger of '{workflow.slug}': Kafka did not "
+            f"acknowledge ({exc}); nothing changed") from exc
+    now = timezone.now()
+    Workflow.objects.filter(pk=workflow.pk).update(trigger_paused=paused, trigger_paused_by=by,
+                                                   trigger_paused_at=now, updated_at=now)
+    workflow.refresh_from_db()
+    record_audit(user, "pause_trigger" if paused else "resume_trigger", ("workflow", workflow.slug), {})
+    return workflow
+
+
 def start_run(workflow: Workflow, input: Any, user, version: int | None = None, trigger: dict | None = None,
               run_id: str | None = None) -> str:
     """Start a run of the live version (or of a given published version); returns the run id.
@@ -296,17 +362,19 @@ def start_run(workflow: Workflow, input: Any, user, version: int | None = None, 
     if version is None:
         if workflow.live_version_id is None:
             raise NotPublished(workflow)
-        number = workflow.live_version.number
+        chosen = workflow.live_version
     else:
         chosen = get_version(workflow, version)
         if chosen.published_at is None:
             raise ServiceError(f"Version {version} of workflow '{workflow.slug}' was never published: "
                                f"runners do not know it")
-        number = chosen.number
+    number = chosen.number
     by = _username(user)
     trigger = trigger or {"type": "manual"}
     input = {} if input is None else input
     check_run_input(input)
+    if trigger.get("type") in SCHEMA_CHECKED_TRIGGERS:
+        check_input_schema(chosen.definition, input)
     try:
         run_id = commands.start_run(workflow.slug, number, input, started_by=by, trigger=trigger, run_id=run_id)
     except commands.CommandError as exc:
@@ -341,6 +409,7 @@ def start_test_run(workflow: Workflow, number: int, input: Any, user, record: di
         trigger.update({key: record.get(key) for key in ("topic", "partition", "offset", "key", "timestamp")})
     input = {} if input is None else input
     check_run_input(input)
+    check_input_schema(version.definition, input)
     check_run_input(trigger, "record")
     by = _username(user)
     try:

@@ -26,6 +26,9 @@ urlpatterns = [
     path("designer/<any:slug>/versions/<int:number>/restore/", views.restore, name="restore"),
     path("designer/<any:slug>/diff/", views.diff, name="diff"),
     path("designer/<any:slug>/test-run/", views.test_run, name="test_run"),
+    path("designer/<any:slug>/trigger/", views.trigger_state, name="trigger_state"),
+    path("designer/<any:slug>/trigger/pause/", views.trigger_control, {"paused": True}, name="trigger_pause"),
+    path("designer/<any:slug>/trigger/resume/", views.trigger_control, {"paused": False}, name="trigger_resume"),
     path("designer/<any:slug>/sample-record/", views.sample_record, name="sample_record"),
     path("designer/<any:slug>/", views.editor, name="editor"),
 ]

@@ -21,15 +21,17 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.templatetags.static import static
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from monitor import permissions
+from monitor import permissions, trigger_status
 from monitor.models import Run
 from orchestrator import spec, steps, webhooks
 from orchestrator.models import WebhookEndpoint
 from orchestrator.spec import InvalidDefinition, Problem
 
 from . import forms, services
+from . import window_form as window_forms
 from .diff import diff_definitions
 from .models import Workflow, WorkflowVersion
 
@@ -161,11 +163,22 @@ def workflow_list(request):
             "last_run": last_runs.get(workflow.slug),
             "can_edit": permissions.can_edit_workflow(user, workflow),
             "can_archive": permissions.can_archive_workflow(user, workflow),
+            # The Run button: the live version's input form (its input_schema), for operators.
+            "can_run": workflow.live_version_id is not None and not workflow.archived
+            and permissions.can_operate_workflow(user, workflow),
+            "input_schema": _input_schema_json(workflow.live_version),
+            "trigger": trigger_state_context(user, workflow, with_lag=False),
         })
     template = "designer/_workflow_rows.html" if request.htmx and request.htmx.target == "workflow-rows" \
         else "designer/list.html"
     return render(request, template, {"rows": rows, "query": query, "show_archived": show_archived,
                                       "can_add": permissions.can_create_workflow(user)})
+
+
+def _input_schema_json(version) -> str:
+    """A version's input_schema as JSON for a Run button's data attribute ("" when it has none)."""
+    schema = (version.definition or {}).get("input_schema") if version is not None else None
+    return json.dumps(schema) if isinstance(schema, dict) else ""
 
 
 @login_required
@@ -210,6 +223,47 @@ def workflow_archive(request, slug):
     return redirect("designer:list")
 
 
+# ---- the trigger: its state, pause and resume --------------------------------------------
+trigger_state_context = trigger_status.page_context
+
+
+@login_required
+@require_GET
+def trigger_state(request, slug):
+    """The trigger's state with its lag from the broker, as an HTML fragment (htmx polls it)."""
+    workflow = _visible_workflow(request, slug, Workflow.objects.select_related("live_version"))
+    return render(request, "designer/_trigger_state.html", trigger_state_context(request.user, workflow,
+                                                                                  with_lag=True))
+
+
+@login_required
+@require_POST
+def trigger_control(request, slug, paused: bool):
+    """Pause or resume from a page: the fragment again for htmx, else back to where the form was."""
+    workflow = _visible_workflow(request, slug, Workflow.objects.select_related("live_version"))
+    _require(permissions.can_pause_trigger(request.user, workflow),
+             f"Pausing or resuming the trigger of '{slug}' needs the right to operate its runs")
+    error = ""
+    try:
+        workflow = services.set_trigger_paused(workflow, paused, request.user)
+    except services.ServiceError as exc:
+        error = str(exc)
+    trigger_status.forget_cached()
+    if request.htmx:
+        context = trigger_state_context(request.user, workflow, with_lag=True)
+        context["error"] = error
+        return render(request, "designer/_trigger_state.html", context, status=200)
+    if error:
+        messages.error(request, error)
+    else:
+        messages.success(request, f"The trigger of '{slug}' is {'paused' if paused else 'running again'}.")
+    target = request.POST.get("next") or ""
+    if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        target = reverse("designer:list")
+    return redirect(target)
+
+
 # ---- editor page -------------------------------------------------------------------------
 def _editor_context(request, workflow: Workflow | None, version: WorkflowVersion | None, definition: dict):
     user = request.user
@@ -224,6 +278,12 @@ def _editor_context(request, workflow: Workflow | None, version: WorkflowVersion
         "can_edit": can_edit,
         "can_publish": bool(workflow) and permissions.can_publish_workflow(user, workflow),
         "can_test_run": bool(workflow) and permissions.can_test_run(user, workflow),
+        "can_run": bool(workflow) and workflow.live_version_id is not None and not workflow.archived
+        and permissions.can_operate_workflow(user, workflow),
+        # The button exists (hidden until a version is live) for operators of an unarchived workflow.
+        "can_run_any": bool(workflow) and not workflow.archived and permissions.can_operate_workflow(user, workflow),
+        "live_input_schema": _input_schema_json(workflow.live_version) if workflow else "",
+        "trigger": trigger_state_context(user, workflow, with_lag=False) if workflow else None,
         "editor_config": {
             "canEdit": can_edit,
             "slug": workflow.slug if workflow else None,
@@ -315,6 +375,10 @@ def panel(request):
                            else permissions.can_create_workflow(request.user))
     if step_id is None:
         context["webhook"] = _webhook_panel(request, definition, updated)
+    else:
+        # Sub-workflow and foreach steps name a workflow: offer the ones the author can see.
+        context["workflow_slugs"] = list(permissions.visible_workflows(request.user, Workflow.objects.filter(
+            archived=False)).order_by("slug").values_list("slug", flat=True)[:500])
     response = render(request, "designer/_panel.html", context)
     if submitted:
         response["HX-Trigger"] = json.dumps(event)
@@ -437,20 +501,30 @@ def _trigger_panel(definition: dict, post):
         trigger_type = "manual"
     shown = ("type",) + forms.TRIGGER_FIELDS[trigger_type]
     fields = forms.fields_for(forms.TRIGGER_SCHEMA, trigger, "trigger", forms.TRIGGER_CONDITIONS, only=shown)
+    # A Kafka trigger may aggregate over time windows: its own block, with a list of aggregates.
+    window_form = None
+    if trigger_type == "kafka":
+        window_form, window = window_forms.build(trigger, post)
     if post is not None:
         values = forms.read_section(fields, post, forms.TRIGGER_SCHEMA,
                                     {k: v for k, v in trigger.items() if k in shown})
-        extra = {k: v for k, v in trigger.items() if k not in forms.TRIGGER_SCHEMA["properties"]}
+        extra = {k: v for k, v in trigger.items() if k not in forms.TRIGGER_SCHEMA["properties"] and k != "window"}
         trigger = {**extra, **values}
+        if window_form is not None and window is not None:
+            trigger["window"] = window
         definition = {**definition, "trigger": trigger}
     sections = {"trigger": fields}
 
     def prefix_of(path: str):
         return path if path.startswith("trigger.") else None
 
-    general = _attach_problems(_problems_for(definition, None), sections, prefix_of)
+    problems = _problems_for(definition, None)
+    if window_form is not None:
+        problems = window_forms.attach(problems, window_form)
+    general = _attach_problems(problems, sections, prefix_of)
     return {
         "kind": "trigger", "trigger": trigger, "sections": sections, "general_errors": general,
+        "window": window_form,
         "has_errors": bool(general or any(f.errors for f in fields)),
         "context_names": forms.context_names(definition, None), "definition_json": json.dumps(definition),
     }, trigger

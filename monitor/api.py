@@ -100,7 +100,10 @@ class RunActionView(SluiceAPIView):
         except operations.OperationForbidden as exc:
             raise exceptions.PermissionDenied(str(exc)) from exc
         except operations.BadInput as exc:
-            raise exceptions.ValidationError({exc.path: [str(exc).split(": ", 1)[-1]]}) from exc
+            errors: dict[str, list[str]] = {}
+            for path, message in exc.problems:
+                errors.setdefault(path, []).append(message)
+            raise exceptions.ValidationError(errors) from exc
         except operations.OperationError as exc:
             if isinstance(exc.__cause__, CommandError):
                 error = exceptions.APIException(str(exc), code="kafka_unavailable")

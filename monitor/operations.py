@@ -36,10 +36,12 @@ class OperationForbidden(OperationError):
 
 
 class BadInput(OperationError):
-    """A value the operator sent that cannot be used; `path` names it."""
+    """A value the operator sent that cannot be used; `path` names it (`problems`: every
+    (path, message) when there are several, e.g. input that does not match the input_schema)."""
 
-    def __init__(self, path: str, message: str):
+    def __init__(self, path: str, message: str, problems: list[tuple[str, str]] | None = None):
         self.path = path
+        self.problems = problems or [(path, message)]
         super().__init__(f"{path}: {message}")
 
 
@@ -93,6 +95,10 @@ def retry_with_input(user, run: Run, new_input) -> str:
     _require_operator(user, run)
     try:
         services.check_run_input(new_input)
+        services.check_input_schema(_definition_of(run), new_input)
+    except services.InvalidInput as exc:
+        raise BadInput(exc.problems[0].path, exc.problems[0].message,
+                       [(problem.path, problem.message) for problem in exc.problems]) from exc
     except services.ServiceError as exc:
         raise OperationError(str(exc)) from exc
     trigger = {"type": "replay", "of": run.id}
@@ -107,6 +113,14 @@ def retry_with_input(user, run: Run, new_input) -> str:
         started_by=user.get_username(), created_at=timezone.now()))
     audit.record(user, "retry_with_input", ("run", run.id), {"new_run": new_id, "input": new_input})
     return new_id
+
+
+def _definition_of(run: Run) -> dict | None:
+    """The definition of the version the run ran (None when that version is gone)."""
+    from designer.models import WorkflowVersion
+
+    version = WorkflowVersion.objects.filter(workflow__slug=run.workflow, number=run.version).first()
+    return version.definition if version else None
 
 
 def signal(user, run: Run, name: str, payload=None) -> None:

@@ -163,6 +163,11 @@ def can_operate_any_workflow(user) -> bool:
     return (_has(user, OPERATE_ALL) and can_view_any_workflow(user)) or bool(_active(user) and _operated_slugs(user))
 
 
+def can_pause_trigger(user, workflow) -> bool:
+    """Pause or resume the workflow's trigger: stopping and restarting its runs is operating it."""
+    return can_operate_workflow(user, workflow)
+
+
 def can_test_run(user, workflow) -> bool:
     """Run a saved draft once from the designer: it executes unpublished work, so edit and operate."""
     return can_edit_workflow(user, workflow) and can_operate_workflow(user, workflow)

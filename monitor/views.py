@@ -20,17 +20,19 @@ from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.templatetags.static import static
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from . import dead_letters as dead_letter_origins
-from . import operations, permissions, stats
+from . import operations, permissions, run_details, stats, trigger_status
 from .kafka_lag import consumer_lag
 from .models import AuditEntry, DeadLetter, Run, RunStatus
 from .permissions import visible_runs, visible_workflow_slugs
 
 PAGE_SIZE = 25
-TRIGGER_TYPES = ["manual", "kafka", "schedule", "webhook", "replay"]
+TRIGGER_TYPES = ["manual", "kafka", "schedule", "webhook", "window", "parent", "on_failure", "replay", "test"]
 
 
 def _require(allowed: bool, message: str) -> None:
@@ -107,6 +109,13 @@ def filter_runs(user, params) -> tuple:
     topic = params.get("topic", "").strip()
     if topic:
         runs = runs.filter(trigger__topic=topic)
+    parent = params.get("parent", "").strip()
+    if parent:
+        # The child runs of a run (subworkflow and foreach steps), optionally of one step.
+        runs = runs.filter(trigger__type="parent", trigger__run_id=parent)
+        step = params.get("step", "").strip()
+        if step:
+            runs = runs.filter(trigger__step_id=step)
     for field in ("partition", "offset"):
         value = params.get(field, "").strip()
         if value:
@@ -137,10 +146,30 @@ def run_list(request):
     query = request.GET.copy()
     query.pop("page", None)
     context = {"page": page, "error": error, "filters": request.GET, "statuses": RunStatus.values,
-               "workflows": workflows, "trigger_types": TRIGGER_TYPES, "query": query.urlencode()}
+               "workflows": workflows, "trigger_types": TRIGGER_TYPES, "query": query.urlencode(),
+               "workflow_card": _workflow_card(request.user, request.GET.get("workflow", "").strip())}
     template = "monitor/_run_rows.html" if request.htmx else "monitor/run_list.html"
     response = render(request, template, context, status=400 if error else 200)
     return response
+
+
+def _workflow_card(user, slug: str) -> dict | None:
+    """The runs of one workflow open on the workflow itself, as in Kestra's flow page: its live
+    version, its trigger (paused or not, the lag, pause and resume) and its Run button."""
+    from designer.models import Workflow
+
+    if not slug:
+        return None
+    workflow = Workflow.objects.select_related("live_version").filter(slug=slug).first()
+    if workflow is None or not permissions.can_view_workflow(user, workflow):
+        return None
+    live = workflow.live_version
+    schema = (live.definition or {}).get("input_schema") if live is not None else None
+    return {
+        "workflow": workflow, "live": live, "trigger": trigger_status.page_context(user, workflow, with_lag=False),
+        "can_run": live is not None and not workflow.archived and permissions.can_operate_workflow(user, workflow),
+        "input_schema": json.dumps(schema) if isinstance(schema, dict) else "",
+    }
 
 
 # ---- run detail -----------------------------------------------------------------------------
@@ -159,11 +188,12 @@ def _definition(run: Run) -> dict | None:
     return version.definition if version else None
 
 
-def _step_payload(step) -> dict:
+def _step_payload(step, details: dict | None = None) -> dict:
     return {"step_id": step.step_id, "type": step.type, "status": step.status, "attempts": step.attempts,
             "input": step.input, "output": step.output, "error": step.error, "port": step.port,
             "started_at": step.started_at.isoformat() if step.started_at else None,
-            "ended_at": step.ended_at.isoformat() if step.ended_at else None}
+            "ended_at": step.ended_at.isoformat() if step.ended_at else None,
+            "details": details or run_details.empty_step_details()}
 
 
 def _approval_signals(definition: dict | None) -> dict:
@@ -183,15 +213,21 @@ def run_detail(request, run_id):
     history = list(run.history.order_by("seq"))
     from .live import entry_payload
 
+    events = [entry_payload(entry, run) for entry in history]
+    folded_run, folded_steps = run_details.fold_history(events)
     page_data = {
         "run": {"id": run.id, "workflow": run.workflow, "version": run.version, "status": run.status,
                 "last_seq": run.last_seq, "created_at": run.created_at.isoformat(),
                 "error": run.error, "output": run.output,
                 "started_at": run.started_at.isoformat() if run.started_at else None,
-                "ended_at": run.ended_at.isoformat() if run.ended_at else None},
+                "ended_at": run.ended_at.isoformat() if run.ended_at else None,
+                "trigger": run.trigger, **folded_run},
         "definition": definition,
-        "steps": [_step_payload(step) for step in steps],
-        "history": [entry_payload(entry, run) for entry in history],
+        "steps": [_step_payload(step, folded_steps.get(step.step_id)) for step in steps],
+        "history": events,
+        "static": static(""),
+        "urls": {"run": reverse("monitor:run_detail", args=["RUN_ID"]),
+                 "children": reverse("monitor:run_list") + "?parent=RUN_ID&step=STEP_ID"},
         "approvals": _approval_signals(definition),
         "ws_path": f"/ws/runs/{run.id}/",
     }
@@ -202,7 +238,29 @@ def run_detail(request, run_id):
         "output_json": json.dumps(run.output, indent=2) if run.output is not None else "",
         "waiting_approvals": [(step.step_id, page_data["approvals"][step.step_id]) for step in steps
                               if step.status == "waiting" and step.step_id in page_data["approvals"]],
+        "window": _window_facts(run.trigger),
+        "parent_step_type": _parent_step_type(run.trigger),
     })
+
+
+def _parent_step_type(trigger) -> str:
+    """The type of the step that started this child run ("subworkflow" or "foreach"), if known."""
+    if not isinstance(trigger, dict) or trigger.get("type") != "parent":
+        return ""
+    from .models import StepRun
+
+    return StepRun.objects.filter(run_id=str(trigger.get("run_id")), step_id=str(trigger.get("step_id"))
+                                  ).values_list("type", flat=True).first() or ""
+
+
+def _window_facts(trigger) -> dict | None:
+    """A window run's key, bounds and counts as the page shows them (the key as JSON when not text)."""
+    if not isinstance(trigger, dict) or trigger.get("type") != "window":
+        return None
+    key = trigger.get("key")
+    return {"key": key if isinstance(key, str) else json.dumps(key), "window_start": trigger.get("window_start") or "",
+            "window_end": trigger.get("window_end") or "", "records": trigger.get("records", "—"),
+            "late_records": trigger.get("late_records", 0)}
 
 
 def _json_field(text: str, field: str):

@@ -29,8 +29,9 @@ def scheduled_run_id(slug: str, tick) -> str:
 def start_scheduled_run(slug: str) -> str | None:
     """Start a run of `slug`'s live version for the current cron tick; returns the run id.
 
-    Returns None (and starts nothing) when the workflow is gone, archived, unpublished or its
-    live version no longer has a schedule trigger (beat fired before a publish disabled it).
+    Returns None (and starts nothing) when the workflow is gone, archived, unpublished, its
+    trigger is paused, or its live version no longer has a schedule trigger (beat fired before a
+    publish disabled it).
     """
     from designer.models import Workflow
     from monitor.models import Run, RunStatus
@@ -38,6 +39,10 @@ def start_scheduled_run(slug: str) -> str | None:
     workflow = Workflow.objects.select_related("live_version").filter(slug=slug).first()
     if workflow is None or workflow.archived or workflow.live_version is None:
         log.warning("schedule tick for %s skipped: no live version", slug)
+        return None
+    if workflow.trigger_paused:
+        # A paused schedule skips its ticks (they are not made up on resume, as cron does).
+        log.info("schedule tick for %s skipped: its trigger is paused", slug)
         return None
     try:
         schedule = schedule_of(workflow.live_version.definition)

@@ -8,9 +8,10 @@ publish API's answer), by `manage.py webhook_token`, or by `POST /api/workflows/
 (also at `POST /hooks/<slug>/token/`; session or API token, for users allowed to publish).
 
 Answers are JSON in the API's error shape `{"detail", "code", "errors"}`: 401 no token,
-403 wrong token, 404 no live webhook trigger, 400 body not JSON (or nested too deeply, or not
-valid text), 413 body larger than SLUICE_MAX_INPUT_BYTES, 422 trigger filter failed on the
-body, 503 Kafka unreachable; 202 `{"run_id", "workflow",
+403 wrong token, 404 no live webhook trigger, 423 the workflow's trigger is paused, 400 body
+not JSON (or nested too deeply, or not valid text, or not matching the workflow's
+`input_schema`, each mismatch at its path), 413 body larger than SLUICE_MAX_INPUT_BYTES, 422
+trigger filter failed on the body, 503 Kafka unreachable; 202 `{"run_id", "workflow",
 "version", "started": true}` when the start was acknowledged, 200 with `"started": false` when
 the body did not pass the trigger's `filter` (names: `trigger` = body, `record` = request).
 
@@ -148,6 +149,11 @@ def receive(request, slug: str):
     if live is None:
         return error(404, f"Workflow '{slug}' has no live version with a webhook trigger", "not_found")
     workflow, version = live
+    if workflow.trigger_paused:
+        # 423 Locked: the endpoint exists and the token is right, but it takes nothing now.
+        # Nothing is queued: the caller keeps its event and may send it again after a resume.
+        return error(423, f"The trigger of workflow '{slug}' is paused: nothing was started; send it again "
+                          f"once the trigger is resumed", "trigger_paused")
 
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
@@ -166,7 +172,7 @@ def receive(request, slug: str):
             return error(400, "The request body is nested too deeply", "parse_error", path="body")
     else:
         payload = {}  # an empty POST is a bare "go" signal
-    refusal = _unfit_input(payload)
+    refusal = _unfit_input(payload, version.definition)
     if refusal is not None:
         return refusal
 
@@ -195,17 +201,19 @@ def receive(request, slug: str):
                         status=202)
 
 
-def _unfit_input(payload) -> JsonResponse | None:
-    """The answer for a body no runner could carry (designer.services.check_run_input), else None."""
+def _unfit_input(payload, definition: dict | None = None) -> JsonResponse | None:
+    """The answer for a body no runner could carry (designer.services.check_run_input) or that
+    does not match the workflow's `input_schema` (every mismatch listed), else None."""
     from designer import services
 
     try:
         services.check_run_input(payload, "body")
+        services.check_input_schema(definition, payload, "body")
     except services.InputTooLarge as exc:
         return error(413, str(exc), "too_large", path="body")
     except services.InvalidInput as exc:
-        first = exc.problems[0]
-        return error(400, str(exc), first.code, path=first.path)
+        return JsonResponse({"detail": str(exc), "code": exc.problems[0].code,
+                             "errors": [problem.as_dict() for problem in exc.problems]}, status=400)
     return None
 
 

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler, needs_server=server)
         return sub
 
-    from . import dead_letters, runs, workflows
+    from . import dead_letters, runs, triggers, workflows
 
     login = command(commands, "login", _login, "check a token against a server and store both for later commands",
                     server=False)
@@ -127,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     signal.add_argument("name", help="the signal's name (an approval step's signal, by default its step id)")
     signal.add_argument("--payload", metavar="JSON",
                         help='the signal\'s payload, e.g. \'{"approved": true}\' (JSON, @FILE or @-)')
+
+    trigger = commands.add_parser("trigger", parents=[common], help="pause, resume and inspect a workflow's trigger",
+                                  description="pause, resume and inspect a workflow's trigger")
+    trigger_commands = trigger.add_subparsers(dest="trigger_command", metavar="COMMAND", required=True)
+    for name, handler, text in (
+            ("pause", triggers.pause, "pause a workflow's trigger on every runner (records wait in the topic; "
+                                      "schedules and webhooks start nothing)"),
+            ("resume", triggers.resume, "resume a paused trigger (the backlog drains at its max_runs_per_second)"),
+            ("status", triggers.status, "whether the trigger is paused, and its backlog in records")):
+        command(trigger_commands, name, handler, text).add_argument("slug", metavar="SLUG")
 
     dlq = commands.add_parser("dlq", parents=[common], help="dead letters: records the runners gave up on",
                               description="dead letters: records the runners gave up on")

@@ -73,8 +73,13 @@ def test_every_example_is_valid_and_uses_registered_step_types(path):
 def test_there_are_enough_examples_to_show_the_product():
     slugs = {json.loads(p.read_text())["slug"] for p in EXAMPLES.glob("*.json")}
     assert {"hello", "order-fulfilment", "flaky-with-retries", "expense-approval"} <= slugs
-    kinds = {step["type"] for p in EXAMPLES.glob("*.json") for step in json.loads(p.read_text())["steps"]}
-    assert {"transform", "branch", "python", "kafka_produce", "approval", "fail"} <= kinds
+    documents = [json.loads(p.read_text()) for p in EXAMPLES.glob("*.json")]
+    kinds = {step["type"] for document in documents for step in document["steps"]}
+    assert {"transform", "branch", "python", "kafka_produce", "approval", "fail", "lookup", "subworkflow", "foreach",
+            "celery_task"} <= kinds
+    assert any("window" in document["trigger"] for document in documents)
+    assert any("on_failure" in document for document in documents)
+    assert any("input_schema" in document for document in documents)
 
 
 @pytest.mark.kafka

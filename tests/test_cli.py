@@ -75,7 +75,8 @@ def test_validate_json_output_and_valid_examples(env):
     report = json.loads(result.stdout)
     assert report["valid"] is True
     assert sorted(entry["slug"] for entry in report["files"]) == [
-        "expense-approval", "flaky-with-retries", "hello", "order-enrichment", "order-fulfilment"]
+        "add-with-celery", "buy-stats", "charge-card", "expense-approval", "flaky-with-retries", "hello",
+        "notify-ops", "order-enrichment", "order-fulfilment", "place-order", "ship-all", "ship-one"]
 
 
 def test_validate_reports_warnings_without_failing(tmp_path, env):

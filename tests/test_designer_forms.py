@@ -52,7 +52,7 @@ def test_plain_strings_are_text_and_only_declared_templates_are_templates():
 
 def test_every_trigger_field_has_a_place_in_the_panel():
     assert forms.TRIGGER_FIELDS["webhook"] == ("filter",)
-    assert set(forms.TRIGGER_FIELDS["kafka"]) == {"topic", "filter", "start_from"}
+    assert set(forms.TRIGGER_FIELDS["kafka"]) == {"topic", "filter", "start_from", "max_runs_per_second"}
     assert set(forms.TRIGGER_FIELDS["schedule"]) == {"cron", "timezone", "input"}
     kafka = {f.key: f for f in forms.fields_for(forms.TRIGGER_SCHEMA, {}, "trigger", forms.TRIGGER_CONDITIONS,
                                                  only=("type",) + forms.TRIGGER_FIELDS["kafka"])}

@@ -16,6 +16,7 @@
  *   versions.js   version history, diff, restore
  *   webhook.js    webhook tokens: shown once, rotated
  *   test_run.js   test runs, watched live with the monitor's client
+ * and the monitor's run_dialog.js for the Run button (the live version, its input_schema's form).
  */
 
 import { initialDefinition, $ } from "./page.js";
@@ -30,6 +31,7 @@ import { setupSave } from "./save.js";
 import { setupVersions } from "./versions.js";
 import { setupWebhook } from "./webhook.js";
 import { setupTestRun } from "./test_run.js";
+import { setupRunButtons } from "../monitor/run_dialog.js";
 
 const canvas = createCanvas({ stepCount: (initialDefinition.steps || []).length });
 const model = createModel(canvas);
@@ -42,6 +44,7 @@ const webhook = setupWebhook({ panel });
 const save = setupSave({ canvas, model, code, webhook });
 setupVersions({ model, save });
 setupTestRun({ canvas, model, save });
+setupRunButtons(document.querySelector(".editor-toolbar"));
 
 const updateEmptyHint = () => { $("#canvas-empty").hidden = canvas.graph.getNodes().length > 0; };
 model.on("settled", () => {

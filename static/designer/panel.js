@@ -35,7 +35,7 @@ export function setupPanel({ canvas, model }) {
       chip.id = "trigger-chip";
       chip.className = "trigger-chip";
       chip.addEventListener("click", () => open(null));
-      $(".canvas-wrap").append(chip);
+      ($("#canvas-top") || $(".canvas-wrap")).prepend(chip);
     }
     const trigger = model.trigger;
     const detail = trigger.type === "kafka" ? (trigger.topic || "no topic")
@@ -45,6 +45,13 @@ export function setupPanel({ canvas, model }) {
   }
 
   $("#open-trigger").addEventListener("click", (e) => { e.preventDefault(); open(null); });
+  // The trigger's state beside the chip is swapped by htmx (pause, resume, every 10 s): the
+  // header's "trigger paused" pill follows it.
+  document.body.addEventListener("htmx:afterSettle", () => {
+    const state = $("#canvas-top .trigger-state");
+    const pill = $("#header-trigger-paused");
+    if (state && pill) pill.hidden = state.dataset.paused !== "1";
+  });
   $("#panel").addEventListener("click", (e) => {
     if (e.target.matches("[data-open-trigger]")) { e.preventDefault(); open(null); }
   });

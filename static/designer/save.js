@@ -122,6 +122,13 @@ export function setupSave({ canvas, model, code, webhook }) {
     const answer = await postJSON(`${config.urls.base}publish/`, { version });
     if (!answer.ok) { $("#publish-error").textContent = problemText(answer.body); return; }
     live = answer.body.live;
+    // The Run button starts the live version: from now on with this version's input form.
+    const run = $("#btn-run");
+    if (run) {
+      const schema = model.currentDefinition().input_schema;
+      run.dataset.runSchema = schema && typeof schema === "object" ? JSON.stringify(schema) : "";
+      run.hidden = false;
+    }
     updateVersionPills();
     publishDialog.close();
     toast(`Version ${live} is live`);

@@ -9,6 +9,7 @@ import { connect, indicator } from "../monitor/live.js";
 import { RunState } from "../monitor/run_state.js";
 import { RUN_FINISHED } from "../monitor/status.js";
 import { errorHtml, prettyJSON } from "../monitor/text.js";
+import { renderSchemaForm } from "../monitor/schema_form.js";
 
 export function setupTestRun({ canvas, model, save }) {
   const button = $("#btn-test");
@@ -16,8 +17,37 @@ export function setupTestRun({ canvas, model, save }) {
   const dialog = $("#dlg-test");
   const input = $("#test-input");
 
+  // With an input_schema, the input is typed into a form made from it (JSON stays one click away).
+  let form = null;
+  let schema = null;
+  function showForm(value) {
+    form = renderSchemaForm($("#test-form"), schema, value);
+    $("#test-form").hidden = false;
+    $("#test-input-field").hidden = true;
+    $("#test-form-toggle").textContent = "Edit the input as JSON";
+  }
+  function showJSON(value) {
+    form = null;
+    if (value !== undefined) input.value = JSON.stringify(value, null, 2);
+    $("#test-form").hidden = true;
+    $("#test-input-field").hidden = false;
+    $("#test-form-toggle").textContent = "Back to the form";
+  }
+  $("#test-form-toggle").addEventListener("click", (e) => {
+    e.preventDefault();
+    if (form) { showJSON(form.read().value || {}); return; }
+    let value;
+    try { value = JSON.parse(input.value || "{}"); } catch (err) { value = undefined; }
+    showForm(value);
+  });
+
   button.addEventListener("click", () => {
     const trigger = model.trigger;
+    const declared = model.currentDefinition().input_schema;
+    schema = declared && typeof declared === "object" ? declared : null;
+    $("#test-form-toggle-line").hidden = !schema;
+    if (schema) showForm(undefined);
+    else showJSON();
     $("#test-error").textContent = "";
     $("#test-sample-status").textContent = trigger.type === "kafka" ? "" : "(the trigger is not a Kafka topic)";
     $("#test-sample").disabled = trigger.type !== "kafka" || !trigger.topic;
@@ -32,6 +62,7 @@ export function setupTestRun({ canvas, model, save }) {
     const body = await response.json().catch(() => ({ error: `The server answered ${response.status}` }));
     if (!response.ok) { status.textContent = body.error; return; }
     input.value = JSON.stringify(body.value, null, 2);
+    if (form) showJSON(); // a record is shown as it is, not squeezed into the form
     input.dataset.record = JSON.stringify(body.record);
     status.textContent = `offset ${body.record.offset} of ${body.record.topic}[${body.record.partition}]`;
   });
@@ -41,9 +72,15 @@ export function setupTestRun({ canvas, model, save }) {
     e.preventDefault();
     const errorBox = $("#test-error");
     let value;
-    try { value = JSON.parse(input.value || "{}"); } catch (err) {
-      errorBox.textContent = `The input is not valid JSON: ${err.message}`;
-      return;
+    if (form) {
+      const read = form.read();
+      if (read.errors.length) { form.showProblems(read.errors); return; }
+      value = read.value === undefined ? {} : read.value;
+    } else {
+      try { value = JSON.parse(input.value || "{}"); } catch (err) {
+        errorBox.textContent = `The input is not valid JSON: ${err.message}`;
+        return;
+      }
     }
     if (model.dirty || !save.version) {
       const saved = await save.save("Saved for a test run");
@@ -55,7 +92,12 @@ export function setupTestRun({ canvas, model, save }) {
     }
     const record = input.dataset.record ? JSON.parse(input.dataset.record) : null;
     const answer = await postJSON(`${config.urls.base}test-run/`, { version: save.version, input: value, record });
-    if (!answer.ok) { errorBox.textContent = problemText(answer.body); return; }
+    if (!answer.ok) {
+      // Input that does not match the input_schema: each mismatch next to its field.
+      const left = form ? form.showProblems(answer.body.problems || []) : answer.body.problems || [];
+      errorBox.textContent = problemText({ ...answer.body, problems: left });
+      return;
+    }
     dialog.close();
     watch(answer.body.run_id);
   });

@@ -6,6 +6,7 @@
  * re-rendering what they change; it never needs a reload to be right.
  */
 
+import { describeEvent, runLink } from "./history_text.js";
 import { connect, indicator } from "./live.js";
 import { RunState } from "./run_state.js";
 import { RUN_FINISHED, STATUS_COLOURS, STEP_ACTIVE } from "./status.js";
@@ -81,13 +82,24 @@ function paintNode(id) {
   const status = step.status || "pending";
   const { fill, stroke } = STATUS_COLOURS[status] || STATUS_COLOURS.pending;
   const attempts = (step.attempts || []).length;
+  const progress = childProgress(step);
   node.setAttrs({
     body: { fill, stroke, "data-status": status, strokeDasharray: status === "skipped" ? "5 4" : null },
-    sub: { textWrap: { text: `${step.type || ""} · ${status}${attempts > 1 ? " · try " + attempts : ""}`, ...FIT } },
+    // The colour says the status: a foreach says how far it got instead (the line fits one row).
+    sub: { textWrap: { text: `${step.type || ""} · ${progress || status}${attempts > 1 ? " · try " + attempts : ""}`, ...FIT } },
   });
 }
 
 // ---- run, steps table, step panel, approvals ---------------------------------------------------
+const urls = data.urls;
+
+/** "7/10" for a foreach (done of total), "" for steps without children or a single child. */
+function childProgress(step) {
+  const kids = step.details && step.details.children;
+  if (!kids || step.type !== "foreach") return "";
+  return `${kids.succeeded + kids.failed}/${kids.total}${kids.failed ? ` · ${kids.failed} failed` : ""}`;
+}
+
 function duration(step) {
   if (!step.started_at) return "";
   const end = step.ended_at ? new Date(step.ended_at) : (STEP_ACTIVE.has(step.status) ? new Date() : null);
@@ -112,6 +124,12 @@ function renderRun() {
   const none = $("run-none");
   none.hidden = run.output != null || Boolean(run.error);
   none.textContent = RUN_FINISHED.has(run.status) ? "no output" : "not finished yet";
+  const handler = $("on-failure-link");
+  if (run.on_failure && run.on_failure.run_id) {
+    handler.innerHTML = `<span class="icon" style="--icon:url('${data.static}icons/alert-triangle.svg')"></span>
+      on_failure started <strong>${esc(run.on_failure.workflow)}</strong> ${runLink(urls, run.on_failure.run_id)}`;
+    handler.hidden = false;
+  }
 }
 
 function renderTable() {
@@ -119,7 +137,7 @@ function renderTable() {
     <tr data-step-id="${esc(s.step_id)}" data-status="${esc(s.status)}" class="${s.step_id === selected ? "selected" : ""}">
       <td><a href="#" data-select="${esc(s.step_id)}"><code>${esc(s.step_id)}</code></a></td>
       <td class="muted">${esc(s.type)}</td>
-      <td><span class="pill ${esc(s.status)}">${esc(s.status)}</span></td>
+      <td><span class="pill ${esc(s.status)}">${esc(s.status)}</span>${childProgress(s) ? ` <span class="small muted" data-progress>${esc(childProgress(s))}</span>` : ""}</td>
       <td>${(s.attempts || []).length || ""}</td>
       <td class="muted small">${esc(clock(s.started_at))}</td>
       <td class="small">${esc(duration(s))}</td>
@@ -149,10 +167,46 @@ function renderPanel() {
     <p class="row"><code class="strong">${esc(step.step_id)}</code><span class="muted">${esc(step.type)}</span><span class="spacer"></span><span class="pill ${esc(step.status)}">${esc(step.status)}</span></p>
     ${step.port && step.port !== "out" ? `<p class="small muted">took port <code>${esc(step.port)}</code></p>` : ""}
     ${step.error ? `<div class="step-error"><h3>Error</h3>${errorHtml(step.error)}</div>` : ""}
+    ${compositionHtml(step)}
     <h3>Attempts</h3>
     ${attempts ? `<table class="table compact attempts"><thead><tr><th>#</th><th>Start</th><th>End</th><th>Backoff</th></tr></thead><tbody>${attempts}</tbody></table>` : '<p class="muted small">none yet</p>'}
     <h3>Input</h3>${shown(step.input, "none recorded")}
     <h3>Output</h3>${shown(step.output, STEP_ACTIVE.has(step.status) || step.status === "pending" ? "not yet" : "none")}`;
+}
+
+/** What a step started or handed on: child runs with progress, a Celery task, what it waits for. */
+function compositionHtml(step) {
+  const d = step.details || {};
+  const parts = [];
+  if (d.children) {
+    const k = d.children;
+    const done = k.succeeded + k.failed;
+    const all = urls.children.replace("RUN_ID", encodeURIComponent(state.run.id)).replace("STEP_ID", encodeURIComponent(step.step_id));
+    const rows = k.runs.map((c) => `<li data-child-index="${esc(c.index)}"><span class="pill ${esc(c.status)}">${esc(c.status)}</span>
+      ${step.type === "foreach" ? `#${esc(c.index)} ` : ""}${runLink(urls, c.run_id)}</li>`).join("");
+    parts.push(`<div class="children" data-children>
+      <h3>${step.type === "foreach" ? "Child runs" : "Child run"} <span class="muted small">of <strong>${esc(k.workflow)}</strong>@${esc(k.version == null ? "live" : k.version)}${k.attempt > 1 ? `, attempt ${esc(k.attempt)}` : ""}</span></h3>
+      ${step.type === "foreach" ? `<div class="progress" title="${esc(done)} of ${esc(k.total)} finished">
+        <span class="ok" style="width:${k.total ? (100 * k.succeeded) / k.total : 0}%"></span><span class="bad" style="width:${k.total ? (100 * k.failed) / k.total : 0}%"></span></div>
+      <p class="small" data-progress-text><strong>${esc(done)}/${esc(k.total)}</strong> done · ${esc(k.started - done)} running · ${esc(k.failed)} failed</p>` : ""}
+      <ul class="child-runs">${rows}</ul>
+      ${k.started > k.runs.length ? `<p class="small muted">the first ${esc(k.runs.length)} are listed</p>` : ""}
+      ${k.started && step.type === "foreach" ? `<p class="small"><a href="${esc(all)}" data-all-children>All child runs in the run list</a></p>` : ""}
+    </div>`);
+  }
+  if (d.celery) {
+    parts.push(`<div class="celery" data-celery><h3>Celery task</h3><dl class="facts compact">
+      <div><dt>Task</dt><dd><code>${esc(d.celery.task)}</code></dd></div>
+      <div><dt>Task id</dt><dd><code data-celery-task-id>${esc(d.celery.task_id)}</code></dd></div></dl></div>`);
+  }
+  if (d.waiting && step.status === "waiting" && !d.children && !d.celery) {
+    parts.push(`<p class="small waiting-note">${describeEvent({ kind: "step_waiting", data: d.waiting }, urls)}</p>`);
+  }
+  if (d.redispatches) {
+    parts.push(`<p class="small muted">dispatched again ${esc(d.redispatches)} time${d.redispatches === 1 ? "" : "s"}: no worker had picked it up</p>`);
+  }
+  if (d.picked_up_by) parts.push(`<p class="small muted">picked up by <code>${esc(d.picked_up_by)}</code></p>`);
+  return parts.join("");
 }
 
 function renderApprovals() {
@@ -234,9 +288,11 @@ function renderTimeline() {
 function historyRow(event) {
   const tr = document.createElement("tr");
   tr.dataset.seq = event.seq;
+  tr.dataset.kind = event.kind;
   tr.innerHTML = `<td>${esc(event.seq)}</td><td class="small muted">${esc(new Date(event.ts * 1000).toLocaleTimeString())}</td>
     <td><code>${esc(event.kind)}</code></td><td><code>${esc(event.step_id || "")}</code></td><td>${event.attempt || ""}</td>
-    <td><code class="small truncate-data">${esc(JSON.stringify(event.data))}</code></td>`;
+    <td class="small what">${describeEvent(event, urls)}</td>
+    <td><code class="small truncate-data" title="${esc(JSON.stringify(event.data))}">${esc(JSON.stringify(event.data))}</code></td>`;
   $("history-table").querySelector("tbody").appendChild(tr);
 }
 
@@ -276,8 +332,11 @@ renderTable();
 renderApprovals();
 renderTimeline();
 // Open on the step that needs a look: a failed one, else one in progress, else the first.
+// A link to a step (`#step=<id>`, from a child run) opens on it.
 const steps = Object.values(state.steps);
-const first = steps.find((s) => s.status === "failed") || steps.find((s) => STEP_ACTIVE.has(s.status)) || steps[0];
+const linked = new URLSearchParams(location.hash.slice(1)).get("step");
+const first = (linked && state.steps[linked]) || steps.find((s) => s.status === "failed")
+  || steps.find((s) => STEP_ACTIVE.has(s.status)) || steps[0];
 if (first) select(first.step_id);
 // Running attempts grow on the timeline even without events.
 setInterval(() => { if (!RUN_FINISHED.has(state.run.status)) renderTimeline(); }, 1000);

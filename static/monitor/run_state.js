@@ -1,8 +1,10 @@
 /* A run and its steps as the page shows them: the server's folded state, plus live events.
  *
- * The server folds history into run and step rows (monitor/projector.py) and hands the page
- * that state with the last seq it folded. Events after it arrive over the run's websocket and
- * are folded here by the same rules, so a page never needs a reload to be right; a test
+ * The server folds history into run and step rows (monitor/projector.py) and, for what the rows
+ * have no columns for (child runs and their progress, a Celery hand-off, why a step waits, the
+ * on_failure run), into `details` (monitor/run_details.py); it hands the page that state with
+ * the last seq it folded. Events after it arrive over the run's websocket and are folded here
+ * by the same rules, so a page never needs a reload to be right; a test
  * (tests/browser/test_run_state_fold.py) feeds one history to both folds and compares them.
  */
 
@@ -19,9 +21,52 @@ export const RUN_STATUS_OF = {
   run_retried: "running",
 };
 
+/** Children listed by index on the page; a foreach may start thousands (run_details.py). */
+export const MAX_LISTED_CHILDREN = 100;
+const STOPS_WAITING = new Set(["step_started", "step_succeeded", "step_failed", "step_retrying", "step_skipped", "step_cancelled"]);
+
+export const emptyStepDetails = () => ({ children: null, celery: null, waiting: null, redispatches: 0, picked_up_by: null });
+
 function newStep(stepId, type) {
   return { step_id: stepId, type: type || "", status: "pending", attempts: [], input: null, output: null,
-    error: "", port: "", started_at: null, ended_at: null };
+    error: "", port: "", started_at: null, ended_at: null, details: emptyStepDetails() };
+}
+
+const childIndex = (data) => (Number.isInteger(data.index) ? data.index : 0);
+
+/** monitor/run_details.py fold_step, line for line. */
+function foldDetails(details, event) {
+  const data = event.data || {};
+  const kind = event.kind;
+  if (STOPS_WAITING.has(kind)) details.waiting = null;
+  if (kind === "step_started") {
+    details.redispatches = 0;
+    details.picked_up_by = null;
+  } else if (kind === "step_waiting") {
+    const { attempt, ...rest } = data; // eslint-disable-line no-unused-vars
+    details.waiting = rest;
+    if (data.reason === "children") {
+      details.children = { workflow: data.workflow === undefined ? null : data.workflow,
+        version: data.version === undefined ? null : data.version, total: data.total || 0,
+        attempt: event.attempt || 0, started: 0, succeeded: 0, failed: 0, runs: [] };
+    } else if (data.reason === "handed_on") {
+      details.celery = { task: data.task === undefined ? null : data.task,
+        task_id: data.celery_task_id === undefined ? null : data.celery_task_id, attempt: event.attempt || 0 };
+    }
+  } else if (kind === "child_started" && details.children) {
+    details.children.started += 1;
+    if (childIndex(data) < MAX_LISTED_CHILDREN) {
+      details.children.runs.push({ index: childIndex(data), run_id: data.child_run_id === undefined ? null : data.child_run_id, status: "running" });
+    }
+  } else if (kind === "child_finished" && details.children) {
+    const status = data.status || "failed";
+    details.children[status === "succeeded" ? "succeeded" : "failed"] += 1;
+    details.children.runs.forEach((child) => { if (child.run_id === data.child_run_id) child.status = status; });
+  } else if (kind === "step_redispatched") {
+    details.redispatches = data.redispatches || details.redispatches + 1;
+  } else if (kind === "step_picked_up") {
+    details.picked_up_by = data.worker === undefined ? null : data.worker;
+  }
 }
 
 function attemptEntry(step, number) {
@@ -138,11 +183,12 @@ export class RunState {
    * rows; stepIds: the definition's steps, shown as pending until an event says otherwise.
    */
   constructor({ run, steps = [], stepIds = [], stepTypes = {} }) {
-    this.run = { status: "pending", error: "", output: null, last_seq: 0, ...run };
+    this.run = { status: "pending", error: "", output: null, last_seq: 0, on_failure: null, ...run };
     this.steps = {};
     stepIds.forEach((id) => { this.steps[id] = newStep(id, stepTypes[id]); });
     steps.forEach((row) => {
-      this.steps[row.step_id] = { ...newStep(row.step_id, row.type), ...row, attempts: [...(row.attempts || [])] };
+      this.steps[row.step_id] = { ...newStep(row.step_id, row.type), ...row, attempts: [...(row.attempts || [])],
+        details: JSON.parse(JSON.stringify(row.details || emptyStepDetails())) };
     });
   }
 
@@ -155,12 +201,19 @@ export class RunState {
   apply(event) {
     if (event.seq <= this.lastSeq) return null;
     this.run.last_seq = event.seq;
-    const run = foldRun(this.run, event);
+    let run = foldRun(this.run, event);
+    if (event.kind === "on_failure_started") {
+      const data = event.data || {};
+      this.run.on_failure = { workflow: data.workflow === undefined ? null : data.workflow,
+        run_id: data.run_id === undefined ? null : data.run_id };
+      run = true;
+    }
     let stepId = null;
     if (event.step_id) {
       stepId = event.step_id;
       const step = this.steps[stepId] || (this.steps[stepId] = newStep(stepId, event.step_type));
       foldStep(step, event);
+      foldDetails(step.details, event);
     }
     return { run, stepId };
   }

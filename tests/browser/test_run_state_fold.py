@@ -47,6 +47,38 @@ def history(run_id: str, shape: str) -> list[messages.HistoryEvent]:
                                                      "started_at": T0 + 13, "ended_at": T0 + 13.5}),
             ("run_succeeded", "", "", 0, {"output": {"status": 200}}),
         ],
+        # Children of a foreach (one attempt failed with a failed item, the next collected), a
+        # Celery hand-off with a re-dispatch, and the run's on_failure handler.
+        "composition": [
+            ("step_waiting", "ship", "foreach", 1, {"reason": "children", "workflow": "ship-one", "version": "live",
+                                                    "total": 3, "until": None}),
+            ("child_started", "ship", "foreach", 1, {"index": 0, "child_run_id": "full.ship.1.0"}),
+            ("child_started", "ship", "foreach", 1, {"index": 1, "child_run_id": "full.ship.1.1"}),
+            ("child_finished", "ship", "foreach", 1, {"index": 1, "child_run_id": "full.ship.1.1",
+                                                      "status": "failed"}),
+            ("step_retrying", "ship", "foreach", 1, {"error": "item 1 failed", "backoff_seconds": 1.0,
+                                                     "next_attempt_at": T0 + 9}),
+            ("step_waiting", "ship", "foreach", 2, {"reason": "children", "workflow": "ship-one", "version": 2,
+                                                    "total": 3}),
+            ("child_started", "ship", "foreach", 2, {"index": 0, "child_run_id": "full.ship.2.0"}),
+            ("child_started", "ship", "foreach", 2, {"index": 1, "child_run_id": "full.ship.2.1"}),
+            ("child_finished", "ship", "foreach", 2, {"index": 0, "child_run_id": "full.ship.2.0",
+                                                      "status": "succeeded"}),
+            ("step_started", "add", "celery_task", 1, {"input": {"task": "demo.add"}, "attempt": 1}),
+            ("step_redispatched", "add", "celery_task", 1, {"redispatches": 1, "reason": "no worker within 30s"}),
+            ("step_picked_up", "add", "celery_task", 1, {"worker": "runner-1"}),
+            ("step_waiting", "add", "celery_task", 1, {"reason": "handed_on", "celery_task_id": "sluice-x-add-1",
+                                                       "task": "demo.add"}),
+            ("child_started", "ship", "foreach", 2, {"index": 2, "child_run_id": "full.ship.2.2"}),
+            ("child_finished", "ship", "foreach", 2, {"index": 2, "child_run_id": "full.ship.2.2",
+                                                      "status": "cancelled"}),
+            ("step_succeeded", "add", "celery_task", 1, {"output": 3, "port": "out",
+                                                         "started_at": T0 + 20, "ended_at": T0 + 21}),
+            ("step_failed", "ship", "foreach", 2, {"error": "item 2 cancelled", "started_at": T0 + 9,
+                                                   "ended_at": T0 + 22}),
+            ("run_failed", "", "", 0, {"error": "step 'ship' failed: item 2 cancelled"}),
+            ("on_failure_started", "", "", 0, {"workflow": "notify-ops", "run_id": "full.on-failure.25"}),
+        ],
         "waited-then-cancelled": [
             ("step_started", "approve", "approval", 1, {"input": None, "attempt": 1}),
             ("step_waiting", "approve", "approval", 1, {"reason": "signal", "until": None}),
@@ -77,10 +109,10 @@ def comparable(value, key=""):
     return value
 
 
-RUN_FIELDS = ("status", "error", "output", "started_at", "ended_at", "last_seq")
+RUN_FIELDS = ("status", "error", "output", "started_at", "ended_at", "last_seq", "on_failure")
 
 
-@pytest.mark.parametrize("shape", ["retried-then-succeeded", "waited-then-cancelled"])
+@pytest.mark.parametrize("shape", ["retried-then-succeeded", "waited-then-cancelled", "composition"])
 def test_page_fold_on_top_of_server_fold_equals_server_fold(static_page, admin_user, shape):
     client = Client()
     client.force_login(admin_user)
@@ -107,3 +139,13 @@ def test_page_fold_on_top_of_server_fold_equals_server_fold(static_page, admin_u
         assert {k: comparable(folded["run"].get(k), k) for k in RUN_FIELDS} == \
             {k: comparable(expected["run"][k], k) for k in RUN_FIELDS}, f"cut after {cut} events"
         assert by_step(folded["steps"]) == by_step(expected["steps"]), f"cut after {cut} events"
+    if shape == "composition":  # the details the page shows, as the server folded them
+        steps = {s["step_id"]: s for s in expected["steps"]}
+        kids = steps["ship"]["details"]["children"]
+        assert (kids["workflow"], kids["version"], kids["attempt"], kids["total"]) == ("ship-one", 2, 2, 3)
+        assert (kids["started"], kids["succeeded"], kids["failed"]) == (3, 1, 1)
+        assert [(c["index"], c["status"]) for c in kids["runs"]] == [(0, "succeeded"), (1, "running"), (2, "cancelled")]
+        assert steps["add"]["details"]["celery"] == {"task": "demo.add", "task_id": "sluice-x-add-1", "attempt": 1}
+        assert (steps["add"]["details"]["redispatches"], steps["add"]["details"]["picked_up_by"]) == (1, "runner-1")
+        assert steps["add"]["details"]["waiting"] is None and steps["ship"]["details"]["waiting"] is None
+        assert expected["run"]["on_failure"] == {"workflow": "notify-ops", "run_id": "full.on-failure.25"}
