@@ -1,7 +1,7 @@
 from django.urls import path
 
 from . import converters  # noqa: F401  (registers the "any" converter)
-from . import views
+from . import alerts, views
 
 app_name = "designer"
 
@@ -27,5 +27,6 @@ urlpatterns = [
     path("designer/<any:slug>/diff/", views.diff, name="diff"),
     path("designer/<any:slug>/test-run/", views.test_run, name="test_run"),
     path("designer/<any:slug>/sample-record/", views.sample_record, name="sample_record"),
+    path("designer/<any:slug>/alerts/", alerts.alert_settings, name="alerts"),
     path("designer/<any:slug>/", views.editor, name="editor"),
 ]

@@ -193,6 +193,31 @@ def _reason(exc: Exception, delivery: AlertDelivery) -> str:
     return text
 
 
+def recent_deliveries(slug: str, limit: int = 10) -> list[AlertDelivery]:
+    return list(AlertDelivery.objects.filter(workflow=slug).order_by("-created_at", "-id")[:limit])
+
+
+def send_test(config: WorkflowAlerts) -> list[tuple[str, str | None]]:
+    """Send a sample notification through each channel of `config` now, so whoever set it up
+    sees it arrive. Returns [(channel, None if sent, else why not)]."""
+    slug = config.workflow.slug
+    payload = {"text": f"Sluice: test notification for workflow {slug}. Failures of its runs will be "
+                       f"reported here.", "event": "test", "workflow": slug, "version": None, "run_id": None,
+               "status": "test", "error": "", "started_by": "", "started_at": None, "failed_at": None,
+               "url": None}
+    results = []
+    channels = ([AlertDelivery.Channel.WEBHOOK] if config.webhook_url else []) + (
+        [AlertDelivery.Channel.EMAIL] if config.emails else [])
+    for channel in channels:
+        delivery = AlertDelivery(run_id="test", seq=0, workflow=slug, channel=channel, payload=payload)
+        try:
+            _send(delivery)
+            results.append((channel, None))
+        except Exception as exc:  # noqa: BLE001 - reported to the person testing
+            results.append((channel, _reason(exc, delivery)))
+    return results
+
+
 class AlertSender:
     """Sends due notifications every `interval` seconds (sooner when woken) until `stop`."""
 
