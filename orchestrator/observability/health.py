@@ -24,21 +24,31 @@ _broker_cache: dict = {"at": -1e9, "value": None}
 _broker_lock = threading.Lock()
 
 
+_clients: dict[tuple, AdminClient] = {}
+
+
+def _admin(timeout: float) -> AdminClient:
+    """One AdminClient per configuration, kept: a fresh client per probe would connect anew
+    every few seconds (and a prober such as `manage.py up` asks every few seconds)."""
+    # log_level 0: while the broker is down, librdkafka would print a refused connection per try.
+    config = base_config(**{"log_level": 0, "socket.connection.setup.timeout.ms": int(timeout * 1000)})
+    key = tuple(sorted((name, str(value)) for name, value in config.items()))
+    if key not in _clients:
+        _clients[key] = AdminClient(config)
+    return _clients[key]
+
+
 def broker(timeout: float = 2.0) -> str:
     """"ok" when a broker of KAFKA_BOOTSTRAP_SERVERS answers a metadata request in `timeout`."""
     with _broker_lock:
         if time.monotonic() - _broker_cache["at"] < BROKER_CACHE_SECONDS:
             return _broker_cache["value"]
-        # log_level 0: while the broker is down, librdkafka would print a refused connection per try.
-        client = AdminClient(base_config(**{"log_level": 0, "socket.connection.setup.timeout.ms": int(timeout * 1000)}))
         try:
-            client.list_topics(timeout=timeout)
+            _admin(timeout).list_topics(timeout=timeout)
             value = "ok"
         except KafkaException as exc:
             log.warning("readiness: the Kafka broker does not answer: %s", exc)
             value = "unreachable"
-        finally:
-            del client
         _broker_cache.update(at=time.monotonic(), value=value)
         return value
 
