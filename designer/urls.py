@@ -1,7 +1,7 @@
 from django.urls import path
 
 from . import converters  # noqa: F401  (registers the "any" converter)
-from . import views
+from . import alerts, views
 
 app_name = "designer"
 
@@ -30,5 +30,6 @@ urlpatterns = [
     path("designer/<any:slug>/trigger/pause/", views.trigger_control, {"paused": True}, name="trigger_pause"),
     path("designer/<any:slug>/trigger/resume/", views.trigger_control, {"paused": False}, name="trigger_resume"),
     path("designer/<any:slug>/sample-record/", views.sample_record, name="sample_record"),
+    path("designer/<any:slug>/alerts/", alerts.alert_settings, name="alerts"),
     path("designer/<any:slug>/", views.editor, name="editor"),
 ]

@@ -152,3 +152,44 @@ class AuditEntryAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# ---- failure alerts (monitor/alerts.py) -----------------------------------------------------
+from .alert_settings import AlertSettingsForm  # noqa: E402 - kept with the block that uses it
+from .alerts import describe_url  # noqa: E402
+from .models import AlertDelivery, WorkflowAlerts  # noqa: E402
+
+
+@admin.register(WorkflowAlerts)
+class WorkflowAlertsAdmin(admin.ModelAdmin):
+    """Per-workflow failure notifications. The webhook URL is a credential: the list shows its
+    host, and the form never renders it (an empty answer keeps it)."""
+
+    form = AlertSettingsForm
+    fields = ("workflow", "on_failure", "webhook_url", "remove_webhook", "email_to")
+    list_display = ("workflow", "on_failure", "webhook", "email_to", "updated_by", "updated_at")
+    list_filter = ("on_failure",)
+    search_fields = ("workflow__slug", "email_to")
+    autocomplete_fields = ()
+
+    @admin.display(description="webhook")
+    def webhook(self, obj):
+        return describe_url(obj.webhook_url) or "-"
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("workflow",) if obj is not None else ()
+
+    def has_change_permission(self, request, obj=None):
+        allowed = super().has_change_permission(request, obj)
+        return allowed and (obj is None or permissions.can_configure_alerts(request.user, obj.workflow))
+
+    def save_model(self, request, obj, form, change):
+        obj.updated_by = request.user.get_username()
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(AlertDelivery)
+class AlertDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ("created_at", "workflow", "run_id", "channel", "status", "attempts", "sent_at", "last_error")
+    list_filter = ("status", "channel")
+    search_fields = ("workflow", "run_id")

@@ -218,3 +218,65 @@ class AuditEntry(models.Model):
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.action} {self.target_type}:{self.target_id}"
+
+
+class WorkflowAlerts(models.Model):
+    """Who to tell when a run of one workflow fails: an HTTP POST of a Slack-compatible JSON
+    body, and/or an email through Django's mail settings. Sent by the bridge (monitor/alerts.py)."""
+
+    workflow = models.OneToOneField("designer.Workflow", on_delete=models.CASCADE, related_name="alerts")
+    on_failure = models.BooleanField(default=True, help_text="Notify when a run of this workflow fails.")
+    # A Slack (or Mattermost, Teams workflow, any JSON) incoming-webhook URL. Such URLs are
+    # credentials: pages show only their host (monitor.alerts.describe_url).
+    webhook_url = models.URLField(max_length=2000, blank=True)
+    # Addresses, one per line or comma separated.
+    email_to = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        verbose_name = "workflow alert settings"
+        verbose_name_plural = "workflow alert settings"
+
+    def __str__(self):
+        return f"alerts of {self.workflow_id}"
+
+    @property
+    def emails(self) -> list[str]:
+        return [address.strip() for address in self.email_to.replace("\n", ",").split(",") if address.strip()]
+
+
+class AlertDelivery(models.Model):
+    """One notification to send: created in the same database transaction as the history event
+    that causes it (so a replayed history, skipped by seq, never creates a second), then sent
+    at least once by the bridge and marked sent. Unique per (run, event seq, channel)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"  # gave up after SLUICE_ALERT_ATTEMPTS tries
+
+    class Channel(models.TextChoices):
+        WEBHOOK = "webhook"
+        EMAIL = "email"
+
+    run_id = models.CharField(max_length=100, db_index=True)
+    seq = models.PositiveIntegerField()
+    workflow = models.CharField(max_length=100, db_index=True)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    # What to say, fixed when the failure is projected (a later retry of the run changes its row).
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "alert deliveries"
+        constraints = [models.UniqueConstraint(fields=["run_id", "seq", "channel"], name="unique_alert_per_event")]
+
+    def __str__(self):
+        return f"{self.channel} alert for {self.run_id}#{self.seq} ({self.status})"

@@ -153,6 +153,12 @@ def can_archive_workflow(user, workflow) -> bool:
     return isinstance(workflow, str) or workflow.live_version_id is None or can_publish_workflow(user, workflow)
 
 
+def can_configure_alerts(user, workflow) -> bool:
+    """Change who is notified when a run of the workflow fails (webhook URL, email addresses):
+    a publisher's decision, like the webhook token; notifications carry run errors out."""
+    return can_publish_workflow(user, workflow)
+
+
 # ---- runs ----------------------------------------------------------------------------------
 def can_operate_workflow(user, workflow) -> bool:
     """Start runs of the workflow; cancel, retry, signal and re-run its runs."""

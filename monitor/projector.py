@@ -33,7 +33,7 @@ from orchestrator.runtime.kafka import base_config, consumer_config
 from orchestrator.runtime.loops import IdleBackoff
 from orchestrator.runtime.topics import Topics
 
-from . import dead_letters
+from . import alerts, dead_letters, metrics
 from .models import DeadLetter, HistoryEntry, Run, RunnerProcess, RunStatus, StepRun, StepStatus
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class ProjectorStats:
     dead_letters: int = 0
     heartbeats: int = 0
     batches: int = 0
+    alerts_queued: int = 0  # failure notifications queued (monitor/alerts.py)
     last_error: str = ""
     by_kind: dict = field(default_factory=lambda: defaultdict(int))
 
@@ -185,6 +186,7 @@ def apply_history(events: list[messages.HistoryEvent], stats: ProjectorStats | N
         runs = {run.id: run for run in Run.objects.filter(id__in=by_run)}
         steps = {(step.run_id, step.step_id): step for step in StepRun.objects.filter(run_id__in=by_run)}
         new_runs, changed_runs, new_steps, changed_steps, entries = {}, set(), {}, set(), []
+        failures = []  # (run, run_failed event) folded now: the alerts to queue
         for run_id, run_events in by_run.items():
             run = runs.get(run_id)
             for event in sorted(run_events, key=lambda item: item.seq):
@@ -214,6 +216,8 @@ def apply_history(events: list[messages.HistoryEvent], stats: ProjectorStats | N
                         changed_steps.add(key)
                     _fold_step(step, event)
                 run.last_seq = event.seq
+                if event.kind == "run_failed":
+                    failures.append((run, event))
                 entries.append(HistoryEntry(run_id=run_id, seq=event.seq, kind=event.kind,
                                             step_id=event.step_id, ts=from_epoch(event.ts),
                                             data=_history_data(event)))
@@ -230,6 +234,8 @@ def apply_history(events: list[messages.HistoryEvent], stats: ProjectorStats | N
         # ignore_conflicts: a row for this (run, seq) can exist only from an earlier apply of the
         # very same event.
         HistoryEntry.objects.bulk_create(entries, ignore_conflicts=True)
+        # In the same transaction: a failure is queued exactly when it is first projected.
+        stats.alerts_queued += alerts.queue_failures(failures)
     return stats
 
 
@@ -356,6 +362,7 @@ class Projector:
         # assignment is paused while the end offsets stay put.
         self.backoff = ProjectorBackoff(self.consumer, self._stop)
         self._assigned_at = 0.0
+        self.last_poll = time.monotonic()  # readiness: the loop is alive while this moves
         self.consumer.subscribe([self.topics.history, self.topics.dlq, self.topics.heartbeats],
                                 on_assign=self._on_assign)
 
@@ -378,6 +385,7 @@ class Projector:
         """Consume one batch, apply it in one transaction, then commit offsets. Returns records seen."""
         # poll() returns on the first record; consume(n, timeout) alone would wait out its whole
         # timeout unless n records came, delaying every projection by up to `timeout`.
+        self.last_poll = time.monotonic()
         first = self.consumer.poll(self.backoff.timeout(timeout))
         if first is None:
             self.backoff.idle()
@@ -408,6 +416,7 @@ class Projector:
                 except (msgspec.DecodeError, ValueError) as exc:
                     self.stats.undecodable += 1
                     log.error("undecodable heartbeat %s@%d skipped: %s", topic, msg.offset(), exc)
+        applying = time.perf_counter()
         try:
             self._apply(history, dead, beats)
         except Exception:
@@ -418,6 +427,7 @@ class Projector:
         # Only now, with the rows durable, may Kafka forget these records for this group.
         self.consumer.commit(asynchronous=False)
         self.stats.batches += 1
+        metrics.PROJECTOR_BATCH_SECONDS.observe(time.perf_counter() - applying)
         return len(batch)
 
     def _apply(self, history, dead, beats) -> None:

@@ -70,4 +70,5 @@ def dashboard(runs, now=None, minutes: int = 60, window_hours: int = 24) -> dict
             for r in runs.filter(status=RunStatus.FAILED).order_by("-ended_at")[:10]],
         "dead_letters": DeadLetter.objects.filter(status=DeadLetter.Status.NEW).count(),
         "runners": runners,
+        "runner_silent_after_seconds": RUNNER_SILENT_AFTER.total_seconds(),
     }

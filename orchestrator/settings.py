@@ -281,17 +281,54 @@ SLUICE_RUN_RETENTION_DAYS = int(os.environ.get("SLUICE_RUN_RETENTION_DAYS", "30"
 # HTTP client libraries log every request's URL, query string included (API keys travel
 # there), at INFO (httpx) or DEBUG (httpcore, urllib3): they log warnings only, unless
 # SLUICE_HTTP_LOG_LEVEL says otherwise. Every line also passes MaskSecretsFilter, which hides
-# the secret values this process resolved for a step (orchestrator/secrets.py).
+# the secret values this process resolved for a step (orchestrator/secrets.py), before the
+# formatter sees it. SLUICE_LOG_FORMAT=json writes one JSON object per line, with the run and
+# step a line belongs to (orchestrator/observability/logs.py).
 _HTTP_LOG_LEVEL = os.environ.get("SLUICE_HTTP_LOG_LEVEL", "WARNING")
+SLUICE_LOG_FORMAT = os.environ.get("SLUICE_LOG_FORMAT", "plain").strip().lower()
+if SLUICE_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"SLUICE_LOG_FORMAT is {SLUICE_LOG_FORMAT!r}; it must be 'plain' or 'json'")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"mask_secrets": {"()": "orchestrator.secrets.MaskSecretsFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["mask_secrets"]}},
+    "filters": {
+        "mask_secrets": {"()": "orchestrator.secrets.MaskSecretsFilter"},
+        "log_context": {"()": "orchestrator.observability.logs.ContextFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "orchestrator.observability.logs.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": SLUICE_LOG_FORMAT,
+                             "filters": ["mask_secrets", "log_context"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("SLUICE_LOG_LEVEL", "INFO")},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},
         **{name: {"level": _HTTP_LOG_LEVEL} for name in ("httpx", "httpcore", "urllib3")},
     },
 }
+
+# ---- Operations: metrics, health, alerts (docs/operations.md) -----------------------------
+# /metrics (web) and the metrics ports of runners and bridges (--metrics-port) answer a request
+# that carries `Authorization: Bearer <SLUICE_METRICS_TOKEN>`, or that comes from one of
+# SLUICE_METRICS_ALLOWED_NETWORKS (CIDRs). With neither set, the web's /metrics answers no one,
+# and a metrics port serves only the loopback address it listens on by default.
+SLUICE_METRICS_TOKEN = os.environ.get("SLUICE_METRICS_TOKEN", "")
+SLUICE_METRICS_ALLOWED_NETWORKS = env_list("SLUICE_METRICS_ALLOWED_NETWORKS")
+# Links in alert notifications point here (e.g. https://sluice.example.com); without it they
+# are left out.
+SLUICE_BASE_URL = os.environ.get("SLUICE_BASE_URL", "").rstrip("/")
+# Failure notifications: how many times a send is tried before it is given up (logged).
+SLUICE_ALERT_ATTEMPTS = int(os.environ.get("SLUICE_ALERT_ATTEMPTS", "5"))
+# Email alerts go through Django's mail settings. Without EMAIL_HOST they are written to the
+# bridge's output (console backend), so nothing is sent by surprise on the embedded default.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = 20
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "sluice@localhost")

@@ -12,17 +12,24 @@ Behaviour:
 - a child that exits while the supervisor is running is reported and restarted after a
   backoff that doubles per crash (initial .. maximum) and resets once a child stayed up long
   enough;
-- stop: SIGTERM to each child, wait up to its stop timeout, then SIGKILL its whole process group.
+- stop: SIGTERM to each child, wait up to its stop timeout, then SIGKILL its whole process group;
+- state: each child is running, restarting or stopped; a child with a `ready_url` (an HTTP
+  readiness endpoint answering 200 when ready, 503 with `{"checks": {...}}` when not) is also
+  probed, and watch_states() reports every change ("runner is ready", "runner is not ready:
+  broker unreachable").
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
@@ -38,6 +45,8 @@ class ProcessSpec:
     stop_timeout: float = 10.0
     # Applied to each output line before it is shown, e.g. to mask secrets in access logs.
     line_filter: Callable[[str], str] | None = None
+    # An HTTP endpoint that answers 200 once the child is ready to work (e.g. /readyz).
+    ready_url: str | None = None
 
 
 @dataclass
@@ -50,6 +59,20 @@ class Child:
     next_backoff: float = 0.0
     restart_at: float | None = None  # when a crashed child is due to start again
     readers: list[threading.Thread] = field(default_factory=list)
+    readiness: str = ""  # the last probe's answer: "ready", "not ready: ...", "" (not probed)
+
+
+@dataclass(frozen=True)
+class ChildState:
+    name: str
+    state: str  # starting, ready, not ready, running, restarting, stopped
+    pid: int | None
+    restarts: int
+    uptime: float
+    detail: str = ""
+
+    def describe(self) -> str:
+        return f"{self.state}: {self.detail}" if self.detail else self.state
 
 
 class Supervisor:
@@ -162,6 +185,70 @@ class Supervisor:
         """Supervise until `stop` is set (by a signal handler or a test)."""
         while not stop.wait(self.poll_interval):
             self.check()
+
+    # ---- state -------------------------------------------------------------------------------
+    def probe(self, child: Child, timeout: float = 3.0) -> str:
+        """Ask a child's ready_url: "ready", or "not ready" with the failing checks."""
+        try:
+            with urllib.request.urlopen(child.spec.ready_url, timeout=timeout) as response:
+                return "ready" if response.status == 200 else f"not ready: HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            try:
+                checks = json.loads(exc.read() or b"{}").get("checks") or {}
+            except ValueError:
+                checks = {}
+            failing = ", ".join(f"{name} {value}" for name, value in checks.items() if value != "ok")
+            return f"not ready: {failing or f'HTTP {exc.code}'}"
+        except (OSError, ValueError) as exc:
+            return f"not answering: {getattr(exc, 'reason', exc)}"
+
+    def states(self, probe: bool = False) -> list[ChildState]:
+        """Each child's state now; `probe` asks the ready URLs first (blocking, up to seconds)."""
+        now = self.clock()
+        result = []
+        for child in self.children:
+            process = child.process
+            alive = process is not None and process.poll() is None
+            if probe and alive and child.spec.ready_url:
+                child.readiness = self.probe(child)
+            if alive:
+                if not child.spec.ready_url:
+                    state, detail = "running", ""
+                elif child.readiness == "ready":
+                    state, detail = "ready", ""
+                elif child.readiness.startswith("not ready"):
+                    state, detail = "not ready", child.readiness.partition(": ")[2]
+                else:
+                    state, detail = "starting", ""
+            elif child.restart_at is not None:
+                state, detail = "restarting", f"in {max(0.0, child.restart_at - now):.0f}s"
+            else:
+                state, detail = "stopped", ""
+            result.append(ChildState(child.spec.name, state, process.pid if alive else None, child.restarts,
+                                     now - child.started_at if alive else 0.0, detail))
+        return result
+
+    def table(self, states: list[ChildState] | None = None) -> list[str]:
+        states = states if states is not None else self.states()
+        lines = [f"{'process':<{self.width}}  {'state':<28} {'pid':>7}  {'restarts':>8}  uptime"]
+        for item in states:
+            uptime = f"{item.uptime:.0f}s" if item.pid else "-"
+            lines.append(f"{item.name:<{self.width}}  {item.describe():<28} {item.pid or '-':>7}  "
+                         f"{item.restarts:>8}  {uptime}")
+        return lines
+
+    def watch_states(self, stop: threading.Event, interval: float = 5.0) -> None:
+        """Probe every `interval` seconds and say each change of a child's state (until stop)."""
+        seen: dict[str, str] = {}
+        while not stop.wait(interval):
+            if self._stopping.is_set():
+                return
+            for item in self.states(probe=True):
+                described = item.describe()
+                # "starting" and "restarting in Ns" are not news: the supervisor's own lines say so.
+                if seen.get(item.name) != described and item.state in ("ready", "not ready"):
+                    self.say(f"{item.name} is {described}")
+                seen[item.name] = described
 
     def running(self) -> dict[str, int]:
         return {c.spec.name: c.process.pid for c in self.children if c.process and c.process.poll() is None}

@@ -88,7 +88,7 @@ def up_env(tmp_path):
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("KAFKA_", "DATABASE_URL", "REDIS_URL", "SLUICE_", "DJANGO_"))}
     env.update({"SLUICE_DATA_DIR": str(tmp_path / "data"), "SLUICE_KAFKA_PORT": str(free_port()),
-                "PYTHONUNBUFFERED": "1"})
+                "SLUICE_METRICS_PORT": str(free_port()), "PYTHONUNBUFFERED": "1"})
     return env
 
 
@@ -184,6 +184,18 @@ def test_up_runs_everything_and_a_second_up_resumes(start_up, up_env):
     # Each child's lines carry its padded name.
     for name in ("web", "runner", "bridge", "celery", "beat"):
         assert re.search(rf"^{name}\s*\| ", up.text, re.M), f"no prefixed {name} lines:\n{up.text}"
+
+    # Each child's state: readiness changes are announced, and SIGUSR1 asks for all of them.
+    for name in ("web", "runner", "bridge"):
+        up.wait_for(f"{name} is ready", timeout=60)
+    up.process.send_signal(signal.SIGUSR1)
+    up.wait_for("sluice | process  state", timeout=30)  # outside the banner's box this time
+    up.wait_for("sluice | beat ", timeout=10)
+    for name, state in (("web", "ready"), ("runner", "ready"), ("bridge", "ready"), ("celery", "running"),
+                        ("beat", "running")):
+        assert re.search(rf"^sluice\s*\| {name}\s+{state}\s+\d+\s+0\s+\d+s$", up.text, re.M), up.text
+    metrics_port = int(up_env["SLUICE_METRICS_PORT"])
+    assert "sluice_runner_loops_running" in httpx.get(f"http://127.0.0.1:{metrics_port + 1}/metrics").text
 
     crashed = re.findall(r"(\S+) exited with code", up.text)
     assert crashed == [], f"children crashed while up: {crashed}\n{up.text}"
@@ -300,6 +312,26 @@ def test_process_specs_follow_the_flags(settings):
     assert all(spec.env["SLUICE_DATA_DIR"] == str(settings.DATA_DIR) for spec in specs)
     with_celery = [spec.name for spec in command._specs(web_port=8123, runners=1, no_celery=False)]
     assert with_celery == ["web", "runner", "bridge", "celery", "beat"]
+    # Metrics ports: the bridge's first, then one per runner; each is also the child's readiness probe.
+    specs = command._specs(web_port=8123, runners=2, no_celery=True, metrics_ports=[9500, 9501, 9502])
+    assert [spec.argv[-1] for spec in specs[1:]] == ["--metrics-port=9501", "--metrics-port=9502",
+                                                      "--metrics-port=9500"]
+    assert [spec.ready_url for spec in specs] == ["http://127.0.0.1:8123/readyz", "http://127.0.0.1:9501/readyz",
+                                                  "http://127.0.0.1:9502/readyz", "http://127.0.0.1:9500/readyz"]
+
+
+def test_metrics_ports_skip_busy_ones():
+    import socket
+
+    from orchestrator.management.commands.up import Command
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert port not in Command._metrics_ports(port, runners=2)
+        assert len(Command._metrics_ports(port, runners=2)) == 3
+    assert Command._metrics_ports(0, runners=2) == []
 
 
 def test_up_uses_a_given_cluster_instead_of_starting_a_broker(kafka_broker, start_up, up_env):

@@ -29,7 +29,8 @@ from ..engine import (CancelChild, CloseWait, Dispatch, NotifyParent, OpenWait, 
                       StartChild, Tick, decide)
 from ..engine.state import RUN_SUCCEEDED, RunState
 from ..messages import CancelRun, ChildFinished, StartRun
-from . import codec
+from ..observability import logs
+from . import codec, metrics
 from .changelog import restore
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
@@ -198,7 +199,7 @@ class EngineLoop(Loop):
                              value=msgspec.json.encode({"run_id": unit.run_id, "event": "timer"}),
                              headers=[("sluice-error", reason[:2000].encode()), ("sluice-stage", b"engine")])
             producer.commit_transaction(60)
-            log.error("engine: timer of run %s parked: %s", unit.run_id, reason)
+            log.error("engine: timer of run %s parked: %s", unit.run_id, reason, extra={"run_id": unit.run_id})
             return
         dead_letter_alone(self, self.topics.dlq, unit, reason)
 
@@ -254,6 +255,7 @@ class EngineLoop(Loop):
         for unit in units:
             if isinstance(unit, Tick):
                 if current(unit.run_id) is not None:  # else the run moved to another engine
+                    logs.RUN_ID.set(unit.run_id)
                     apply(unit.run_id, unit, self.partition_of.get(unit.run_id), TIMER_CAUSE)
                 continue
             try:
@@ -262,11 +264,13 @@ class EngineLoop(Loop):
                 dead_letter(producer, self.topics.dlq, unit, "engine", f"undecodable record: {exc}")
                 counts["dlq"] += 1
                 continue
+            logs.RUN_ID.set(command.run_id)  # log lines while applying it name the run
             try:
                 apply(command.run_id, command, unit.partition(), record_cause(unit.partition(), unit.offset()))
             except Exception as exc:  # one bad record must never stop the loop
                 dead_letter(producer, self.topics.dlq, unit, "engine", f"{type(exc).__name__}: {exc}")
                 counts["dlq"] += 1
+        logs.RUN_ID.set(None)
 
         snapshots = {}
         for run_id, state in working.items():
@@ -285,7 +289,10 @@ class EngineLoop(Loop):
                              headers=codec.headers_for(working[run_id]))
         if msgs:
             producer.send_offsets_to_transaction(consumed_offsets(msgs), self.consumer.consumer_group_metadata(), 30)
+        committing = time.perf_counter()
         producer.commit_transaction(60)
+        # Before the loop's states are updated: the metrics compare them with the batch's.
+        metrics.engine_committed(self.states, working, self.registry, len(units), time.perf_counter() - committing)
 
         # Committed: now the batch's state becomes the loop's state.
         for run_id, state in working.items():
@@ -319,7 +326,7 @@ class EngineLoop(Loop):
             event.cause = rejected_cause(dropped)
         effects[run_id] = self._effect_records(run_id, decision.effects, counts)
         counts["rejected_states"] += 1
-        log.error("engine: run %s failed: %s", run_id, reason)
+        log.error("engine: run %s failed: %s", run_id, reason, extra={"run_id": run_id})
         return decision.state, codec.encode(decision.state)
 
     def _effect_records(self, run_id: str, effects, counts: Counter) -> list:

@@ -53,6 +53,8 @@ class RunnerOptions:
     # Run the worker loops in this many child processes instead of threads here: handlers
     # then get a core (and a GIL) of their own instead of competing with the engine loop.
     worker_processes: int = 0
+    # The metrics port of this runner (0: none); worker processes get the ports after it.
+    metrics_port: int = 0
 
 
 def default_instance_id() -> str:
@@ -121,7 +123,8 @@ class Runner:
         return [sys.executable, str(Path(settings.BASE_DIR) / "manage.py"), "runner", "--no-engine", "--no-triggers",
                 "--instance-id", f"{self.instance_id}-w{index}", "--queues", ",".join(self.options.queues),
                 "--workers", str(self.options.workers_per_queue),
-                "--concurrency", str(self.options.worker_concurrency)]
+                "--concurrency", str(self.options.worker_concurrency),
+                *(["--metrics-port", str(self.options.metrics_port + 1 + index)] if self.options.metrics_port else [])]
 
     def _supervise_worker_processes(self) -> None:
         """Keep the worker child processes running until stop; restart one that exits."""

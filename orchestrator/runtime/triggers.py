@@ -36,7 +36,7 @@ from django.conf import settings
 from .. import expressions
 from .. import windows as W
 from ..messages import StartRun, WindowInput
-from . import codec
+from . import codec, metrics
 from .definitions import DefinitionRegistry
 from .kafka import consumer_config
 from .loops import IdleBackoff, Loop, check_size, consumed_offsets, dead_letter, poll_batch, rewind
@@ -269,10 +269,13 @@ class WorkflowTrigger(Loop):
             producer.produce(self.topics.runs, key=start.run_id.encode(), value=encoded, headers=headers)
             counts["runs_started"] += 1
         producer.send_offsets_to_transaction(consumed_offsets(msgs), self.consumer.consumer_group_metadata(), 30)
+        committing = time.perf_counter()
         producer.commit_transaction(60)
+        metrics.committed(self.stage, time.perf_counter() - committing)
         self.bucket.take(counts["runs_started"] + counts["windowed"])
         counts["records"] += len(msgs)
         self.stats.update(counts)
+        metrics.trigger_batch(self.slug, counts)
 
     def _to_window(self, producer, spec: W.WindowSpec, msg, value, record) -> str | None:
         """Re-key a matching record by its window key for the window loop; why not, if not."""

@@ -25,10 +25,11 @@ from confluent_kafka import Consumer, Producer
 from django.conf import settings
 
 from .. import secrets, steps
+from ..observability import logs
 from ..messages import StepPickedUp, StepResult, StepTask
 from ..steps.base import Pending, StepFailure, TaskContext
 from ..steps.failures import describe_failure
-from . import codec
+from . import codec, metrics
 from .kafka import consumer_config, producer_config
 from .loops import IdleBackoff, Loop, check_size, consumed_offsets, dead_letter, dead_letter_alone, poll_batch, rewind
 from .topics import Topics
@@ -49,6 +50,7 @@ def execute_task(task: StepTask, environ=None) -> StepResult:
     cut never leaves half a secret.
     """
     started = time.time()
+    bound = logs.bind(run_id=task.run_id, step_id=task.step_id)  # the handler's log lines name both
     try:
         step_type = steps.get(task.type) if task.type in steps.REGISTRY else None
         if step_type is None or step_type.runs_on != "worker":
@@ -67,6 +69,8 @@ def execute_task(task: StepTask, environ=None) -> StepResult:
         error = secrets.mask_text(describe_failure(exc))[:MAX_ERROR_CHARS]
         return StepResult(run_id=task.run_id, step_id=task.step_id, attempt=task.attempt, ok=False,
                           error=error, started_at=started, ended_at=time.time(), worker=_WORKER_NAME)
+    finally:
+        logs.unbind(bound)
 
 
 _WORKER_NAME = f"{socket.gethostname()}:{os.getpid()}"
@@ -216,6 +220,7 @@ class WorkerLoop(Loop):
                              lambda units: rewind(self.consumer, units))
         self.stats["tasks"] += len(tasks)
         self.stats["failed"] += sum(1 for r in results if not r.ok)
+        metrics.worker_executed(tasks, results)
         return len(msgs)
 
     def _commit(self, msgs: list, outcome: dict) -> None:
@@ -231,7 +236,9 @@ class WorkerLoop(Loop):
             check_size(self.topics.runs, value, None, headers)
             producer.produce(self.topics.runs, key=result.run_id.encode(), value=value, headers=headers)
         producer.send_offsets_to_transaction(consumed_offsets(msgs), self.consumer.consumer_group_metadata(), 30)
+        committing = time.perf_counter()
         producer.commit_transaction(60)
+        metrics.committed(self.stage, time.perf_counter() - committing)
 
     def dead_letter_unit(self, unit, reason: str) -> None:
         dead_letter_alone(self, self.topics.dlq, unit, reason)

@@ -1,10 +1,21 @@
-"""`python manage.py bridge`: run the history projector until SIGTERM or Ctrl-C."""
+"""`python manage.py bridge`: run the history projector (and the failure alert sender) until
+SIGTERM or Ctrl-C."""
 
 import signal
+import threading
+import time
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
+from monitor import metrics
+from monitor.alerts import AlertSender
 from monitor.projector import GROUP_ROLE, Projector
+from orchestrator.observability import health
+from orchestrator.observability.server import MetricsServer
+
+# The projector polls at least every few seconds, even idle (its back-off checks every 250 ms); a loop that
+# has not polled for this long is stuck (a database lock, a hung call).
+STALLED_AFTER_SECONDS = 60.0
 
 
 class Command(BaseCommand):
@@ -13,12 +24,23 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--group", default=None,
                             help=f"consumer group (default: SLUICE_TOPIC_PREFIX + {GROUP_ROLE!r}, e.g. wf.{GROUP_ROLE})")
+        parser.add_argument("--metrics-port", type=int, default=0,
+                            help="Serve /metrics, /healthz and /readyz on this port (0: not at all).")
+        parser.add_argument("--metrics-host", default="127.0.0.1",
+                            help="Address of the metrics port (default 127.0.0.1; another address needs "
+                                 "SLUICE_METRICS_TOKEN or SLUICE_METRICS_ALLOWED_NETWORKS).")
+        parser.add_argument("--no-alerts", action="store_true",
+                            help="Do not send failure notifications from this bridge (another one does).")
 
-    def handle(self, *args, group, **options):
+    def handle(self, *args, group, metrics_port, metrics_host, no_alerts, **options):
         projector = Projector(group_id=group)
+        server = self._metrics_server(projector, metrics_port, metrics_host)
+        stopping = threading.Event()
+        sender = None if no_alerts else AlertSender(stopping).start()
 
         def request_stop(signum, _frame):
             projector.stop()  # first: the write below fails if whoever read our output is gone
+            stopping.set()
             try:
                 self.stderr.write(f"bridge: {signal.Signals(signum).name} received, finishing the current batch")
             except OSError:
@@ -29,6 +51,27 @@ class Command(BaseCommand):
         try:
             stats = projector.run_forever()
         finally:
+            stopping.set()
+            if sender is not None:
+                sender.join()
             projector.close()
+            if server is not None:
+                server.stop()
         self.stdout.write(f"bridge stopped: {stats.applied} events applied, {stats.skipped} duplicates skipped, "
                           f"{stats.undecodable} undecodable, {stats.dead_letters} dead letters")
+
+    @staticmethod
+    def _metrics_server(projector: Projector, port: int, host: str) -> MetricsServer | None:
+        if not port:
+            return None
+        metrics.install_bridge(projector)
+
+        def readiness() -> dict[str, str]:
+            stalled = time.monotonic() - projector.last_poll > STALLED_AFTER_SECONDS
+            return {"projector": "stalled" if stalled else "ok", "database": health.database(close=True),
+                    "broker": health.broker()}
+
+        try:
+            return MetricsServer(port, readiness, host=host).start()
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"--metrics-port {port}: {exc}") from exc

@@ -5,6 +5,9 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
+from orchestrator.observability import health
+from orchestrator.observability.server import MetricsServer
+from orchestrator.runtime import metrics
 from orchestrator.runtime.runner import Runner, RunnerOptions
 
 
@@ -23,6 +26,12 @@ class Command(BaseCommand):
                             help="Run the worker loops in this many child processes (0: threads in this one).")
         parser.add_argument("--no-engine", action="store_true", help="Do not run the engine loop.")
         parser.add_argument("--no-triggers", action="store_true", help="Do not run Kafka triggers.")
+        parser.add_argument("--metrics-port", type=int, default=0,
+                            help="Serve /metrics, /healthz and /readyz on this port (0: not at all). "
+                                 "Worker processes use the ports that follow it.")
+        parser.add_argument("--metrics-host", default="127.0.0.1",
+                            help="Address of the metrics port (default 127.0.0.1; another address needs "
+                                 "SLUICE_METRICS_TOKEN or SLUICE_METRICS_ALLOWED_NETWORKS).")
 
     def handle(self, *args, **options):
         logging.getLogger("orchestrator").setLevel(logging.INFO)
@@ -33,11 +42,26 @@ class Command(BaseCommand):
             instance_id=options["instance_id"], queues=queues, workers_per_queue=options["workers"],
             worker_concurrency=options["concurrency"], engine=not options["no_engine"],
             triggers=not options["no_triggers"], batch_size=options["batch_size"],
-            worker_processes=options["worker_processes"],
+            worker_processes=options["worker_processes"], metrics_port=options["metrics_port"],
         ))
+        server = self._metrics_server(runner, options["metrics_port"], options["metrics_host"])
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: runner.stop.set())
         try:
             runner.run_forever()
         except RuntimeError as exc:
             raise CommandError(str(exc)) from exc
+        finally:
+            if server is not None:
+                server.stop()
+
+    @staticmethod
+    def _metrics_server(runner: Runner, port: int, host: str) -> MetricsServer | None:
+        if not port:
+            return None
+        metrics.watch_runner(runner)
+        try:
+            return MetricsServer(port, lambda: {"loops": health.runner_loops(runner), "broker": health.broker()},
+                                 host=host).start()
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"--metrics-port {port}: {exc}") from exc

@@ -46,8 +46,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-celery", action="store_true",
                             help="do not start the celery worker and beat (no schedules, no celery_task steps)")
         parser.add_argument("--no-examples", action="store_true", help="do not load the example workflows")
+        parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("SLUICE_METRICS_PORT", "9464")),
+                            help="first metrics port: the bridge gets the first free one from here, the runners "
+                                 "the next ones (default: SLUICE_METRICS_PORT or 9464; 0: no metrics ports)")
 
-    def handle(self, *args, web_port: int, runners: int, no_celery: bool, no_examples: bool, **options):
+    def handle(self, *args, web_port: int, runners: int, no_celery: bool, no_examples: bool, metrics_port: int,
+               **options):
         if runners < 1:
             raise CommandError("--runners must be at least 1")
         if port_open(web_port):
@@ -92,13 +96,18 @@ class Command(BaseCommand):
             commands.reset_producer()
 
             # Spawned and watched from this (main) thread, so the parent-death signal is safe to use.
-            supervisor = Supervisor(self._specs(web_port, runners, no_celery), die_with_supervisor=True)
+            supervisor = Supervisor(self._specs(web_port, runners, no_celery, self._metrics_ports(metrics_port, runners)),
+                                    die_with_supervisor=True)
             signal.signal(signal.SIGINT, request_stop)
             signal.signal(signal.SIGTERM, request_stop)
             signal.signal(signal.SIGHUP, request_stop)  # the terminal went away
+            # `kill -USR1 <pid of up>`: the state of every child, now.
+            signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(
+                target=self._say_states, args=(supervisor,), daemon=True, name="states").start())
             supervisor.start()
             threading.Thread(target=self._banner, args=(supervisor, web_port, password, stop),
                              daemon=True, name="banner").start()
+            threading.Thread(target=supervisor.watch_states, args=(stop,), daemon=True, name="readiness").start()
             supervisor.watch(stop)
         except KeyboardInterrupt:
             self.stdout.write("\ninterrupted during start-up; stopping")
@@ -107,6 +116,7 @@ class Command(BaseCommand):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
             if supervisor is not None:
                 supervisor.stop()
             if broker is not None:
@@ -157,7 +167,23 @@ class Command(BaseCommand):
             os.kill(pid, signal.SIGKILL)
         pid_file.unlink(missing_ok=True)
 
-    def _specs(self, web_port: int, runners: int, no_celery: bool) -> list[ProcessSpec]:
+    @staticmethod
+    def _metrics_ports(first: int, runners: int) -> list[int]:
+        """Free ports from `first` on: the bridge's, then one per runner ([] when `first` is 0).
+        Ports in use (another Sluice on this machine, say) are skipped, never fought over."""
+        ports, port = [], first
+        while first and len(ports) < runners + 1 and port < 65536:
+            if not port_open(port):
+                ports.append(port)
+            port += 1
+        return ports
+
+    def _say_states(self, supervisor: Supervisor) -> None:
+        for line in supervisor.table(supervisor.states(probe=True)):
+            supervisor.say(line)
+
+    def _specs(self, web_port: int, runners: int, no_celery: bool, metrics_ports: list[int] | None = None
+               ) -> list[ProcessSpec]:
         python = sys.executable
         manage = str(settings.BASE_DIR / "manage.py")
         cwd = str(settings.BASE_DIR)
@@ -169,21 +195,31 @@ class Command(BaseCommand):
             "SLUICE_EMBEDDED_BROKER": "1" if settings.SLUICE_EMBEDDED_BROKER else "0",
         }
         installed = get_commands()
+        ports = list(metrics_ports or [])
+        bridge_port = ports.pop(0) if ports else None
+
+        def metrics(port: int | None) -> tuple[list[str], str | None]:
+            """The child's --metrics-port arguments and its readiness URL."""
+            return ([f"--metrics-port={port}"], f"http://127.0.0.1:{port}/readyz") if port else ([], None)
+
         specs = [
             ProcessSpec("web", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
                                 "orchestrator.asgi_static:application"], env=env, cwd=cwd,
-                        line_filter=mask_query_tokens),
+                        line_filter=mask_query_tokens, ready_url=f"http://127.0.0.1:{web_port}/readyz"),
         ]
         if "runner" in installed:
             for index in range(1, runners + 1):
                 name = "runner" if runners == 1 else f"runner-{index}"
+                arguments, ready_url = metrics(ports[index - 1] if index <= len(ports) else None)
                 # A stable instance id per slot: static group membership survives restarts.
-                specs.append(ProcessSpec(name, [python, manage, "runner"], cwd=cwd,
+                specs.append(ProcessSpec(name, [python, manage, "runner", *arguments], cwd=cwd, ready_url=ready_url,
                                          env={**env, "SLUICE_INSTANCE_ID": f"local-runner-{index}"}))
         else:
             self.stderr.write("the runner command is not installed: workflows will not run")
         if "bridge" in installed:
-            specs.append(ProcessSpec("bridge", [python, manage, "bridge"], env=env, cwd=cwd))
+            arguments, ready_url = metrics(bridge_port)
+            specs.append(ProcessSpec("bridge", [python, manage, "bridge", *arguments], env=env, cwd=cwd,
+                                     ready_url=ready_url))
         else:
             self.stderr.write("the bridge command is not installed: the monitor will not update")
         if not no_celery:
@@ -224,6 +260,12 @@ class Command(BaseCommand):
                 f"  first user created:  username {bootstrap.ADMIN_USERNAME}  password {password}",
                 "  shown this once only: sign in and change it (admin > users)",
             ]
-        lines += ["", "Ctrl-C stops everything; `make up` again resumes where it stopped."]
+        metrics = [f"  {spec.name:<10} {spec.ready_url.rsplit('/', 1)[0]}/metrics" for spec in
+                   (child.spec for child in supervisor.children) if spec.ready_url and spec.name != "web"]
+        if metrics:
+            lines += ["", "  metrics (also /healthz, /readyz):", *metrics]
+        lines += ["", *supervisor.table(supervisor.states(probe=True)),
+                  "", f"Ctrl-C stops everything; `kill -USR1 {os.getpid()}` shows each process's state;",
+                  "`make up` again resumes where it stopped."]
         for line in bootstrap.box(lines).splitlines():
             supervisor.say(line)
