@@ -123,6 +123,8 @@ def routes(world) -> list[Route]:
         Route("designer:trigger_state", "GET", "/designer/alpha/trigger/", VIEW),
         Route("designer:trigger_pause", "POST", "/designer/alpha/trigger/pause/", OPERATE, {}, form=True),
         Route("designer:trigger_resume", "POST", "/designer/alpha/trigger/resume/", OPERATE, {}, form=True),
+        Route("designer:alerts", "GET", "/designer/alpha/alerts/", VIEW),
+        Route("designer:alerts", "POST", "/designer/alpha/alerts/", PUBLISH, {"on_failure": "", "emails": ""}, form=True),
         # ---- monitor pages ----
         Route("monitor:dashboard", "GET", "/monitor/", SEES_SOME),
         Route("monitor:dashboard_data", "GET", "/monitor/dashboard/data/", SEES_SOME),
@@ -173,6 +175,10 @@ def routes(world) -> list[Route]:
         Route("hooks:receive", "POST", "/hooks/alpha/", NONE, {"n": 1}),
         Route("hooks:rotate-token", "POST", "/hooks/alpha/token/", PUBLISH, {}),
         Route("api-webhook-token", "POST", "/api/workflows/alpha/webhook-token/", PUBLISH, {}),
+        # ---- operations: probes carry no session; /metrics wants a token or an allowed network ----
+        Route("healthz", "GET", "/healthz", frozenset(USERS)),
+        Route("readyz", "GET", "/readyz", frozenset(USERS)),
+        Route("metrics", "GET", "/metrics", NONE),
         # ---- admin: staff only (Django's admin checks model permissions on top) ----
         Route("admin:index", "GET", "/admin/", STAFF),
         Route("admin:designer_workflow_changelist", "GET", "/admin/designer/workflow/", STAFF),
