@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: up test bench vendor chromium clean
+.PHONY: up test bench vendor chromium postgres clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +16,17 @@ $(STAMP): pyproject.toml
 up: $(STAMP)
 	$(PY) manage.py up
 
-## Install what the tests need (Debian's chromium included) and run the whole suite.
-test: $(STAMP) chromium
+# The tests that exercise the database's own behaviour (upserts, constraints, transactions,
+# the monitor's queries), run a second time on a throwaway PostgreSQL server.
+POSTGRES_TESTS ?= tests/test_projector.py tests/test_services.py tests/test_monitor_views.py \
+	tests/test_api_runs.py tests/test_api_workflows.py tests/test_dead_letter_replay.py tests/test_alerts.py \
+	tests/test_input_schema.py tests/test_permission_matrix.py tests/test_verify_history.py
+
+## Install what the tests need (Debian's chromium and PostgreSQL included) and run the whole
+## suite: everything on SQLite, then the database tests again on PostgreSQL.
+test: $(STAMP) chromium postgres
 	$(PY) -m pytest $(PYTEST_ARGS)
+	./scripts/with-postgres $(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(POSTGRES_TESTS)
 
 ## Benchmarks (print tables; never part of the test suite).
 bench: $(STAMP)
@@ -33,6 +41,12 @@ chromium:
 		echo "installing Debian's chromium for the browser tests"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| { echo "could not install chromium: run 'apt-get install chromium' as root"; exit 1; }; }
+
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing Debian's postgresql for the PostgreSQL run of the database tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+		|| { echo "could not install postgresql: run 'apt-get install postgresql' as root"; exit 1; }; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis tests/artifacts

@@ -34,6 +34,7 @@ from orchestrator.runtime.loops import IdleBackoff
 from orchestrator.runtime.topics import Topics
 
 from . import alerts, dead_letters, metrics
+from .upsert import upsert
 from .models import DeadLetter, HistoryEntry, Run, RunnerProcess, RunStatus, StepRun, StepStatus
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 GROUP_ROLE = "projector"  # the group id is Topics.group(GROUP_ROLE): scoped by the topic prefix
 # The group of releases before group ids carried the prefix: its offsets are adopted once.
 LEGACY_GROUP_ID = "sluice-projector"
-BATCH_SIZE = 500
+BATCH_SIZE = 2000
 # Joining the group and resolving the start offsets takes a moment; run_until_idle() does not
 # count that as idleness.
 ASSIGNMENT_GRACE_SECONDS = 2.0
@@ -224,16 +225,16 @@ def apply_history(events: list[messages.HistoryEvent], stats: ProjectorStats | N
                 stats.applied += 1
                 stats.by_kind[event.kind] += 1
 
-        Run.objects.bulk_create(new_runs.values())
-        run_fields = ["workflow", "version", "status", "input", "output", "error", "trigger", "started_by",
-                      "created_at", "started_at", "ended_at", "last_seq"]
-        Run.objects.bulk_update([runs[run_id] for run_id in changed_runs], run_fields, batch_size=200)
-        StepRun.objects.bulk_create(new_steps.values())
-        step_fields = ["type", "status", "attempts", "input", "output", "error", "port", "started_at", "ended_at"]
-        StepRun.objects.bulk_update([steps[key] for key in changed_steps], step_fields, batch_size=200)
-        # ignore_conflicts: a row for this (run, seq) can exist only from an earlier apply of the
-        # very same event.
-        HistoryEntry.objects.bulk_create(entries, ignore_conflicts=True)
+        # One upsert per table and batch for the new and the changed rows alike (monitor/upsert.py:
+        # bulk_update's CASE WHEN per field and row, then the ORM's compiler, were most of a batch).
+        upsert(Run, [*new_runs.values(), *(runs[run_id] for run_id in changed_runs)], conflict=["id"],
+               update=["workflow", "version", "status", "input", "output", "error", "trigger", "started_by",
+                       "created_at", "started_at", "ended_at", "last_seq"])
+        upsert(StepRun, [*new_steps.values(), *(steps[key] for key in changed_steps)], conflict=["run", "step_id"],
+               update=["type", "status", "attempts", "input", "output", "error", "port", "started_at", "ended_at"])
+        # No update: a row for this (run, seq) can exist only from an earlier apply of the very
+        # same event.
+        upsert(HistoryEntry, entries, conflict=["run", "seq"])
         # In the same transaction: a failure is queued exactly when it is first projected.
         stats.alerts_queued += alerts.queue_failures(failures)
     return stats

@@ -103,7 +103,7 @@ class ManageProcess:
             "SLUICE_TOPIC_PREFIX": settings.SLUICE_TOPIC_PREFIX,
             "SLUICE_PARTITIONS": str(settings.SLUICE_PARTITIONS),
             "SLUICE_EMBEDDED_BROKER": "1",
-            "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['TEST']['NAME']}",
+            "DATABASE_URL": database_url(),
             "PYTHONUNBUFFERED": "1",
             **extra,
         })
@@ -180,3 +180,16 @@ def start_thread(target, *args):
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()
     return thread
+
+
+def database_url() -> str:
+    """This test session's database as a DATABASE_URL for a child process: the SQLite test file,
+    or the PostgreSQL test database under scripts/with-postgres. (Django points the settings at
+    the test database once it has created it.)"""
+    from urllib.parse import quote
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    return (f"postgres://{quote(db['USER'] or '')}:{quote(db['PASSWORD'] or '')}@{db['HOST']}:{db['PORT']}"
+            f"/{quote(db['NAME'])}")

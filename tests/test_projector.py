@@ -19,6 +19,7 @@ from monitor.projector import Projector
 from orchestrator import messages
 from orchestrator.runtime import codec
 from orchestrator.runtime.kafka import producer_config
+from tests.runtime_support import database_url
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
@@ -226,7 +227,7 @@ def test_bridge_command_projects_and_stops_on_sigterm(kafka):
     produce_history(kafka.history, events)
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{django_settings.DATABASES['default']['NAME']}",
+        "DATABASE_URL": database_url(),
         "KAFKA_BOOTSTRAP_SERVERS": django_settings.KAFKA_BOOTSTRAP_SERVERS,
         "SLUICE_EMBEDDED_BROKER": "1",
         "SLUICE_TOPIC_PREFIX": django_settings.SLUICE_TOPIC_PREFIX,
