@@ -77,7 +77,7 @@ def exported(db, monkeypatch) -> dict[str, dict]:
 
     # Web: consumer lag (no broker here) and the database gauges, from rows.
     monkeypatch.setattr(kafka_lag, "consumer_lag", lambda *a, **k: {
-        "groups": [{"group": "wf.runner", "topic": "wf.runs", "lag": 7}], "error": None})
+        "groups": [{"group": "wf.engine", "topic": "wf.runs", "lag": 7}], "error": None})
     now = timezone.now()
     Run.objects.create(id="run-in-flight", workflow="orders", version=1, status=RunStatus.RUNNING, created_at=now)
     RunnerProcess.objects.create(instance="runner-1", started_at=now - timedelta(minutes=5), last_heartbeat=now)
