@@ -197,10 +197,15 @@ def test_the_dashboard_is_an_importable_grafana_dashboard():
     panels = all_panels(board["panels"])
     ids = [panel["id"] for panel in panels]
     assert all(isinstance(i, int) for i in ids) and len(ids) == len(set(ids)), ids
+    cells = {}
     for panel in panels:
         assert panel["type"] and panel["title"], panel
         grid = panel["gridPos"]
         assert 0 <= grid["x"] and grid["w"] > 0 and grid["x"] + grid["w"] <= 24 and grid["h"] > 0 and grid["y"] >= 0
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"panels {cells.get((x, y))} and {panel['id']} overlap"
+                cells[(x, y)] = panel["id"]
         if panel["type"] == "row":
             continue
         assert panel["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}, panel["title"]
