@@ -72,7 +72,6 @@ def exported(db, monkeypatch) -> dict[str, dict]:
     # Bridge: the projector's totals.
     stats = ProjectorStats(applied=4, skipped=1, undecodable=1, dead_letters=1, heartbeats=2, alerts_queued=1)
     stats.by_kind["run_failed"] = 1
-    web_metrics.PROJECTOR_BATCH_SECONDS.observe(0.01)
     alerts.NOTIFICATIONS.labels(channel="webhook", outcome="sent")  # a child at 0: no count changes
 
     # Web: consumer lag (no broker here) and the database gauges, from rows.
