@@ -6,6 +6,8 @@
     python -m bench websocket       # live monitor fan-out to 200 websocket clients
     python -m bench expressions     # CPU time per render, budgets included
     python -m bench idle [options]  # idle CPU of every process of `manage.py up`, before and after bursts
+    python -m bench monitor         # monitor pages and /api/runs/ with 1,000,000 runs (PostgreSQL too:
+                                    #   scripts/with-postgres .venv/bin/python -m bench monitor)
 
 Numbers are measurements on the machine at hand, never assertions: nothing here fails
 because something was slow.
@@ -79,7 +81,8 @@ def main() -> None:
         idle.main()
         return
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="*", choices=["runtime", "designer", "websocket", "expressions", "idle"], default=[])
+    parser.add_argument("which", nargs="*", choices=["runtime", "designer", "websocket", "expressions", "idle", "monitor"],
+                        default=[])
     parser.add_argument("--runs", type=int, default=20000, help="Sluice runs for the throughput test")
     parser.add_argument("--celery-runs", type=int, default=5000, help="Celery chains for the throughput test")
     parser.add_argument("--runner-args", default="", help="extra `manage.py runner` options, e.g. '--worker-processes 1'")
@@ -97,6 +100,8 @@ def main() -> None:
         run_module("expressions")
     if "idle" in which:
         run_module("idle")
+    if "monitor" in which:
+        run_module("monitor_pages")
 
 
 if __name__ == "__main__":
