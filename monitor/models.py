@@ -29,6 +29,30 @@ class StepStatus(models.TextChoices):
     CANCELLED = "cancelled"
 
 
+class TriggerKey(models.Func):
+    """One key of a run's trigger as text (`trigger->>'type'`), with the key written into the SQL.
+
+    Django's own `trigger__type=` passes the JSON path as a bound parameter on SQLite, and
+    SQLite uses an index on an expression only when the query has the same expression with the
+    same literals: filtering on this expression uses the index on it (Run.Meta.indexes) on
+    SQLite and PostgreSQL alike.
+    """
+
+    output_field = models.CharField()
+
+    def __init__(self, key: str):
+        if not key.isidentifier():
+            raise ValueError(f"not a trigger key: {key!r}")
+        self.key = key
+        super().__init__(models.F("trigger"))
+
+    def as_sql(self, compiler, connection, **extra):
+        column, params = compiler.compile(self.source_expressions[0])
+        if connection.vendor == "postgresql":
+            return f"({column} ->> '{self.key}')", params
+        return f"json_extract({column}, '$.{self.key}')", params
+
+
 class Run(models.Model):
     id = models.CharField(max_length=100, primary_key=True)
     workflow = models.SlugField(max_length=100, db_index=True)
@@ -49,7 +73,18 @@ class Run(models.Model):
     class Meta:
         ordering = ["-created_at"]
         permissions = [("operate_run", "Can cancel, retry, signal and replay runs")]
-        indexes = [models.Index(fields=["workflow", "status", "-created_at"])]
+        # The monitor's run list is keyset-paginated newest first on (created_at, id), filtered by
+        # workflow, status or trigger type (monitor/keyset.py); the dashboard counts per status
+        # over a time window from the (status, created_at) index without reading rows.
+        indexes = [
+            models.Index(fields=["workflow", "status", "-created_at"]),
+            models.Index(fields=["created_at", "id"], name="run_created_id"),
+            models.Index(fields=["workflow", "created_at", "id"], name="run_workflow_created"),
+            models.Index(fields=["status", "created_at", "id"], name="run_status_created"),
+            models.Index(TriggerKey("type"), "created_at", "id", name="run_trigger_type_created"),
+            # The child runs of a run (run list ?parent=, from the run page's foreach/subworkflow steps).
+            models.Index(TriggerKey("run_id"), "created_at", name="run_trigger_parent"),
+        ]
 
     def __str__(self):
         return self.id

@@ -26,12 +26,14 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from . import dead_letters as dead_letter_origins
-from . import operations, permissions, run_details, stats, trigger_status
+from . import keyset, operations, permissions, run_details, stats, trigger_status
 from .kafka_lag import consumer_lag
-from .models import AuditEntry, DeadLetter, Run, RunStatus
-from .permissions import visible_runs, visible_workflow_slugs
+from .models import AuditEntry, DeadLetter, Run, RunStatus, TriggerKey
+from .permissions import visible_runs
 
 PAGE_SIZE = 25
+# The run list's `q` searches this many of the most recent runs matching the other filters.
+SEARCH_WINDOW = 10_000
 TRIGGER_TYPES = ["manual", "kafka", "schedule", "webhook", "window", "parent", "on_failure", "replay", "test"]
 
 
@@ -87,8 +89,9 @@ def _parse_time(value: str, field: str):
     return timezone.make_aware(moment) if timezone.is_naive(moment) else moment
 
 
-def filter_runs(user, params) -> tuple:
-    """The visible runs matching the list's filters; raises FilterError naming the bad field."""
+def filter_runs(user, params, notes: dict | None = None):
+    """The visible runs matching the list's filters, newest first; raises FilterError naming the
+    bad field. `notes` (a dict), when given, learns how far back the `q` search looked."""
     runs = visible_runs(user)
     workflow = params.get("workflow", "").strip()
     if workflow:
@@ -104,15 +107,15 @@ def filter_runs(user, params) -> tuple:
     if until:
         runs = runs.filter(created_at__lte=until)
     trigger = params.get("trigger", "").strip()
-    if trigger:
-        runs = runs.filter(trigger__type=trigger)
+    if trigger:  # TriggerKey, not trigger__type: the same expression as the index (monitor.models)
+        runs = runs.alias(trigger_type=TriggerKey("type")).filter(trigger_type=trigger)
     topic = params.get("topic", "").strip()
     if topic:
         runs = runs.filter(trigger__topic=topic)
     parent = params.get("parent", "").strip()
     if parent:
         # The child runs of a run (subworkflow and foreach steps), optionally of one step.
-        runs = runs.filter(trigger__type="parent", trigger__run_id=parent)
+        runs = runs.alias(trigger_parent=TriggerKey("run_id")).filter(trigger_parent=parent, trigger__type="parent")
         step = params.get("step", "").strip()
         if step:
             runs = runs.filter(trigger__step_id=step)
@@ -125,28 +128,39 @@ def filter_runs(user, params) -> tuple:
     query = params.get("q", "").strip()
     if query:
         # Run id, or anything inside the input (searched as JSON text, on SQLite and PostgreSQL).
-        runs = runs.annotate(input_text=Cast("input", TextField())).filter(
-            Q(id__icontains=query) | Q(input_text__icontains=query))
-    return runs.order_by("-created_at")
+        # Without a full-text index that reads every row it looks at, so it looks at the
+        # SEARCH_WINDOW most recent runs the other filters match (the page says so; "To" moves
+        # the window back); a complete run id is found however old.
+        floor = list(runs.order_by("-created_at", "-id").values_list("created_at", flat=True)
+                     [SEARCH_WINDOW - 1:SEARCH_WINDOW])
+        if notes is not None:
+            notes["searched_since"] = floor[0] if floor else None
+        found = Q(id__icontains=query) | Q(input_text__icontains=query)
+        if floor:
+            found = Q(id=query) | (Q(created_at__gte=floor[0]) & found)
+        runs = runs.annotate(input_text=Cast("input", TextField())).filter(found)
+    return runs.order_by("-created_at", "-id")
 
 
 @login_required
 @require_GET
 def run_list(request):
     _require_monitor(request.user)
-    error = ""
+    error, notes = "", {}
     try:
-        runs = filter_runs(request.user, request.GET)
-    except FilterError as exc:
-        error, runs = str(exc), Run.objects.none()
-    page = Paginator(runs, PAGE_SIZE).get_page(request.GET.get("page"))
-    slugs = visible_workflow_slugs(request.user)
-    workflows = sorted(set(Run.objects.values_list("workflow", flat=True).distinct())
-                       if slugs is None else slugs)
-    query = request.GET.copy()
-    query.pop("page", None)
+        runs = filter_runs(request.user, request.GET, notes)
+        page = keyset.paginate(runs, request.GET, PAGE_SIZE)
+    except (FilterError, keyset.BadCursor) as exc:
+        error, page = str(exc), keyset.Page()
+        if isinstance(exc, keyset.BadCursor):
+            error = f"before/after: {exc}"
+    # The workflows (designer's table, a few rows), not the distinct values of a million runs.
+    workflows = sorted(set(permissions.visible_workflows(request.user).values_list("slug", flat=True))
+                       | ({request.GET["workflow"].strip()} if request.GET.get("workflow", "").strip() else set()))
     context = {"page": page, "error": error, "filters": request.GET, "statuses": RunStatus.values,
-               "workflows": workflows, "trigger_types": TRIGGER_TYPES, "query": query.urlencode(),
+               "workflows": workflows, "trigger_types": TRIGGER_TYPES,
+               "search_window": SEARCH_WINDOW if notes.get("searched_since") else None,
+               "searched_since": notes.get("searched_since"),
                "workflow_card": _workflow_card(request.user, request.GET.get("workflow", "").strip())}
     template = "monitor/_run_rows.html" if request.htmx else "monitor/run_list.html"
     response = render(request, template, context, status=400 if error else 200)
