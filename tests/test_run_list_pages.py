@@ -153,3 +153,27 @@ def test_trigger_and_parent_filters_use_their_indexes(client):
                               ({"parent": "p-1"}, "run_trigger_parent")):
             plan = views.filter_runs(make_user(f"su-{index}", is_superuser=True), params)[:26].explain()
             assert index in plan, plan
+
+
+def test_dashboard_counts_per_status_and_samples_recent_durations(client, monkeypatch):
+    from monitor import stats
+
+    monkeypatch.setattr(stats, "DURATION_SAMPLE", 3)
+    client.force_login(make_user("admin", is_superuser=True))
+    now = timezone.now()
+    for index in range(5):  # durations 1..5 s, the newest run the shortest
+        start = now - timedelta(minutes=index)
+        make_run(status="succeeded", created_at=start, started_at=start, ended_at=start + timedelta(seconds=index + 1))
+    make_run(status="failed", id="failed-early-ended-late", created_at=now - timedelta(minutes=9),
+             ended_at=now, error="late")
+    make_run(status="failed", id="failed-late-ended-early", created_at=now - timedelta(minutes=1),
+             ended_at=now - timedelta(minutes=1), error="early")
+    make_run(status="running")
+    make_run(status="succeeded", created_at=now - timedelta(days=2))  # outside the 24 h window
+    data = client.get("/monitor/dashboard/data/").json()
+    assert data["totals"]["total"] == 8 and data["totals"]["succeeded"] == 5 and data["totals"]["failed"] == 2
+    assert data["in_flight"] == 1
+    [durations] = data["durations"]
+    assert durations["runs"] == 3 and durations["p95"] == pytest.approx(3)  # the 3 most recent
+    assert [f["id"] for f in data["recent_failures"]] == ["failed-early-ended-late", "failed-late-ended-early"]
+    assert "last 3 succeeded runs" in client.get("/monitor/").content.decode()
