@@ -180,7 +180,7 @@ def _older_link(html: bytes) -> str | None:
     found = OLDER.search(html.decode())
     if not found:
         return None
-    return (found.group(1) or found.group(2)).replace("&amp;", "&")
+    return "/monitor/runs/" + (found.group(1) or found.group(2)).replace("&amp;", "&")
 
 
 def measure(repeat: int, detail_run: str) -> list[list]:

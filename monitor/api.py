@@ -62,7 +62,8 @@ class RunListView(SluiceAPIView):
                 raise exceptions.ValidationError(
                     {"status": [f"Unknown status '{wanted}'; one of {', '.join(RunStatus.values)}"]})
             runs = runs.filter(status=wanted)
-        return self.paginate(runs.order_by("-created_at", "id"), RunSerializer)
+        # Newest first, ties by id the same way: the (created_at, id) indexes give that order.
+        return self.paginate(runs.order_by("-created_at", "-id"), RunSerializer)
 
 
 def _visible_run(request, run_id: str, queryset=None) -> Run:

@@ -29,7 +29,7 @@ from . import dead_letters as dead_letter_origins
 from . import keyset, operations, permissions, run_details, stats, trigger_status
 from .kafka_lag import consumer_lag
 from .models import AuditEntry, DeadLetter, Run, RunStatus, TriggerKey
-from .permissions import visible_runs
+from .permissions import visible_runs, visible_workflow_slugs
 
 PAGE_SIZE = 25
 # The run list's `q` searches this many of the most recent runs matching the other filters.
@@ -149,7 +149,9 @@ def run_list(request):
     error, notes = "", {}
     try:
         runs = filter_runs(request.user, request.GET, notes)
-        page = keyset.paginate(runs, request.GET, PAGE_SIZE)
+        slugs = visible_workflow_slugs(request.user)
+        split = sorted(slugs) if slugs is not None and not request.GET.get("workflow", "").strip() else None
+        page = keyset.paginate(runs, request.GET, PAGE_SIZE, split)
     except (FilterError, keyset.BadCursor) as exc:
         error, page = str(exc), keyset.Page()
         if isinstance(exc, keyset.BadCursor):
