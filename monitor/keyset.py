@@ -69,7 +69,7 @@ class Page:
     number: int | None = None  # when asked for by ?page=
 
 
-def _slice(runs, ordering: tuple[str, ...], start: int, stop: int, split: list[str] | None) -> list:
+def read_slice(runs, ordering: tuple[str, ...], start: int, stop: int, split: list[str] | None) -> list:
     """runs.order_by(*ordering)[start:stop], read per workflow of `split` when given."""
     ordered = runs.order_by(*ordering)
     if not split or len(split) > MAX_SPLIT or stop * len(split) > 5000:
@@ -78,7 +78,9 @@ def _slice(runs, ordering: tuple[str, ...], start: int, stop: int, split: list[s
     for slug in split:  # each workflow's first `stop` rows hold the union's first `stop`
         candidates += ordered.filter(workflow=slug).values_list("id", flat=True)[:stop]
     # The database orders the candidates, with its own collation of ids, as the cursors compare them.
-    return list(ordered.filter(id__in=candidates)[start:stop])
+    # They matched every filter already: by primary key alone, or the planner may read the
+    # `workflow IN (...)` again, sorted.
+    return list(runs.model.objects.filter(id__in=candidates).order_by(*ordering)[start:stop])
 
 
 def paginate(runs, params: QueryDict, size: int, split: list[str] | None = None) -> Page:
@@ -94,9 +96,9 @@ def paginate(runs, params: QueryDict, size: int, split: list[str] | None = None)
     page = Page(first_query=filters.urlencode())
     if after:
         moment, run_id = decode(after)
-        rows = _slice(runs.filter(newer_than(moment, run_id)), oldest_first, 0, size + 1, split)
+        rows = read_slice(runs.filter(newer_than(moment, run_id)), oldest_first, 0, size + 1, split)
         if len(rows) <= size:  # the newest runs: show a full first page
-            rows = _slice(runs, newest_first, 0, size + 1, split)
+            rows = read_slice(runs, newest_first, 0, size + 1, split)
             page.has_older = len(rows) > size
             page.object_list = rows[:size]
         else:
@@ -105,7 +107,7 @@ def paginate(runs, params: QueryDict, size: int, split: list[str] | None = None)
             page.has_older = True  # the cursor's run at least, unless it was deleted since
     elif before:
         moment, run_id = decode(before)
-        rows = _slice(runs.filter(older_than(moment, run_id)), newest_first, 0, size + 1, split)
+        rows = read_slice(runs.filter(older_than(moment, run_id)), newest_first, 0, size + 1, split)
         page.object_list = rows[:size]
         page.has_older = len(rows) > size
         page.has_newer = True
@@ -114,7 +116,7 @@ def paginate(runs, params: QueryDict, size: int, split: list[str] | None = None)
         number = int(number) if number.isdigit() and int(number) >= 1 else 1
         number = min(number, MAX_PAGE_NUMBER)
         offset = (number - 1) * size
-        rows = _slice(runs, newest_first, offset, offset + size + 1, split)
+        rows = read_slice(runs, newest_first, offset, offset + size + 1, split)
         if not rows and number > 1:  # past the end: the newest page
             return paginate(runs, filters, size, split)
         page.object_list = rows[:size]

@@ -179,3 +179,21 @@ def test_dashboard_counts_per_status_and_samples_recent_durations(client, monkey
     assert durations["runs"] == 3 and durations["p95"] == pytest.approx(3)  # the 3 most recent
     assert [f["id"] for f in data["recent_failures"]] == ["failed-early-ended-late", "failed-late-ended-early"]
     assert "last 3 succeeded runs" in client.get("/monitor/").content.decode()
+
+
+def test_api_pages_for_a_user_granted_two_workflows(client, many):
+    user = make_user("scoped-api")
+    for slug in ("orders", "billing"):
+        WorkflowAccess.objects.create(workflow=Workflow.objects.get(slug=slug), user=user, permission="view")
+    client.force_login(user)
+    visible = expected(Run.objects.filter(workflow__in=["orders", "billing"]))
+    seen, url = [], "/api/runs/?page_size=20"
+    while url:
+        page = client.get(url).json()
+        assert page["count"] == 73
+        seen += [run["id"] for run in page["results"]]
+        url = page["next"]
+    assert seen == visible
+    failed = client.get("/api/runs/?status=failed&page=2&page_size=5").json()
+    assert failed["count"] == 19 and [r["id"] for r in failed["results"]] == [
+        r for r in visible if Run.objects.get(id=r).status == "failed"][5:10]
