@@ -135,10 +135,15 @@ def filter_runs(user, params, notes: dict | None = None):
                      [SEARCH_WINDOW - 1:SEARCH_WINDOW])
         if notes is not None:
             notes["searched_since"] = floor[0] if floor else None
-        found = Q(id__icontains=query) | Q(input_text__icontains=query)
-        if floor:
-            found = Q(id=query) | (Q(created_at__gte=floor[0]) & found)
-        runs = runs.annotate(input_text=Cast("input", TextField())).filter(found)
+        exact = runs.filter(id=query).values_list("created_at", flat=True).first()
+        if floor and exact is not None and exact < floor[0]:
+            runs = runs.filter(id=query)  # a complete run id, older than the window
+        else:
+            # Not `id = q OR (...)`: SQLite then reads the whole created_at index, not the window.
+            found = Q(id__icontains=query) | Q(input_text__icontains=query)
+            if floor:
+                found &= Q(created_at__gte=floor[0])
+            runs = runs.annotate(input_text=Cast("input", TextField())).filter(found)
     return runs.order_by("-created_at", "-id")
 
 
