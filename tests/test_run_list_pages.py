@@ -197,3 +197,17 @@ def test_api_pages_for_a_user_granted_two_workflows(client, many):
     failed = client.get("/api/runs/?status=failed&page=2&page_size=5").json()
     assert failed["count"] == 19 and [r["id"] for r in failed["results"]] == [
         r for r in visible if Run.objects.get(id=r).status == "failed"][5:10]
+
+
+def test_deep_api_pages_merged_per_workflow_agree(client, many, monkeypatch):
+    from monitor import keyset
+
+    user = make_user("scoped-deep")
+    for slug in ("orders", "billing"):
+        WorkflowAccess.objects.create(workflow=Workflow.objects.get(slug=slug), user=user, permission="view")
+    client.force_login(user)
+    visible = expected(Run.objects.filter(workflow__in=["orders", "billing"]))
+    for threshold in (5000, 0):  # candidates ordered by the database, then keys merged here
+        monkeypatch.setattr(keyset, "MERGE_KEYS_ABOVE", threshold)
+        pages = [client.get(f"/api/runs/?page={n}&page_size=7").json() for n in range(1, 12)]
+        assert [r["id"] for page in pages for r in page["results"]] == visible
