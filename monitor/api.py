@@ -64,9 +64,9 @@ class RunListView(SluiceAPIView):
             runs = runs.filter(status=wanted)
         # Newest first, ties by id the same way: the (created_at, id) indexes give that order.
         runs = runs.order_by("-created_at", "-id")
-        slugs = permissions.visible_workflow_slugs(request.user)
-        if slugs is not None and not workflow and 1 < len(slugs) <= keyset.MAX_SPLIT:
-            runs = PerWorkflow(runs, sorted(slugs))
+        split = keyset.split_by_workflow(permissions.visible_workflow_slugs(request.user), workflow or "")
+        if split:
+            runs = PerWorkflow(runs, split)
         return self.paginate(runs, RunSerializer)
 
 

@@ -154,8 +154,7 @@ def run_list(request):
     error, notes = "", {}
     try:
         runs = filter_runs(request.user, request.GET, notes)
-        slugs = visible_workflow_slugs(request.user)
-        split = sorted(slugs) if slugs is not None and not request.GET.get("workflow", "").strip() else None
+        split = keyset.split_by_workflow(visible_workflow_slugs(request.user), request.GET.get("workflow", "").strip())
         page = keyset.paginate(runs, request.GET, PAGE_SIZE, split)
     except (FilterError, keyset.BadCursor) as exc:
         error, page = str(exc), keyset.Page()
