@@ -381,6 +381,8 @@ def report(rows: list[dict], grace_s: int, commit_interval: float) -> None:
             ["producer: seconds to send them all", *[r["send_s"] for r in measured]],
             ["CPU seconds of the processor while counting", *[r["cpu_s"] for r in measured]],
             ["CPU seconds of the broker while counting", *[r["broker_cpu_s"] for r in measured]],
+            ["CPU per record, processor + broker (us; the machine's load changes it least)",
+             *[(r["cpu_s"] + r["broker_cpu_s"]) / r["records"] * 1e6 for r in measured]],
             ["peak memory of the processor (MiB)", *[r["peak_rss_mib"] for r in measured]],
             ["window results / expected", *[f"{r['windows_emitted']:,} / {r['windows_expected']:,}" for r in measured]],
             ["sum of counts / records", *[f"{r['sum_of_counts']:,} / {r['records']:,}" for r in measured]],
