@@ -25,7 +25,7 @@ the run each closed window starts is written to wf.runs but not executed). Quix 
 in its own environment (bench/requirements-quix.txt; it pins a confluent-kafka older than
 Sluice's), commit interval 1 s (the default is 5 s).
 
-    python -m bench windows [--records 200000] [--users 1000] [--grace 60] [--no-quix]
+    python -m bench windows [--records 200000] [--users 1000] [--grace 60] [--no-quix | --no-sluice]
 """
 
 from __future__ import annotations
@@ -328,7 +328,7 @@ def _tail(path: Path, lines: int = 8) -> str:
 
 # ---- the run -----------------------------------------------------------------------------------
 
-def run(n: int, users: int, grace_s: int, quix: bool, commit_interval: float) -> list[dict]:
+def run(n: int, users: int, grace_s: int, quix: bool, commit_interval: float, sluice: bool = True) -> list[dict]:
     work = Path(tempfile.mkdtemp(prefix="sluice-bench-windows-"))
     from orchestrator.runtime.broker import EmbeddedBroker, free_port
 
@@ -353,7 +353,8 @@ def run(n: int, users: int, grace_s: int, quix: bool, commit_interval: float) ->
     try:
         # Each system gets the same kind of burst on the same topic, in windows that ended just
         # before it (a fresh set each, so the second never sees the first's windows as open).
-        out.append(run_sluice(broker, work, topic, n, users, grace_s))
+        if sluice:
+            out.append(run_sluice(broker, work, topic, n, users, grace_s))
         if quix:
             why = quix_available()
             if why:
@@ -411,9 +412,10 @@ def main() -> None:
     parser.add_argument("--grace", type=int, default=60, help="grace period (s); Sluice's must cover the ingest")
     parser.add_argument("--commit-interval", type=float, default=1.0, help="Quix Streams' commit interval (s)")
     parser.add_argument("--no-quix", action="store_true", help="Sluice only")
+    parser.add_argument("--no-sluice", action="store_true", help="Quix Streams only")
     args = parser.parse_args()
     print(f"load average before: {_load()}")
-    rows = run(args.records, args.users, args.grace, not args.no_quix, args.commit_interval)
+    rows = run(args.records, args.users, args.grace, not args.no_quix, args.commit_interval, not args.no_sluice)
     report(rows, args.grace, args.commit_interval)
 
 
