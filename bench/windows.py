@@ -61,6 +61,20 @@ KAFKA_STREAMS_FIGURES = [
 ]
 
 
+def runqueue_seconds(pid: int) -> float:
+    """Time the process tree's threads spent runnable but waiting for a CPU (/proc/.../schedstat)."""
+    from .harness import process_tree
+
+    total = 0
+    for p in process_tree(pid):
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (FileNotFoundError, IndexError, ValueError):
+                pass
+    return total / 1e9
+
+
 def generate(n: int, users: int, end_ms: int, seed: int = 7) -> list[tuple[bytes, bytes, int]]:
     """(key, value, timestamp ms): keys u0000.., timestamps in the WINDOWS windows before end_ms."""
     rng = random.Random(seed)
@@ -187,6 +201,7 @@ def run_sluice(broker, work: Path, topic: str, n: int, users: int, grace_s: int)
         records = generate(n, users, end_ms)
         base = trigger.high()
         cpu_before, broker_before = tree_cpu_seconds(runner.pid), tree_cpu_seconds(broker.process.pid)
+        waited_before = runqueue_seconds(runner.pid)
         began, sent = produce(broker.bootstrap_servers, topic, records)
         close_at = end_ms + grace_s * 1000  # wall clock (ms) when the last window closes
 
@@ -203,6 +218,7 @@ def run_sluice(broker, work: Path, topic: str, n: int, users: int, grace_s: int)
         wait_for(counted, 600, "the window loop to count every record", interval=0.05)
         counted_at = time.perf_counter()
         cpu_counted, broker_counted = tree_cpu_seconds(runner.pid), tree_cpu_seconds(broker.process.pid)
+        waited = runqueue_seconds(runner.pid) - waited_before
         if time.time() * 1000 > close_at - (SIZE_S * (WINDOWS - 1)) * 1000:
             print(f"warning: counting ended after the first window closed (grace {grace_s} s too short); "
                   "records were late")
@@ -217,7 +233,7 @@ def run_sluice(broker, work: Path, topic: str, n: int, users: int, grace_s: int)
                                                          json.loads(v)["count"]))
         return summary("Sluice", len(records), began, counted_at, emitted_at, expected, got, duplicates,
                        send_s=sent - began, after_close_s=emitted_wall - close_at / 1000,
-                       cpu_s=cpu_counted - cpu_before, broker_cpu_s=broker_counted - broker_before,
+                       cpu_s=cpu_counted - cpu_before, broker_cpu_s=broker_counted - broker_before, runqueue_s=waited,
                        peak_rss_mib=tree_peak_rss_mib(runner.pid))
     finally:
         watcher.close()
@@ -285,6 +301,7 @@ def run_quix(broker, work: Path, topic: str, n: int, users: int, grace_s: int, c
         records = generate(n, users, end_ms)
         base = offsets.high()
         cpu_before, broker_before = tree_cpu_seconds(app.pid), tree_cpu_seconds(broker.process.pid)
+        waited_before = runqueue_seconds(app.pid)
         began, sent = produce(broker.bootstrap_servers, topic, records)
         # One record per partition past the last window's end + grace: event time closes them.
         for p in range(PARTITIONS):
@@ -300,6 +317,7 @@ def run_quix(broker, work: Path, topic: str, n: int, users: int, grace_s: int, c
         wait_for(counted, 600, "Quix to count every record", interval=0.05)
         counted_at = time.perf_counter()
         cpu_counted, broker_counted = tree_cpu_seconds(app.pid), tree_cpu_seconds(broker.process.pid)
+        waited = runqueue_seconds(app.pid) - waited_before
         expected = expected_counts(records)
         wait_for(lambda: len(watcher.records) >= len(expected), 120, "every Quix window result", interval=0.05)
         time.sleep(1)
@@ -310,7 +328,7 @@ def run_quix(broker, work: Path, topic: str, n: int, users: int, grace_s: int, c
         got, duplicates = results(watcher, lambda k, v: ((k.decode(), json.loads(v)["start"]), json.loads(v)["value"]))
         return summary(f"Quix Streams {quix_version()}", len(records), began, counted_at, emitted_at, expected, got,
                        duplicates, send_s=sent - began, after_close_s=float("nan"), cpu_s=cpu_counted - cpu_before,
-                       broker_cpu_s=broker_counted - broker_before,
+                       broker_cpu_s=broker_counted - broker_before, runqueue_s=waited,
                        peak_rss_mib=tree_peak_rss_mib(app.pid))
     except (TimeoutError, RuntimeError) as exc:
         return {"system": "Quix Streams", "error": f"{exc}; log: {_tail(log_path)}"}
@@ -381,6 +399,7 @@ def report(rows: list[dict], grace_s: int, commit_interval: float) -> None:
             ["last result after the wall-clock close (end + grace, s)", *[r["after_close_s"] for r in measured]],
             ["producer: seconds to send them all", *[r["send_s"] for r in measured]],
             ["CPU seconds of the processor while counting", *[r["cpu_s"] for r in measured]],
+            ["seconds its threads waited for a CPU while counting (run queue)", *[r["runqueue_s"] for r in measured]],
             ["CPU seconds of the broker while counting", *[r["broker_cpu_s"] for r in measured]],
             ["CPU per record, processor + broker (us; the machine's load changes it least)",
              *[(r["cpu_s"] + r["broker_cpu_s"]) / r["records"] * 1e6 for r in measured]],
