@@ -56,8 +56,8 @@ QUIX_SETUP = ("python3.11 -m venv .venv-quix && .venv-quix/bin/pip install -r be
 # count with exactly-once was found in its documentation.
 KAFKA_STREAMS_FIGURES = [
     ["Confluent blog, N. Narkhede, \"Exactly-once Semantics are Possible: Here's How Kafka Does it\" (2017)",
-     ("transactional producer with 1 KB records and 100 ms transactions: about 3 % below the "
-      "non-transactional producer's throughput (the cost of exactly-once, not a windowed aggregation)")],
+     ("transactional producer, 1 KB records, 100 ms transactions: throughput about 3 % below an "
+      "at-least-once, in-order producer's (the cost of transactions, not a windowed aggregation)")],
 ]
 
 
@@ -415,7 +415,7 @@ def report(rows: list[dict], grace_s: int, commit_interval: float) -> None:
             print()
             print(f"{r['system']} did not run: {r['error']}")
             print()
-            print(table("Kafka Streams, documented figures (NOT measured here)", ["source", "figure"],
+            print(table("Kafka exactly-once, documented figure (NOT measured here)", ["source", "figure"],
                         KAFKA_STREAMS_FIGURES))
     print()
 
