@@ -130,6 +130,23 @@ def _definition_from(body: dict, key: str = "definition") -> dict:
     return definition
 
 
+# ---- the definition's JSON Schema --------------------------------------------------------
+@require_GET
+def workflow_schema(request):
+    """GET /schema/workflow.json: the definition's JSON Schema (orchestrator.spec), for editors.
+
+    The one route without a login and without a permission check, on purpose: it holds no data
+    (it is the public format, the same text as docs/workflow.schema.json in the repository), and
+    editors (VS Code's JSON support, the YAML language server) fetch a `$schema` URL without a
+    session or a token. tests/test_permission_matrix.py lists it as open to everyone, and why.
+    """
+    response = HttpResponse(spec.schema_json(), content_type="application/schema+json")
+    response["Cache-Control"] = "public, max-age=300"
+    # Editors running in a browser (vscode.dev) fetch it from another origin.
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
 # ---- workflow list -----------------------------------------------------------------------
 @login_required
 def workflow_list(request):

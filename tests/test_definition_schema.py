@@ -174,3 +174,13 @@ def test_cron_lines_are_checked_in_one_place():
              for path in (ROOT / directory).rglob("*.py") if "croniter.is_valid" in path.read_text()}
     assert found == {"orchestrator/spec.py"}
     assert checks.search((ROOT / "orchestrator/spec.py").read_text())
+
+
+def test_the_schema_is_served_without_a_session(client, db):
+    """GET /schema/workflow.json: what editors fetch for a `$schema` URL (no login, no data)."""
+    response = client.get(spec.SCHEMA_URL_PATH)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/schema+json"
+    assert response["Access-Control-Allow-Origin"] == "*"
+    assert response.content.decode() == (ROOT / spec.SCHEMA_FILE).read_text() == spec.schema_json()
+    assert client.post(spec.SCHEMA_URL_PATH).status_code == 405
