@@ -5,6 +5,13 @@ problem found, each naming the field path (`steps[1].config.url`) and the step i
 so the designer can mark the node and the API can answer 400 with all of them at once.
 `parse(data)` returns a WorkflowSpec or raises InvalidDefinition carrying those problems.
 
+`definition_schema()` is the document's one JSON Schema (Draft 2020-12): the single source of
+each field's type, enum, bounds, title and description, from which the designer's forms, the
+OpenAPI document, GET /schema/workflow.json and docs/workflow.schema.json are made. The checks
+here apply everything it says, with messages that name the field, and what a schema cannot
+say beside it: expressions, topics, cron lines, and the graph (cycles, dangling edges, ports,
+reachability). A top-level `$schema` (where an editor finds the schema) is accepted and ignored.
+
 Problems have a severity: errors make a definition invalid; warnings (an orphan step, a layout
 entry for a deleted step, a reference to a step that does not run before, secret() where no
 worker resolves it, a filter on a trigger that has nothing to filter) are reported but `parse`
