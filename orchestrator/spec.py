@@ -80,6 +80,8 @@ DAY_SECONDS = 24 * 3600
 MAX_BACKOFF_SECONDS = DAY_SECONDS  # one retry waits at most a day
 MAX_BACKOFF_MULTIPLIER = 10
 MAX_ATTEMPTS = 100
+# Names of workflows and steps (shown in lists and on the canvas).
+MAX_NAME_LENGTH = 200
 # Step timeouts, delays and waits: at most 366 days (longer is a unit mistake; use a schedule).
 MAX_TIMER_SECONDS = 366 * DAY_SECONDS
 # JSON nested deeper than this is refused (definitions, run input): real documents stay far
@@ -554,7 +556,7 @@ def _step_schema(step_types: dict) -> dict:
                    "description": "Other steps read this step's output as steps.<id>.output"},
             "type": {"type": "string", "enum": list(step_types), "title": "Step type",
                      "description": "What the step does; its config follows the type's schema"},
-            "name": {"type": "string", "maxLength": 200, "title": "Display name", "x-widget": "text",
+            "name": {"type": "string", "maxLength": MAX_NAME_LENGTH, "title": "Display name", "x-widget": "text",
                      "description": "Shown on the canvas instead of the step id"},
             "description": {"type": "string", "title": "Description"},
             "config": {"type": "object", "title": "Configuration",
@@ -615,7 +617,7 @@ def definition_schema() -> dict:
                         "description": "Where editors find this schema (a URL or a path); ignored by Sluice"},
             "slug": {"type": "string", "pattern": f"^{SLUG_PATTERN.pattern}$", "title": "Slug",
                      "description": "Lowercase letters, digits and hyphens: the workflow's name in URLs and Kafka keys"},
-            "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"\S", "title": "Name",
+            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"\S", "title": "Name",
                      "description": "Shown in lists (the slug when left out)"},
             "description": {**text, "title": "Description"},
             "trigger": {"$ref": "#/$defs/trigger"},
@@ -738,8 +740,8 @@ class _Checker:
                 self.error("name", f"must be a string, not {_kind(name)}", code="type")
             elif not name.strip():
                 self.error("name", "must not be blank (leave it out to use the slug)", code="blank")
-            elif len(name) > 200:
-                self.error("name", f"is {len(name)} characters long; at most 200", code="too-long")
+            elif len(name) > MAX_NAME_LENGTH:
+                self.error("name", f"is {len(name)} characters long; at most {MAX_NAME_LENGTH}", code="too-long")
         description = data.get("description")
         if description is not None and not isinstance(description, str):
             self.error("description", f"must be a string, not {_kind(description)}", code="type")
@@ -919,8 +921,8 @@ class _Checker:
             text = raw.get(text_field)
             if text is not None and not isinstance(text, str):
                 self.error(join_path(path, text_field), f"must be a string, not {_kind(text)}", own_id, code="type")
-            elif text_field == "name" and text is not None and len(text) > 200:
-                self.error(join_path(path, text_field), f"is {len(text)} characters long; at most 200", own_id,
+            elif text_field == "name" and text is not None and len(text) > MAX_NAME_LENGTH:
+                self.error(join_path(path, text_field), f"is {len(text)} characters long; at most {MAX_NAME_LENGTH}", own_id,
                            code="too-long")
 
         type_name = raw.get("type")
