@@ -31,9 +31,8 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from monitor import permissions
 from orchestrator import spec, webhooks
 from orchestrator.runtime.commands import CommandError
-from orchestrator.spec import InvalidDefinition
 
-from . import openapi, services
+from . import errors, openapi, services
 from .models import Workflow
 from .serializers import (
     DuplicateRequestSerializer,
@@ -62,9 +61,7 @@ ErrorSerializer = inline_serializer("Error", fields={
 })
 
 
-def problem(path: str, message: str, code: str = "invalid", step_id: str | None = None) -> dict:
-    """One entry of an error body, the same shape as orchestrator.spec.Problem.as_dict()."""
-    return {"path": path, "step_id": step_id, "code": code, "message": str(message), "severity": "error"}
+problem = errors.problem
 
 
 def _flatten(detail, path: str = "") -> list[dict]:
@@ -85,54 +82,18 @@ def _flatten(detail, path: str = "") -> list[dict]:
     return [problem(path, detail, getattr(detail, "code", "invalid"))]
 
 
-def _error_response(status_code: int, detail: str, code: str, errors: list[dict] | None = None,
+def _error_response(status_code: int, detail: str, code: str, found: list[dict] | None = None,
                     headers: dict | None = None) -> Response:
-    errors = errors if errors is not None else [problem("", detail, code)]
-    return Response({"detail": detail, "code": code, "errors": errors}, status=status_code, headers=headers)
-
-
-# Service refusals a client can act on, and the status that says so.
-_SERVICE_STATUS = (
-    (services.VersionNotFound, status.HTTP_404_NOT_FOUND, "not_found"),
-    (services.VersionConflict, status.HTTP_409_CONFLICT, "version_conflict"),
-    (services.NotPublished, status.HTTP_409_CONFLICT, "not_published"),
-    (services.WorkflowArchived, status.HTTP_409_CONFLICT, "archived"),
-    (services.PublishFailed, status.HTTP_503_SERVICE_UNAVAILABLE, "kafka_unavailable"),
-    (services.StartFailed, status.HTTP_503_SERVICE_UNAVAILABLE, "kafka_unavailable"),
-    (services.TriggerControlFailed, status.HTTP_503_SERVICE_UNAVAILABLE, "kafka_unavailable"),
-    (services.ServiceError, status.HTTP_409_CONFLICT, "conflict"),
-)
+    return Response(errors.body(detail, code, found), status=status_code, headers=headers)
 
 
 def exception_handler(exc, context):
     """All API errors as `{"detail", "code", "errors"}`; never an HTML page, never a bare 500 for input."""
-    if isinstance(exc, services.InputTooLarge):
+    refusal = errors.for_refusal(exc)
+    if refusal is not None:
         set_rollback()
-        response = _error_response(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, str(exc), "too_large",
-                                   [problem(exc.field, str(exc), "too_large")])
-        response.data["limit"] = exc.limit
-        return response
-    if isinstance(exc, services.InvalidInput):
-        set_rollback()
-        return _error_response(status.HTTP_400_BAD_REQUEST, str(exc), "invalid_input",
-                               [p.as_dict() for p in exc.problems])
-    if isinstance(exc, InvalidDefinition):
-        set_rollback()
-        count = len(exc.problems)
-        code = "duplicate" if isinstance(exc, services.SlugTaken) else "invalid_definition"
-        return _error_response(
-            status.HTTP_400_BAD_REQUEST,
-            f"The workflow definition has {count} problem{'s' if count != 1 else ''}",
-            code, [p.as_dict() for p in exc.problems])
-    for kind, status_code, code in _SERVICE_STATUS:
-        if isinstance(exc, kind):
-            set_rollback()
-            body = {}
-            if isinstance(exc, services.VersionConflict):
-                body = {"latest_version": exc.latest_number, "saved_by": exc.saved_by}
-            response = _error_response(status_code, str(exc), code)
-            response.data.update(body)
-            return response
+        status_code, data = refusal
+        return Response(data, status=status_code)
     if isinstance(exc, CommandError):
         return _error_response(status.HTTP_503_SERVICE_UNAVAILABLE, f"Kafka did not acknowledge: {exc}",
                                "kafka_unavailable")
@@ -148,15 +109,15 @@ def exception_handler(exc, context):
                                "Internal error; it has been logged", "server_error")
     detail = exc.detail if isinstance(exc, exceptions.APIException) else response.data
     if isinstance(detail, (dict, list)):
-        errors = _flatten(detail)
-        first = errors[0] if errors else problem("", "Invalid request")
+        found = _flatten(detail)
+        first = found[0] if found else problem("", "Invalid request")
         message = f"{first['path']}: {first['message']}" if first["path"] else first["message"]
-        if len(errors) > 1:
-            message += f" (and {len(errors) - 1} more)"
-        response.data = {"detail": message, "code": "invalid", "errors": errors}
+        if len(found) > 1:
+            message += f" (and {len(found) - 1} more)"
+        response.data = errors.body(message, "invalid", found)
     else:
         code = getattr(detail, "code", None) or getattr(exc, "default_code", "error")
-        response.data = {"detail": str(detail), "code": code, "errors": [problem("", detail, code)]}
+        response.data = errors.body(str(detail), code)
     return response
 
 

@@ -12,6 +12,8 @@ app_name = "designer"
 urlpatterns = [
     path("", views.workflow_list, name="list"),
     path("workflows/new/", views.editor_new, name="new"),
+    # The definition's JSON Schema, for editors (no login: it is the public format, no data).
+    path("schema/workflow.json", views.workflow_schema, name="workflow_schema"),
     path("workflows/<any:slug>/duplicate/", views.workflow_duplicate, name="duplicate"),
     path("workflows/<any:slug>/archive/", views.workflow_archive, name="archive"),
     # Editor endpoints not tied to one workflow ("-" is never a slug).

@@ -19,6 +19,8 @@ from datetime import datetime
 
 from croniter import croniter
 
+from . import spec
+
 TASK_NAME = "orchestrator.tasks.start_scheduled_run"
 QUEUE = "sluice"
 
@@ -60,19 +62,16 @@ def schedule_of(definition: dict | None) -> Schedule | None:
     trigger = (definition or {}).get("trigger") or {}
     if trigger.get("type") != "schedule":
         return None
+    # Checked as validation checks it (orchestrator.spec, the one place for cron lines and zones).
     cron = trigger.get("cron")
-    if not isinstance(cron, str) or not cron.strip():
-        raise ScheduleError("trigger.cron", "a schedule trigger needs a cron line such as '*/5 * * * *'")
-    cron = " ".join(cron.split())
-    if len(cron.split()) != 5 or not croniter.is_valid(cron):
-        raise ScheduleError("trigger.cron", f"'{cron}' is not a cron line of five fields "
-                                            f"(minute hour day-of-month month day-of-week)")
+    cron = " ".join(cron.split()) if isinstance(cron, str) else cron
+    problem = spec.cron_problem(cron)
+    if problem is not None:
+        raise ScheduleError("trigger.cron", problem[1])
     timezone = trigger.get("timezone") or "UTC"
-    try:
-        zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ScheduleError("trigger.timezone", f"unknown time zone '{timezone}' (use an IANA name like "
-                                                f"'Europe/Berlin')") from None
+    problem = spec.timezone_problem(timezone)
+    if problem is not None:
+        raise ScheduleError("trigger.timezone", problem)
     return Schedule(cron=cron, timezone=timezone, input=trigger.get("input", {}))
 
 

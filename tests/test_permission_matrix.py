@@ -179,6 +179,10 @@ def routes(world) -> list[Route]:
         Route("healthz", "GET", "/healthz", frozenset(USERS)),
         Route("readyz", "GET", "/readyz", frozenset(USERS)),
         Route("metrics", "GET", "/metrics", NONE),
+        # ---- the definition's JSON Schema: open to everyone, on purpose. It holds no data (the
+        # public format, the text of docs/workflow.schema.json in the repository), and editors
+        # (VS Code, the YAML language server) fetch a `$schema` URL without a session ----
+        Route("designer:workflow_schema", "GET", "/schema/workflow.json", frozenset(USERS)),
         # ---- admin: staff only (Django's admin checks model permissions on top) ----
         Route("admin:index", "GET", "/admin/", STAFF),
         Route("admin:designer_workflow_changelist", "GET", "/admin/designer/workflow/", STAFF),
