@@ -9,8 +9,9 @@ from django_celery_beat.models import PeriodicTask
 
 from designer.models import WorkflowVersion
 from monitor.models import Run
-from orchestrator import schedules, tasks
-from orchestrator.schedules import ScheduleError, schedule_of, sync_schedule
+from monitor import tasks as monitor_tasks
+from triggers import schedules, tasks
+from triggers.schedules import ScheduleError, schedule_of, sync_schedule
 from tests.trigger_support import definition, make_live, read_starts
 
 pytestmark = pytest.mark.django_db
@@ -149,11 +150,11 @@ def test_retention_task_purges_only_old_finished_runs(settings):
     StepRun.objects.create(run_id="old-done", step_id="a", type="transform", status="succeeded")
     Run.objects.create(id="old-running", workflow="w", version=1, status="running", created_at=old)
     Run.objects.create(id="recent-failed", workflow="w", version=1, status="failed", created_at=recent)
-    assert tasks.purge_old_runs.run() == 2  # the run row and its step row
+    assert monitor_tasks.purge_old_runs_daily.run() == 2  # the run row and its step row
     assert set(Run.objects.values_list("id", flat=True)) == {"old-running", "recent-failed"}
     settings.SLUICE_RUN_RETENTION_DAYS = 0
     Run.objects.filter(id="recent-failed").update(created_at=old)
-    assert tasks.purge_old_runs.run() == 0
+    assert monitor_tasks.purge_old_runs_daily.run() == 0
     assert Run.objects.filter(id="recent-failed").exists()
 
 

@@ -21,7 +21,7 @@ from designer import services
 from designer.models import Workflow
 from monitor import trigger_status
 from monitor.models import AuditEntry, RunnerProcess
-from orchestrator import tasks, webhooks
+from triggers import tasks, webhooks
 from orchestrator.messages import TriggerControl
 from orchestrator.runtime import codec
 from tests.test_api_workflows import make_client

@@ -10,7 +10,7 @@ from django.test import Client
 
 from designer.models import Workflow, WorkflowVersion
 from monitor.models import Run
-from orchestrator import webhooks
+from triggers import webhooks
 from orchestrator.messages import StartRun
 from orchestrator.models import WebhookEndpoint
 from tests.trigger_support import definition, make_live, read_starts
