@@ -8,7 +8,7 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 
 from designer.models import WorkflowVersion
-from monitor.models import Run
+from monitor.models import AuditEntry, Run
 from monitor import tasks as monitor_tasks
 from triggers import schedules, tasks
 from triggers.schedules import ScheduleError, schedule_of, sync_schedule
@@ -103,6 +103,10 @@ def test_scheduled_task_starts_one_run_per_tick(kafka, kafka_broker):
     scheduled = datetime.fromisoformat(start.trigger["scheduled_at"])
     assert scheduled.second == 0 and abs(time.time() - scheduled.timestamp()) < 125
     assert Run.objects.get(id=first).trigger["type"] == "schedule"
+    # Audited like every other start, by the system actor "schedule" (once per call).
+    entries = AuditEntry.objects.filter(action="start", target_id=first)
+    assert {(e.username, e.target_type) for e in entries} == {("schedule", "run")}
+    assert entries[0].details == {"workflow": "report", "version": 1, "trigger": "schedule"}
 
 
 @pytest.mark.kafka
