@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 from django.db.models import Max, Q
-from drf_spectacular.views import SpectacularAPIView
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework import exceptions, serializers, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response

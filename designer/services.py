@@ -16,9 +16,8 @@ every problem), `VersionConflict`, `NotPublished`, `WorkflowArchived`, `PublishF
 from __future__ import annotations
 
 import copy
-from typing import Any
-
 import json
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from webbase import converters  # noqa: F401  (registers the "any" converter)
+
 from . import alerts, views
 
 app_name = "designer"

@@ -28,8 +28,8 @@ from monitor import permissions, trigger_status
 from monitor.models import Run
 from orchestrator import spec, steps
 from orchestrator.models import WebhookEndpoint
-from triggers import webhooks
 from orchestrator.spec import InvalidDefinition, Problem
+from triggers import webhooks
 
 from . import forms, services
 from . import window_form as window_forms

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import time
 
+from confluent_kafka import KafkaException, Producer
 from django.db import transaction
 from django.utils import timezone
-
-from confluent_kafka import KafkaException, Producer
 
 from orchestrator import expressions, messages, spec
 from orchestrator.messages import CancelRun, RetryRun, SignalRun

@@ -27,10 +27,10 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import dead_letters as dead_letter_origins
 from . import operations, permissions, run_details, stats, trigger_status
-from .workflows import definition_of, with_live_version
 from .kafka_lag import consumer_lag
 from .models import AuditEntry, DeadLetter, Run, RunStatus
 from .permissions import visible_runs, visible_workflow_slugs
+from .workflows import definition_of, with_live_version
 
 PAGE_SIZE = 25
 TRIGGER_TYPES = ["manual", "kafka", "schedule", "webhook", "window", "parent", "on_failure", "replay", "test"]

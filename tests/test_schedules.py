@@ -8,11 +8,11 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 
 from designer.models import WorkflowVersion
-from monitor.models import AuditEntry, Run
 from monitor import tasks as monitor_tasks
+from monitor.models import AuditEntry, Run
+from tests.trigger_support import definition, make_live, read_starts
 from triggers import schedules, tasks
 from triggers.schedules import ScheduleError, schedule_of, sync_schedule
-from tests.trigger_support import definition, make_live, read_starts
 
 pytestmark = pytest.mark.django_db
 

@@ -10,10 +10,10 @@ from django.test import Client
 
 from designer.models import Workflow, WorkflowVersion
 from monitor.models import AuditEntry, Run
-from triggers import webhooks
 from orchestrator.messages import StartRun
 from orchestrator.models import WebhookEndpoint
 from tests.trigger_support import definition, make_live, read_starts
+from triggers import webhooks
 
 pytestmark = [pytest.mark.django_db, pytest.mark.kafka]
 
