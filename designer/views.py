@@ -26,11 +26,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from monitor import permissions, trigger_status
 from monitor.models import Run
-from orchestrator import spec, steps, webhooks
+from orchestrator import spec, steps
 from orchestrator.models import WebhookEndpoint
 from orchestrator.spec import InvalidDefinition, Problem
+from triggers import webhooks
 
-from . import errors, forms, services
+from webbase import errors
+
+from . import forms, services
 from . import window_form as window_forms
 from .diff import diff_definitions
 from .models import Workflow, WorkflowVersion
@@ -88,13 +91,13 @@ class BadRequest(Exception):
 
 
 def error_response(status: int, detail: str, code: str, found: list[dict] | None = None, **extra) -> JsonResponse:
-    """An error answer of the editor's JSON endpoints, in the REST API's shape (designer.errors)."""
+    """An error answer of the editor's JSON endpoints, in the REST API's shape (webbase.errors)."""
     return JsonResponse(errors.body(detail, code, found, **extra), status=status)
 
 
 def json_endpoint(view):
     """Turn the refusals of services and of request parsing into JSON errors (never a 500), in
-    the shape and with the statuses the REST API answers them (designer.errors)."""
+    the shape and with the statuses the REST API answers them (webbase.errors)."""
 
     def wrapped(request, *args, **kwargs):
         try:
@@ -303,7 +306,6 @@ def _editor_context(request, workflow: Workflow | None, version: WorkflowVersion
                 "panel": reverse("designer:panel"),
                 "create": reverse("designer:create"),
                 "base": reverse("designer:editor", args=[workflow.slug]) if workflow else None,
-                "runStatus": reverse("designer:run_status", args=["RUN_ID"]),
                 "runWebsocket": "/ws/runs/RUN_ID/",
                 "runPage": reverse("monitor:run_detail", args=["RUN_ID"]),
                 # A row stored under an older rule may hold a slug no API route takes: no link then.
@@ -704,19 +706,3 @@ def _trigger_topics(workflow: Workflow) -> list[str]:
         if spec.topic_problem(topic, settings.SLUICE_TOPIC_PREFIX) is None and topic not in topics:
             topics.append(topic)
     return topics
-
-
-@json_endpoint
-@require_GET
-def run_status(request, run_id):
-    """A run's status and each step's, for colouring the canvas during a test run."""
-    run = Run.objects.filter(id=run_id).first()
-    if run is None:
-        return error_response(404, f"No run '{run_id}'", "not_found")
-    _require(permissions.can_view_workflow(request.user, run.workflow),
-             f"You may not watch runs of workflow '{run.workflow}'")
-    return JsonResponse({
-        "run_id": run.id, "status": run.status, "error": run.error, "output": run.output,
-        "steps": {s.step_id: {"status": s.status, "output": s.output, "error": s.error,
-                              "attempts": len(s.attempts or [])} for s in run.steps.all()},
-    })

@@ -30,6 +30,7 @@ from . import operations, permissions, run_details, stats, trigger_status
 from .kafka_lag import consumer_lag
 from .models import AuditEntry, DeadLetter, Run, RunStatus
 from .permissions import visible_runs, visible_workflow_slugs
+from .workflows import definition_of, with_live_version
 
 PAGE_SIZE = 25
 TRIGGER_TYPES = ["manual", "kafka", "schedule", "webhook", "window", "parent", "on_failure", "replay", "test"]
@@ -156,11 +157,9 @@ def run_list(request):
 def _workflow_card(user, slug: str) -> dict | None:
     """The runs of one workflow open on the workflow itself, as in Kestra's flow page: its live
     version, its trigger (paused or not, the lag, pause and resume) and its Run button."""
-    from designer.models import Workflow
-
     if not slug:
         return None
-    workflow = Workflow.objects.select_related("live_version").filter(slug=slug).first()
+    workflow = with_live_version(slug)
     if workflow is None or not permissions.can_view_workflow(user, workflow):
         return None
     live = workflow.live_version
@@ -182,10 +181,7 @@ def _visible_run(user, run_id: str) -> Run:
 
 
 def _definition(run: Run) -> dict | None:
-    from designer.models import WorkflowVersion
-
-    version = WorkflowVersion.objects.filter(workflow__slug=run.workflow, number=run.version).first()
-    return version.definition if version else None
+    return definition_of(run.workflow, run.version)
 
 
 def _step_payload(step, details: dict | None = None) -> dict:

@@ -197,7 +197,7 @@ def test_monitor_rerun_refuses_unfit_input_on_the_page(live, settings):
 
 
 def test_webhook_body_limits(db, kafka, settings):
-    from orchestrator.webhooks import TOKEN_HEADER, issue_token
+    from triggers.webhooks import TOKEN_HEADER, issue_token
     from tests.trigger_support import make_live
 
     settings.SLUICE_MAX_INPUT_BYTES = 1000

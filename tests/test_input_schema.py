@@ -13,7 +13,7 @@ from django.utils import timezone
 from designer import services
 from designer.models import Workflow
 from monitor.models import Run
-from orchestrator import webhooks
+from triggers import webhooks
 from tests.test_api_workflows import make_client
 from tests.trigger_support import read_starts
 

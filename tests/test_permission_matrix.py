@@ -29,7 +29,7 @@ from django.utils import timezone
 from designer import services
 from designer.models import Workflow
 from monitor.models import DeadLetter, Run, WorkflowAccess
-from orchestrator.webhooks import issue_token
+from triggers.webhooks import issue_token
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -110,7 +110,6 @@ def routes(world) -> list[Route]:
         Route("designer:panel", "POST", "/designer/-/panel/", SEES_SOME,
               {"definition": json.dumps(alpha_v2), "step_id": "hello"}, form=True),
         Route("designer:create", "POST", "/designer/-/create/", CREATE, {"definition": definition("fresh")}),
-        Route("designer:run_status", "GET", "/designer/-/runs/run-alpha/", VIEW),
         Route("designer:editor", "GET", "/designer/alpha/", VIEW),
         Route("designer:save", "POST", "/designer/alpha/save/", EDIT, {"definition": alpha_v2, "base_version": 2}),
         Route("designer:publish", "POST", "/designer/alpha/publish/", PUBLISH, {"version": 2}),

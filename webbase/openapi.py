@@ -32,7 +32,7 @@ PAGE_PARAMETERS = [
 
 
 def paginated(serializer_class, name: str):
-    """A page of `serializer_class` items, as designer.api.Pagination answers lists."""
+    """A page of `serializer_class` items, as webbase.api.Pagination answers lists."""
     return inline_serializer(f"Paginated{name}List", fields={
         "count": serializers.IntegerField(help_text="Items in all pages"),
         "next": serializers.URLField(allow_null=True, help_text="The next page, null on the last"),

@@ -2,7 +2,8 @@
 
 `sync_schedule(slug, definition)` is called after every publish (and unpublish/archive, with
 None). It keeps exactly one PeriodicTask per workflow, named "sluice:<slug>", calling
-`orchestrator.tasks.start_scheduled_run(slug)` on the `sluice` queue. Beat's DatabaseScheduler
+`triggers.tasks.start_scheduled_run(slug)` (registered under its first name, TASK_NAME, which
+stored beat entries keep) on the `sluice` queue. Beat's DatabaseScheduler
 notices the change by itself. A version without a schedule trigger disables the entry (kept, so
 the admin still shows when it last ran).
 
@@ -19,8 +20,10 @@ from datetime import datetime
 
 from croniter import croniter
 
-from . import spec
+from orchestrator import spec
 
+# The Celery name of triggers.tasks.start_scheduled_run: the module it was first written in.
+# Beat entries in the database name it, so it stays.
 TASK_NAME = "orchestrator.tasks.start_scheduled_run"
 QUEUE = "sluice"
 
