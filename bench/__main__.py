@@ -6,6 +6,7 @@
     python -m bench websocket       # live monitor fan-out to 200 websocket clients
     python -m bench expressions     # CPU time per render, budgets included
     python -m bench idle [options]  # idle CPU of every process of `manage.py up`, before and after bursts
+    python -m bench windows [options]  # a tumbling count window, exactly-once: Sluice vs Quix Streams
     python -m bench monitor         # monitor pages and /api/runs/ with 1,000,000 runs (PostgreSQL too:
                                     #   scripts/with-postgres .venv/bin/python -m bench monitor)
 
@@ -80,14 +81,21 @@ def main() -> None:
         sys.argv = [f"{sys.argv[0]} idle", *sys.argv[2:]]
         idle.main()
         return
+    if sys.argv[1:2] == ["windows"] and len(sys.argv) > 2:  # with options: `python -m bench windows --help`
+        from . import windows
+
+        sys.argv = [f"{sys.argv[0]} windows", *sys.argv[2:]]
+        windows.main()
+        return
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="*", choices=["runtime", "designer", "websocket", "expressions", "idle", "monitor"],
+    parser.add_argument("which", nargs="*", choices=["runtime", "designer", "websocket", "expressions", "idle", "windows",
+                                                    "monitor"],
                         default=[])
     parser.add_argument("--runs", type=int, default=20000, help="Sluice runs for the throughput test")
     parser.add_argument("--celery-runs", type=int, default=5000, help="Celery chains for the throughput test")
     parser.add_argument("--runner-args", default="", help="extra `manage.py runner` options, e.g. '--worker-processes 1'")
     args = parser.parse_args()
-    which = args.which or ["runtime", "designer", "websocket", "expressions", "idle"]
+    which = args.which or ["runtime", "designer", "websocket", "expressions", "idle", "windows", "monitor"]
     if args.runner_args:
         os.environ["BENCH_RUNNER_ARGS"] = args.runner_args
     if "runtime" in which:
@@ -100,6 +108,8 @@ def main() -> None:
         run_module("expressions")
     if "idle" in which:
         run_module("idle")
+    if "windows" in which:
+        run_module("windows")
     if "monitor" in which:
         run_module("monitor_pages")
 

@@ -17,58 +17,39 @@ from typing import Any
 
 import jsonschema
 
-from orchestrator.spec import TRIGGER_TYPES
+from orchestrator import spec
 
-# Fields every step has besides its config (DESIGN.md section 4).
-STEP_FIELDS_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string", "title": "Step id", "x-widget": "text",
-               "description": "Other steps read this step's output as steps.<id>.output"},
-        "name": {"type": "string", "title": "Display name", "x-widget": "text",
-                 "description": "Shown on the canvas instead of the step id"},
-        "timeout_seconds": {"type": "number", "minimum": 0, "title": "Timeout (seconds)"},
-    },
+# The forms' schemas are parts of the definition's one JSON Schema (orchestrator.spec
+# definition_schema): each field's type, enum, bounds, default, title and description are
+# written there once, for validation, these forms, the served schema and the docs alike.
+DEFINITION_SCHEMA = spec.definition_schema()
+_DEFS = DEFINITION_SCHEMA["$defs"]
+
+
+def section_schema(schema: dict, keys=None) -> dict:
+    """A form section's schema: `schema`'s properties (all, or those in `keys`, in schema order)
+    and which of them are required. Conditions across fields (if/then) are left to the
+    validator, whose problems the panel puts on their field."""
+    properties = {key: prop for key, prop in (schema.get("properties") or {}).items()
+                  if (keys is None or key in keys) and "$ref" not in prop}
+    required = [key for key in schema.get("required") or [] if key in properties]
+    return {"type": "object", "required": required, "properties": properties}
+
+
+# Fields every step has besides its config (DESIGN.md section 4) that the panel's step section shows.
+# None required: an id left empty keeps the step's id (designer.views._step_panel checks a new one).
+STEP_FIELDS_SCHEMA = {**section_schema(_DEFS["step"], ("id", "name", "timeout_seconds")), "required": []}
+RETRY_SCHEMA = section_schema(_DEFS["retry"])
+# Every trigger field but the window, which has its own block (designer/window_form.py).
+TRIGGER_SCHEMA = section_schema(_DEFS["trigger"])
+WINDOW_SCHEMA = _DEFS["window"]
+# Which trigger fields the panel shows for each trigger type (in schema order): the type's own
+# fields, and a filter where there is an event to filter.
+TRIGGER_FIELDS = {
+    kind: tuple(key for key in TRIGGER_SCHEMA["properties"]
+                if key in spec.TRIGGER_FIELDS[kind] or (key == "filter" and kind in spec.FILTERED_TRIGGERS))
+    for kind in spec.TRIGGER_TYPES
 }
-RETRY_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "max_attempts": {"type": "integer", "minimum": 1, "title": "Max attempts"},
-        "backoff_seconds": {"type": "number", "minimum": 0, "title": "Backoff (seconds)"},
-        "backoff_multiplier": {"type": "number", "minimum": 1, "title": "Backoff multiplier"},
-        "max_backoff_seconds": {"type": "number", "minimum": 0, "title": "Max backoff (seconds)"},
-    },
-}
-TRIGGER_SCHEMA = {
-    "type": "object",
-    "required": ["type"],
-    "properties": {
-        "type": {"type": "string", "enum": list(TRIGGER_TYPES), "title": "Trigger"},
-        "topic": {"type": "string", "title": "Topic", "x-widget": "text",
-                  "description": "Kafka topic whose records start runs"},
-        "filter": {"type": "string", "title": "Filter",
-                   "description": "Only events for which this condition is true start a run: trigger is the "
-                                  "record's value or the request's body, record the record or the request"},
-        "start_from": {"type": "string", "enum": ["published", "earliest", "latest"], "default": "published",
-                       "title": "Start from",
-                       "description": "Which records start runs: those produced after this version was published "
-                                      "(default), every record on the topic (earliest), or only records produced "
-                                      "once a runner starts reading the topic (latest)"},
-        "max_runs_per_second": {"type": "number", "exclusiveMinimum": 0, "title": "Max runs per second",
-                                "description": "At most this many runs start per second (bursts of one second's "
-                                               "worth), also while a backlog drains after a pause. Empty: no limit"},
-        "cron": {"type": "string", "title": "Schedule (cron)", "x-widget": "text",
-                 "description": "Five fields: minute hour day-of-month month day-of-week, e.g. */15 8-18 * * 1-5"},
-        "timezone": {"type": "string", "title": "Time zone", "x-widget": "text", "default": "UTC",
-                     "description": "The zone the cron line is read in (IANA name such as Europe/Paris), "
-                                    "with its daylight-saving changes"},
-        "input": {"type": "object", "title": "Input", "x-widget": "json", "default": {},
-                  "description": "Each scheduled run's input (trigger in expressions)"},
-    },
-}
-# Which trigger fields belong to which trigger type (in the order the panel shows them).
-TRIGGER_FIELDS = {"manual": (), "webhook": ("filter",), "kafka": ("topic", "filter", "start_from", "max_runs_per_second"),
-                  "schedule": ("cron", "timezone", "input")}
 TRIGGER_CONDITIONS = ("filter",)
 
 
@@ -147,7 +128,8 @@ def fields_for(schema: dict, values: dict, prefix: str, conditions=(), only=None
         result.append(Field(
             name=f"{prefix}.{key}", key=key, label=prop.get("title") or key.replace("_", " ").capitalize(),
             widget=widget, value=_display_value(widget, value), help=prop.get("description", ""),
-            required=key in required, choices=list(prop.get("enum") or []), minimum=prop.get("minimum"),
+            required=key in required, choices=list(prop.get("enum") or []),
+            minimum=prop.get("minimum", prop.get("exclusiveMinimum")),
             placeholder=placeholder,
         ))
     return result
@@ -207,6 +189,8 @@ def read_section(fields: list[Field], post, schema: dict, old: dict) -> dict:
             values[key] = value
     by_key = {f.key: f for f in fields}
     for error in jsonschema.Draft202012Validator(schema).iter_errors(values):
+        if error.validator == "pattern":
+            continue  # a regular expression says nothing to a person: the validator's problem on the field does
         key = error.path[0] if error.path else None
         if key is None and error.validator == "required":
             key = error.message.split("'")[1] if "'" in error.message else None

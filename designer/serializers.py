@@ -117,7 +117,7 @@ class WorkflowDetailSerializer(WorkflowSerializer):
 
 
 # ---- request bodies (documented for the OpenAPI schema; validated in designer/api.py) -----
-# A definition's body is the definition's own JSON Schema (designer/openapi.py).
+# A definition's body is the definition's own JSON Schema (webbase/openapi.py).
 class DuplicateRequestSerializer(serializers.Serializer):
     slug = serializers.SlugField(help_text="Slug of the new workflow")
     name = serializers.CharField(required=False, help_text="Its name; '<name> (copy)' when omitted")

@@ -4,30 +4,41 @@ The REST API, the editor pages and the management commands all go through these 
 so the rules (validate before storing, refuse a save based on a stale version, publish to
 Kafka before the database says "live", never start an unpublished workflow) live in one place.
 
+Starting a run is monitor.runs.start_run's job (the one service every door uses); here
+`start_run` and `start_test_run` choose the version and hand over.
+
 Errors are exceptions with a clear message: `InvalidDefinition` (from orchestrator.spec, with
 every problem), `VersionConflict`, `NotPublished`, `WorkflowArchived`, `PublishFailed`,
-`StartFailed`, `TriggerControlFailed`, `VersionNotFound`, `InvalidInput`, `InputTooLarge`.
-Callers turn them into 400/409/413/503 or form errors.
+`StartFailed`, `TriggerControlFailed`, `VersionNotFound`, `InvalidInput`, `InputTooLarge`
+(the last three from monitor.runs). Each `ServiceError` carries the HTTP status the API answers.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
-
 import json
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from monitor import audit
-from monitor.models import Run, RunStatus, WorkflowAccess
+from monitor import audit, runs
+from monitor.models import WorkflowAccess
+from monitor.runs import (  # noqa: F401  (part of this module's API: callers catch services.InvalidInput)
+    SCHEMA_CHECKED_TRIGGERS,
+    InputTooLarge,
+    InvalidInput,
+    StartFailed,
+    check_input_schema,
+    check_run_input,
+)
 from orchestrator import spec
-from orchestrator.schedules import sync_schedule
-from orchestrator.webhooks import sync_webhook
 from orchestrator.runtime import commands
 from orchestrator.spec import InvalidDefinition, Problem
+from triggers.schedules import sync_schedule
+from triggers.webhooks import sync_webhook
+from webbase.errors import ServiceError
 
 from .models import Workflow, WorkflowVersion
 
@@ -37,12 +48,13 @@ LIVE = "live"
 PUBLISHED = "published"  # published once, but another version is live now
 
 
-class ServiceError(Exception):
-    """Base of the refusals below; `str(error)` is a message fit to show a user."""
-
-
 class VersionConflict(ServiceError):
     """Someone saved a newer version since the editor loaded `base_version`."""
+
+    code = "version_conflict"
+
+    def body(self) -> dict:
+        return {"latest_version": self.latest_number, "saved_by": self.saved_by}
 
     def __init__(self, workflow: Workflow, base_version: int, latest: WorkflowVersion):
         self.base_version = base_version
@@ -57,16 +69,23 @@ class VersionConflict(ServiceError):
 
 
 class NotPublished(ServiceError):
+    code = "not_published"
+
     def __init__(self, workflow: Workflow):
         super().__init__(f"Workflow '{workflow.slug}' has no published version: publish it first")
 
 
 class WorkflowArchived(ServiceError):
+    code = "archived"
+
     def __init__(self, workflow: Workflow, action: str):
         super().__init__(f"Workflow '{workflow.slug}' is archived: it cannot be {action}")
 
 
 class VersionNotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
     def __init__(self, workflow: Workflow, number: int):
         self.number = number
         super().__init__(f"Workflow '{workflow.slug}' has no version {number}")
@@ -75,35 +94,21 @@ class VersionNotFound(ServiceError):
 class PublishFailed(ServiceError):
     """Kafka did not acknowledge the definition; the database was left unchanged."""
 
-
-class StartFailed(ServiceError):
-    """Kafka did not acknowledge the start command; no run was recorded."""
+    status_code = 503
+    code = "kafka_unavailable"
 
 
 class TriggerControlFailed(ServiceError):
     """Kafka did not acknowledge a pause or resume; the database was left unchanged."""
 
-
-class InvalidInput(ServiceError):
-    """Run input that cannot be stored or sent (too deep, not valid text, not finite numbers)."""
-
-    def __init__(self, problems: list[tuple[str, str, str]], field: str = "input"):
-        self.problems = [Problem(path=path, message=message, code=code) for path, message, code in problems]
-        first = self.problems[0]
-        super().__init__(f"{first.path or field}: {first.message}")
-
-
-class InputTooLarge(ServiceError):
-    """Run input larger than settings.SLUICE_MAX_INPUT_BYTES once encoded as JSON."""
-
-    def __init__(self, size: int, limit: int, field: str = "input"):
-        self.size, self.limit, self.field = size, limit, field
-        super().__init__(f"{field}: {size} bytes of JSON is more than the limit of {limit} bytes "
-                         f"(SLUICE_MAX_INPUT_BYTES)")
+    status_code = 503
+    code = "kafka_unavailable"
 
 
 class SlugTaken(InvalidDefinition):
     """A workflow with this slug exists already (an InvalidDefinition on the `slug` field)."""
+
+    code = "duplicate"
 
     def __init__(self, slug: str):
         super().__init__([Problem(path="slug", code="duplicate",
@@ -144,57 +149,6 @@ def check_definition(definition: Any) -> list[Problem]:
     if errors:
         raise InvalidDefinition(errors)
     return [problem for problem in problems if problem not in errors]
-
-
-def check_run_input(value: Any, field: str = "input") -> None:
-    """Refuse run input a runner could not carry: InvalidInput naming the path, or InputTooLarge.
-
-    The limit (settings.SLUICE_MAX_INPUT_BYTES) sits well below the broker's record limit, so
-    the start command, the run's first history event and its state all fit.
-    """
-    problems = spec.json_problems(value, field)
-    if problems:
-        raise InvalidInput(problems, field)
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > settings.SLUICE_MAX_INPUT_BYTES:
-        raise InputTooLarge(size, settings.SLUICE_MAX_INPUT_BYTES, field)
-
-
-# Run starts whose input is a caller's choice, and so is checked against the workflow's
-# `input_schema`; a Kafka record, a schedule's configured input or a parent's step input is not
-# (a dead letter replayed through its trigger starts what the record would have started).
-SCHEMA_CHECKED_TRIGGERS = frozenset({"manual", "test", "webhook", "replay"})
-
-
-def check_input_schema(definition: dict | None, value: Any, field: str = "input") -> None:
-    """Refuse input that does not match the definition's `input_schema`: InvalidInput with every
-    mismatch at its path (`input.customer.id`), as jsonschema reports it."""
-    schema = (definition or {}).get("input_schema") if isinstance(definition, dict) else None
-    if not isinstance(schema, dict):
-        return
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
-    try:
-        errors = sorted(Draft202012Validator(schema).iter_errors(value),
-                        key=lambda e: [str(part) for part in e.absolute_path])
-    except SchemaError:  # validation refuses such schemas; one stored before a rule tightened checks nothing
-        return
-    problems = []
-    for error in errors:
-        path = field
-        for part in error.absolute_path:
-            path = spec.join_path(path, part)
-        message = error.message
-        if error.validator == "required" and isinstance(error.instance, dict):
-            # Name the missing field itself, so a form can mark it.
-            missing = [name for name in error.validator_value if name not in error.instance]
-            for name in missing:
-                problems.append((spec.join_path(path, name), "required by the workflow's input_schema", "required"))
-            continue
-        problems.append((path, f"{message[:300]} (input_schema)", error.validator))
-    if problems:
-        raise InvalidInput(problems[:50], field)
 
 
 def _check_slug_matches(workflow: Workflow, definition: dict) -> None:
@@ -352,10 +306,9 @@ def start_run(workflow: Workflow, input: Any, user, version: int | None = None, 
               run_id: str | None = None) -> str:
     """Start a run of the live version (or of a given published version); returns the run id.
 
-    The Run row is created here (pending) so GET /api/runs/<id>/ answers at once; the history
-    projector fills in the rest later and never loses to this row (get_or_create only).
-    `trigger` describes how the run started (default: by hand); `run_id` makes the start
-    idempotent (a dead letter replayed through its trigger gets the id its record would have).
+    monitor.runs.start_run checks the input, sends the command, writes the pending Run row and
+    the audit entry. `trigger` describes how the run started (default: by hand); `run_id` makes
+    the start idempotent.
     """
     if workflow.archived:
         raise WorkflowArchived(workflow, "started")
@@ -368,20 +321,8 @@ def start_run(workflow: Workflow, input: Any, user, version: int | None = None, 
         if chosen.published_at is None:
             raise ServiceError(f"Version {version} of workflow '{workflow.slug}' was never published: "
                                f"runners do not know it")
-    number = chosen.number
-    by = _username(user)
-    trigger = trigger or {"type": "manual"}
-    input = {} if input is None else input
-    check_run_input(input)
-    if trigger.get("type") in SCHEMA_CHECKED_TRIGGERS:
-        check_input_schema(chosen.definition, input)
-    try:
-        run_id = commands.start_run(workflow.slug, number, input, started_by=by, trigger=trigger, run_id=run_id)
-    except commands.CommandError as exc:
-        raise StartFailed(f"Could not start '{workflow.slug}': Kafka did not acknowledge ({exc})") from exc
-    _create_run_row(run_id, workflow.slug, number, input, trigger, by)
-    record_audit(user, "start", ("run", run_id), {"workflow": workflow.slug, "version": number})
-    return run_id
+    return runs.start_run(workflow.slug, chosen.number, input, actor=user, trigger=trigger,
+                          definition=chosen.definition, run_id=run_id)
 
 
 def _offer_to_runners(workflow: Workflow, version: WorkflowVersion, user) -> None:
@@ -408,30 +349,15 @@ def start_test_run(workflow: Workflow, number: int, input: Any, user, record: di
     if isinstance(record, dict):
         trigger.update({key: record.get(key) for key in ("topic", "partition", "offset", "key", "timestamp")})
     input = {} if input is None else input
-    check_run_input(input)
-    check_input_schema(version.definition, input)
+    runs.check_input(input, version.definition, "test")
     check_run_input(trigger, "record")
-    by = _username(user)
+    what = f"a test run of '{workflow.slug}' version {number}"
     try:
         _offer_to_runners(workflow, version, user)
-        run_id = commands.start_run(workflow.slug, version.number, input, started_by=by, trigger=trigger)
     except commands.CommandError as exc:
-        raise StartFailed(f"Could not start a test run of '{workflow.slug}' version {number}: "
-                          f"Kafka did not acknowledge ({exc})") from exc
-    _create_run_row(run_id, workflow.slug, version.number, input, trigger, by)
-    record_audit(user, "test_run", ("run", run_id), {"workflow": workflow.slug, "version": version.number})
-    return run_id
-
-
-def _create_run_row(run_id: str, slug: str, number: int, input: Any, trigger: dict, by: str) -> None:
-    """The pending Run row, unless the projector wrote one first (its row is newer: keep it)."""
-    try:
-        Run.objects.get_or_create(id=run_id, defaults={
-            "workflow": slug, "version": number, "status": RunStatus.PENDING, "input": input,
-            "trigger": trigger, "started_by": by, "created_at": timezone.now(),
-        })
-    except IntegrityError:  # both inserted at once; the projector's row stays
-        pass
+        raise StartFailed(f"Could not start {what}: Kafka did not acknowledge ({exc})") from exc
+    return runs.start_run(workflow.slug, version.number, input, actor=user, trigger=trigger,
+                          definition=version.definition, action="test_run", what=what)
 
 
 def duplicate_workflow(workflow: Workflow, new_slug: str, user, name: str | None = None) -> WorkflowVersion:

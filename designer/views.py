@@ -26,9 +26,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from monitor import permissions, trigger_status
 from monitor.models import Run
-from orchestrator import spec, steps, webhooks
+from orchestrator import spec, steps
 from orchestrator.models import WebhookEndpoint
 from orchestrator.spec import InvalidDefinition, Problem
+from triggers import webhooks
+
+from webbase import errors
 
 from . import forms, services
 from . import window_form as window_forms
@@ -87,36 +90,28 @@ class BadRequest(Exception):
     pass
 
 
-def _problems_response(problems: list[Problem], status: int = 400, message: str = "") -> JsonResponse:
-    return JsonResponse({"error": message or "The definition has problems",
-                         "problems": [p.as_dict() for p in problems]}, status=status)
+def error_response(status: int, detail: str, code: str, found: list[dict] | None = None, **extra) -> JsonResponse:
+    """An error answer of the editor's JSON endpoints, in the REST API's shape (webbase.errors)."""
+    return JsonResponse(errors.body(detail, code, found, **extra), status=status)
 
 
 def json_endpoint(view):
-    """Turn the refusals of services and of request parsing into JSON errors (never a 500)."""
+    """Turn the refusals of services and of request parsing into JSON errors (never a 500), in
+    the shape and with the statuses the REST API answers them (webbase.errors)."""
 
     def wrapped(request, *args, **kwargs):
         try:
             return view(request, *args, **kwargs)
         except BadRequest as exc:
-            return JsonResponse({"error": str(exc), "problems": []}, status=400)
+            return error_response(400, str(exc), "invalid")
         except PermissionDenied as exc:
-            return JsonResponse({"error": str(exc) or "You do not have permission to do this"}, status=403)
-        except InvalidDefinition as exc:
-            return _problems_response(exc.problems)
-        except services.VersionConflict as exc:
-            return JsonResponse({"error": str(exc), "code": "conflict", "latest_version": exc.latest_number,
-                                 "saved_by": exc.saved_by}, status=409)
-        except services.VersionNotFound as exc:
-            return JsonResponse({"error": str(exc)}, status=404)
-        except services.InputTooLarge as exc:
-            return JsonResponse({"error": str(exc), "limit": exc.limit}, status=413)
-        except services.InvalidInput as exc:
-            return _problems_response(exc.problems, message=str(exc))
-        except (services.PublishFailed, services.StartFailed) as exc:
-            return JsonResponse({"error": str(exc)}, status=503)
-        except services.ServiceError as exc:
-            return JsonResponse({"error": str(exc)}, status=400)
+            return error_response(403, str(exc) or "You do not have permission to do this", "permission_denied")
+        except Exception as exc:
+            refusal = errors.for_refusal(exc)
+            if refusal is None:
+                raise
+            status, data = refusal
+            return JsonResponse(data, status=status)
 
     wrapped.__name__ = view.__name__
     wrapped.__doc__ = view.__doc__
@@ -128,6 +123,23 @@ def _definition_from(body: dict, key: str = "definition") -> dict:
     if not isinstance(definition, dict):
         raise BadRequest(f"'{key}' must be a workflow definition (a JSON object)")
     return definition
+
+
+# ---- the definition's JSON Schema --------------------------------------------------------
+@require_GET
+def workflow_schema(request):
+    """GET /schema/workflow.json: the definition's JSON Schema (orchestrator.spec), for editors.
+
+    The one route without a login and without a permission check, on purpose: it holds no data
+    (it is the public format, the same text as docs/workflow.schema.json in the repository), and
+    editors (VS Code's JSON support, the YAML language server) fetch a `$schema` URL without a
+    session or a token. tests/test_permission_matrix.py lists it as open to everyone, and why.
+    """
+    response = HttpResponse(spec.schema_json(), content_type="application/schema+json")
+    response["Cache-Control"] = "public, max-age=300"
+    # Editors running in a browser (vscode.dev) fetch it from another origin.
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
 
 
 # ---- workflow list -----------------------------------------------------------------------
@@ -294,7 +306,6 @@ def _editor_context(request, workflow: Workflow | None, version: WorkflowVersion
                 "panel": reverse("designer:panel"),
                 "create": reverse("designer:create"),
                 "base": reverse("designer:editor", args=[workflow.slug]) if workflow else None,
-                "runStatus": reverse("designer:run_status", args=["RUN_ID"]),
                 "runWebsocket": "/ws/runs/RUN_ID/",
                 "runPage": reverse("monitor:run_detail", args=["RUN_ID"]),
                 # A row stored under an older rule may hold a slug no API route takes: no link then.
@@ -660,7 +671,7 @@ def sample_record(request, slug):
         # broker with auto-creation on create it, and a typo must not create topics.
         metadata = consumer.list_topics(timeout=5).topics.get(topic)
         if metadata is None or metadata.error is not None or not metadata.partitions:
-            return JsonResponse({"error": f"Topic '{topic}' does not exist"}, status=404)
+            return error_response(404, f"Topic '{topic}' does not exist", "not_found")
         newest, newest_ts = None, -1
         for partition in metadata.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
@@ -671,7 +682,7 @@ def sample_record(request, slug):
             if message is not None and message.error() is None and message.timestamp()[1] > newest_ts:
                 newest, newest_ts = message, message.timestamp()[1]
         if newest is None:
-            return JsonResponse({"error": f"Topic '{topic}' has no records yet"}, status=404)
+            return error_response(404, f"Topic '{topic}' has no records yet", "not_found")
         raw = newest.value() or b""
         try:
             value = json.loads(raw)
@@ -681,7 +692,7 @@ def sample_record(request, slug):
             "topic": topic, "partition": newest.partition(), "offset": newest.offset(),
             "key": (newest.key() or b"").decode("utf-8", "replace"), "timestamp": newest_ts}})
     except KafkaException as exc:
-        return JsonResponse({"error": f"Could not read '{topic}': {exc}"}, status=503)
+        return error_response(503, f"Could not read '{topic}': {exc}", "kafka_unavailable")
     finally:
         consumer.close()
 
@@ -695,19 +706,3 @@ def _trigger_topics(workflow: Workflow) -> list[str]:
         if spec.topic_problem(topic, settings.SLUICE_TOPIC_PREFIX) is None and topic not in topics:
             topics.append(topic)
     return topics
-
-
-@json_endpoint
-@require_GET
-def run_status(request, run_id):
-    """A run's status and each step's, for colouring the canvas during a test run."""
-    run = Run.objects.filter(id=run_id).first()
-    if run is None:
-        return JsonResponse({"error": f"No run '{run_id}'"}, status=404)
-    _require(permissions.can_view_workflow(request.user, run.workflow),
-             f"You may not watch runs of workflow '{run.workflow}'")
-    return JsonResponse({
-        "run_id": run.id, "status": run.status, "error": run.error, "output": run.output,
-        "steps": {s.step_id: {"status": s.status, "output": s.output, "error": s.error,
-                              "attempts": len(s.attempts or [])} for s in run.steps.all()},
-    })

@@ -1,6 +1,6 @@
 """The trigger panel's window block: a Kafka trigger's `window` as form fields and back.
 
-The window's own fields come from WINDOW_FORM_SCHEMA through designer.forms (one widget per
+The window's own fields come from the definition's schema (WINDOW_FORM_SCHEMA) through designer.forms (one widget per
 field, only the sizes the window type uses); its aggregates are an editable list of rows
 (name, op, of, and limit for `collect`), posted as `window.aggregates-<n>.<field>` and changed
 by the panel's "Add an aggregate" and remove buttons (the button that submitted the form says
@@ -16,30 +16,10 @@ from orchestrator.spec import WINDOW_OPS, WINDOW_SCHEMA
 
 from . import forms
 
-_SECONDS = {"type": "number", "exclusiveMinimum": 0}
-WINDOW_FORM_SCHEMA = {
-    "type": "object",
-    "required": ["type"],
-    "properties": {
-        "type": {"enum": ["tumbling", "hopping", "session"], "title": "Window",
-                 "description": "tumbling: back-to-back windows of a fixed size; hopping: windows of a fixed size "
-                                "that start every `advance` seconds (a record counts in each that covers it); "
-                                "session: records closer than the gap form one window"},
-        "size_seconds": {**_SECONDS, "title": "Size (seconds)", "description": "How long each window lasts"},
-        "advance_seconds": {**_SECONDS, "title": "Advance (seconds)",
-                            "description": "How often a new window starts (at most the size)"},
-        "gap_seconds": {**_SECONDS, "title": "Gap (seconds)",
-                        "description": "A session ends after this long without a record for its key"},
-        "grace_seconds": {"type": "number", "minimum": 0, "default": 0, "title": "Grace (seconds)",
-                          "description": "How long after its end a window waits for records that are late; "
-                                         "later ones are dropped and counted"},
-        "key": {"type": "string", "title": "Key", "x-widget": "template",
-                "description": "What the windows are kept per, e.g. {{ trigger.user }} (default: the record key)"},
-        "emit_topic": {"type": "string", "title": "Emit topic", "x-widget": "text",
-                       "description": "Also write each closed window's result to this topic, keyed by the window "
-                                      "key (optional)"},
-    },
-}
+# The window's fields as the definition's schema has them (orchestrator.spec WINDOW_SCHEMA):
+# the aggregates are a list of rows here, not fields.
+WINDOW_FORM_SCHEMA = forms.section_schema(forms.WINDOW_SCHEMA, ("type", "size_seconds", "advance_seconds", "gap_seconds",
+                                                                 "grace_seconds", "key", "emit_topic"))
 SHOWN = {
     "tumbling": ("type", "size_seconds", "grace_seconds", "key", "emit_topic"),
     "hopping": ("type", "size_seconds", "advance_seconds", "grace_seconds", "key", "emit_topic"),

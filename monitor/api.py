@@ -18,9 +18,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
-from designer import openapi
-from designer.api import ErrorSerializer, SluiceAPIView, require
 from orchestrator.runtime.commands import CommandError
+from webbase import openapi
+from webbase.api import ErrorSerializer, SluiceAPIView, require
 
 from . import keyset, operations, permissions
 from .models import DeadLetter, Run, RunStatus

@@ -86,10 +86,9 @@ def _trigger_workflow(letter: DeadLetter) -> str:
     if match:
         return match.group(1)
     # Otherwise the one live workflow triggered by the topic, if there is exactly one.
-    from designer.models import Workflow
+    from . import workflows
 
-    slugs = [workflow.slug for workflow in Workflow.objects.filter(live_version__isnull=False)
-             .select_related("live_version")
+    slugs = [workflow.slug for workflow in workflows.live_workflows()
              if ((workflow.live_version.definition or {}).get("trigger") or {}).get("topic") == letter.source_topic]
     return slugs[0] if len(slugs) == 1 else ""
 

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import time
 
+from confluent_kafka import KafkaException, Producer
 from django.db import transaction
 from django.utils import timezone
-
-from confluent_kafka import KafkaException, Producer
 
 from orchestrator import expressions, messages, spec
 from orchestrator.messages import CancelRun, RetryRun, SignalRun
 from orchestrator.runtime import codec, commands
 from orchestrator.runtime.kafka import producer_config
 
-from . import audit, dead_letters
+from . import audit, dead_letters, runs, workflows
 from .models import DeadLetter, Run, RunStatus
 from .permissions import can_act_on_dead_letter, can_operate_workflow
 
@@ -89,38 +88,22 @@ def retry(user, run: Run) -> None:
 
 
 def retry_with_input(user, run: Run, new_input) -> str:
-    """A new run of the same workflow version with edited input; its trigger names the original."""
-    from designer import services
+    """A new run of the same workflow version with edited input; its trigger names the original.
 
+    Audited on the run it retries ("retry_with_input", naming the new run)."""
     _require_operator(user, run)
     try:
-        services.check_run_input(new_input)
-        services.check_input_schema(_definition_of(run), new_input)
-    except services.InvalidInput as exc:
+        return runs.start_run(run.workflow, run.version, new_input, actor=user,
+                              trigger={"type": "replay", "of": run.id},
+                              definition=workflows.definition_of(run.workflow, run.version),
+                              action="retry_with_input", about=("run", run.id))
+    except runs.InvalidInput as exc:
         raise BadInput(exc.problems[0].path, exc.problems[0].message,
                        [(problem.path, problem.message) for problem in exc.problems]) from exc
-    except services.ServiceError as exc:
+    except runs.StartFailed as exc:
+        raise OperationError(f"Kafka did not accept the start command: {exc.__cause__}") from exc
+    except runs.ServiceError as exc:
         raise OperationError(str(exc)) from exc
-    trigger = {"type": "replay", "of": run.id}
-    try:
-        new_id = commands.start_run(run.workflow, run.version, new_input, started_by=user.get_username(),
-                                    trigger=trigger)
-    except commands.CommandError as exc:
-        raise OperationError(f"Kafka did not accept the start command: {exc}") from exc
-    # The row exists at once so the new run's page opens; the projector fills it in.
-    Run.objects.get_or_create(id=new_id, defaults=dict(
-        workflow=run.workflow, version=run.version, input=new_input, trigger=trigger,
-        started_by=user.get_username(), created_at=timezone.now()))
-    audit.record(user, "retry_with_input", ("run", run.id), {"new_run": new_id, "input": new_input})
-    return new_id
-
-
-def _definition_of(run: Run) -> dict | None:
-    """The definition of the version the run ran (None when that version is gone)."""
-    from designer.models import WorkflowVersion
-
-    version = WorkflowVersion.objects.filter(workflow__slug=run.workflow, number=run.version).first()
-    return version.definition if version else None
 
 
 def signal(user, run: Run, name: str, payload=None) -> None:
@@ -178,11 +161,10 @@ def _replayed_value(letter: DeadLetter, edited_value: str | None) -> bytes:
 
 def _replay_through_trigger(user, letter: DeadLetter, value: bytes, edited: bool) -> dead_letters.Outcome:
     """Evaluate the workflow's live trigger filter again and start the run the record should have started."""
-    from designer import services
-    from designer.models import Workflow
     from orchestrator.runtime.triggers import decode_value, trigger_run_id
 
-    workflow = Workflow.objects.select_related("live_version").filter(slug=letter.workflow).first()
+    workflow = workflows.with_live_version(letter.workflow)
+    # An archived workflow has no live version either.
     if workflow is None or workflow.live_version is None:
         raise ReplayFailed(f"workflow '{letter.workflow}' has no live version: publish it, then replay")
     trigger_config = (workflow.live_version.definition or {}).get("trigger") or {}
@@ -206,8 +188,9 @@ def _replay_through_trigger(user, letter: DeadLetter, value: bytes, edited: bool
         "error": letter.error[:500]}}
     run_id = trigger_run_id(workflow.slug, letter.source_topic, letter.source_partition, letter.source_offset)
     try:
-        services.start_run(workflow, payload, user, trigger=trigger, run_id=run_id)
-    except services.ServiceError as exc:
+        runs.start_run(workflow.slug, workflow.live_version.number, payload, actor=user, trigger=trigger,
+                       definition=workflow.live_version.definition, run_id=run_id)
+    except runs.ServiceError as exc:
         raise ReplayFailed(str(exc)) from exc
     return dead_letters.Outcome(to=dead_letters.TRIGGER, started=True, run_id=run_id, edited=edited,
                                 detail=f"run {run_id} of '{workflow.slug}' started")
@@ -226,11 +209,9 @@ def _replay_to_runs(user, letter: DeadLetter, value: bytes, edited: bool) -> dea
         raise OperationForbidden(f"the record is for run {command.run_id} of workflow '{target or '?'}', "
                                  "which you may not operate")
     if isinstance(command, messages.StartRun):
-        from designer import services
-
         try:
-            services.check_run_input(command.input)
-        except services.ServiceError as exc:
+            runs.check_run_input(command.input)
+        except runs.ServiceError as exc:
             raise ReplayFailed(str(exc)) from exc
     topic = commands.topics().runs
     partition, offset = _produce_raw(topic, command.run_id.encode(), value, codec.headers_for(command))

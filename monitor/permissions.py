@@ -120,9 +120,9 @@ def can_view_workflow(user, workflow) -> bool:
 
 
 def visible_workflows(user, queryset=None):
-    from designer.models import Workflow
+    from . import workflows
 
-    queryset = Workflow.objects.all() if queryset is None else queryset
+    queryset = workflows.workflows() if queryset is None else queryset
     slugs = visible_workflow_slugs(user)
     return queryset if slugs is None else queryset.filter(slug__in=slugs)
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from designer import converters  # noqa: F401  (registers the "any" converter)
+from webbase import converters  # noqa: F401  (registers the "any" converter)
 
 from . import views
 
@@ -10,7 +10,7 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("dashboard/data/", views.dashboard_data, name="dashboard_data"),
     path("runs/", views.run_list, name="run_list"),
-    # Run ids are whatever a start command named (any text, designer.converters, so every stored id gets a
+    # Run ids are whatever a start command named (any text, webbase.converters, so every stored id gets a
     # link); the actions come first, so "<id>/cancel/" is the cancel of <id>.
     path("runs/<any:run_id>/cancel/", views.run_cancel, name="run_cancel"),
     path("runs/<any:run_id>/retry/", views.run_retry, name="run_retry"),

@@ -30,6 +30,7 @@ from . import keyset, operations, permissions, run_details, stats, trigger_statu
 from .kafka_lag import consumer_lag
 from .models import AuditEntry, DeadLetter, Run, RunStatus, TriggerKey
 from .permissions import visible_runs, visible_workflow_slugs
+from .workflows import definition_of, with_live_version
 
 PAGE_SIZE = 25
 # The run list's `q` searches this many of the most recent runs matching the other filters.
@@ -176,11 +177,9 @@ def run_list(request):
 def _workflow_card(user, slug: str) -> dict | None:
     """The runs of one workflow open on the workflow itself, as in Kestra's flow page: its live
     version, its trigger (paused or not, the lag, pause and resume) and its Run button."""
-    from designer.models import Workflow
-
     if not slug:
         return None
-    workflow = Workflow.objects.select_related("live_version").filter(slug=slug).first()
+    workflow = with_live_version(slug)
     if workflow is None or not permissions.can_view_workflow(user, workflow):
         return None
     live = workflow.live_version
@@ -202,10 +201,7 @@ def _visible_run(user, run_id: str) -> Run:
 
 
 def _definition(run: Run) -> dict | None:
-    from designer.models import WorkflowVersion
-
-    version = WorkflowVersion.objects.filter(workflow__slug=run.workflow, number=run.version).first()
-    return version.definition if version else None
+    return definition_of(run.workflow, run.version)
 
 
 def _step_payload(step, details: dict | None = None) -> dict:

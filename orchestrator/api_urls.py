@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularSwaggerView
 
 from designer import api as designer_api
 from monitor import api as monitor_api
+from triggers import api as triggers_api
 
 SLUG = r"(?P<slug>[-a-zA-Z0-9_]+)"
 RUN_ID = r"(?P<run_id>[-a-zA-Z0-9_.:]+)"
@@ -29,7 +30,7 @@ urlpatterns = [
             name="api-trigger-pause"),
     re_path(rf"^workflows/{SLUG}/trigger/resume/?$", designer_api.TriggerControlView.as_view(paused=False),
             name="api-trigger-resume"),
-    re_path(rf"^workflows/{SLUG}/webhook-token/?$", designer_api.WebhookTokenView.as_view(),
+    re_path(rf"^workflows/{SLUG}/webhook-token/?$", triggers_api.WebhookTokenView.as_view(),
             name="api-webhook-token"),
     re_path(r"^step-types/?$", designer_api.StepTypesView.as_view(), name="api-step-types"),
     re_path(r"^runs/?$", monitor_api.RunListView.as_view(), name="api-runs"),

@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "orchestrator",
     "designer",
     "monitor",
+    "triggers",
 ]
 
 MIDDLEWARE = [
@@ -182,8 +183,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # Every API error as JSON of one shape, with field paths (designer/api.py).
-    "EXCEPTION_HANDLER": "designer.api.exception_handler",
+    # Every API error as JSON of one shape, with field paths (webbase/api.py).
+    "EXCEPTION_HANDLER": "webbase.api.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Sluice API",
@@ -192,8 +193,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SWAGGER_UI_DIST": "SIDECAR",
-    # Shared error answers and closed request bodies (designer/openapi.py).
-    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "designer.openapi.document_errors"],
+    # Shared error answers and closed request bodies (webbase/openapi.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "webbase.openapi.document_errors"],
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # Several "status" fields: give each enum a stable, readable name in the schema.

@@ -5,6 +5,13 @@ problem found, each naming the field path (`steps[1].config.url`) and the step i
 so the designer can mark the node and the API can answer 400 with all of them at once.
 `parse(data)` returns a WorkflowSpec or raises InvalidDefinition carrying those problems.
 
+`definition_schema()` is the document's one JSON Schema (Draft 2020-12): the single source of
+each field's type, enum, bounds, title and description, from which the designer's forms, the
+OpenAPI document, GET /schema/workflow.json and docs/workflow.schema.json are made. The checks
+here apply everything it says, with messages that name the field, and what a schema cannot
+say beside it: expressions, topics, cron lines, and the graph (cycles, dangling edges, ports,
+reachability). A top-level `$schema` (where an editor finds the schema) is accepted and ignored.
+
 Problems have a severity: errors make a definition invalid; warnings (an orphan step, a layout
 entry for a deleted step, a reference to a step that does not run before, secret() where no
 worker resolves it, a filter on a trigger that has nothing to filter) are reported but `parse`
@@ -47,40 +54,12 @@ COMMON_TRIGGER_FIELDS = ("type", "filter")
 # Where a Kafka trigger starts reading a topic it has not read before.
 START_FROM = ("published", "earliest", "latest")
 WINDOW_OPS = ("count", "sum", "min", "max", "avg", "collect", "count_distinct")
-# JSON Schemas of the parts that are pure structure; expressions, templates and topics in them are
-# checked beside (they need the expression parser and the topic rules).
-_POSITIVE_SECONDS = {"type": "number", "exclusiveMinimum": 0, "maximum": 7 * 24 * 3600}
-WINDOW_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["type", "aggregates"],
-    "properties": {
-        "type": {"enum": ["tumbling", "hopping", "session"]},
-        "size_seconds": _POSITIVE_SECONDS,
-        "advance_seconds": _POSITIVE_SECONDS,
-        "gap_seconds": _POSITIVE_SECONDS,
-        "grace_seconds": {"type": "number", "minimum": 0, "maximum": 24 * 3600},
-        "key": {"type": "string", "minLength": 1, "maxLength": 2000},
-        "aggregates": {
-            "type": "object", "minProperties": 1, "maxProperties": 50,
-            "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
-                              "not": {"enum": ["key", "window_start", "window_end"]}},
-            "additionalProperties": {
-                "type": "object", "additionalProperties": False, "required": ["op"],
-                "properties": {"op": {"enum": list(WINDOW_OPS)}, "of": {"type": "string", "minLength": 1},
-                               "limit": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                "if": {"properties": {"op": {"not": {"const": "count"}}}},
-                "then": {"required": ["of"]},
-            },
-        },
-        "emit_topic": {"type": "string"},
-    },
-    "allOf": [
-        {"if": {"properties": {"type": {"const": "tumbling"}}}, "then": {"required": ["size_seconds"]}},
-        {"if": {"properties": {"type": {"const": "hopping"}}}, "then": {"required": ["size_seconds", "advance_seconds"]}},
-        {"if": {"properties": {"type": {"const": "session"}}}, "then": {"required": ["gap_seconds"]}},
-    ],
-}
+WINDOW_TYPES = ("tumbling", "hopping", "session")
+# Trigger fields a trigger of a type that takes them cannot do without.
+REQUIRED_TRIGGER_FIELDS = ("topic", "cron")
+# JSON Schemas of the parts that are pure structure (the window's is WINDOW_SCHEMA, built with
+# the document's schema below); expressions, templates and topics in them are checked beside
+# (they need the expression parser and the topic rules).
 ON_FAILURE_SCHEMA = {
     "type": "object", "additionalProperties": False, "required": ["workflow"],
     "properties": {"workflow": {"type": "string", "pattern": r"^[a-z0-9](?:[a-z0-9-]{0,98}[a-z0-9])?$"},
@@ -88,7 +67,8 @@ ON_FAILURE_SCHEMA = {
 }
 MAX_RUNS_PER_SECOND_SCHEMA = {"type": "number", "exclusiveMinimum": 0, "maximum": 100_000}
 # Top-level fields of a definition, of a step and of an edge (unknown ones are errors).
-DOCUMENT_FIELDS = ("slug", "name", "description", "trigger", "steps", "edges", "layout", "on_failure",
+# `$schema` is for editors (where to find docs/workflow.schema.json): accepted, and ignored.
+DOCUMENT_FIELDS = ("$schema", "slug", "name", "description", "trigger", "steps", "edges", "layout", "on_failure",
                    "input_schema")
 STEP_FIELDS = ("id", "type", "name", "description", "config", "retry", "timeout_seconds")
 EDGE_FIELDS = ("from", "to", "port")
@@ -100,6 +80,8 @@ DAY_SECONDS = 24 * 3600
 MAX_BACKOFF_SECONDS = DAY_SECONDS  # one retry waits at most a day
 MAX_BACKOFF_MULTIPLIER = 10
 MAX_ATTEMPTS = 100
+# Names of workflows and steps (shown in lists and on the canvas).
+MAX_NAME_LENGTH = 200
 # Step timeouts, delays and waits: at most 366 days (longer is a unit mistake; use a schedule).
 MAX_TIMER_SECONDS = 366 * DAY_SECONDS
 # JSON nested deeper than this is refused (definitions, run input): real documents stay far
@@ -333,6 +315,41 @@ def topic_problem(value: Any, prefix: str = DEFAULT_TOPIC_PREFIX, templated: boo
     return None
 
 
+# ---- cron lines and time zones (the schedule trigger) --------------------------------------
+# The one place they are checked: validation here, and orchestrator/schedules.py before it
+# makes a beat entry, ask these two.
+def cron_problem(cron: Any) -> tuple[str, str] | None:
+    """(code, message) when `cron` is not a cron line that fires (five fields), else None."""
+    from croniter import CroniterBadDateError, croniter
+
+    if cron in (None, ""):
+        return "required", "required: a cron expression such as '*/5 * * * *'"
+    if not isinstance(cron, str):
+        return "type", f"must be a string, not {_kind(cron)}"
+    if len(cron.split()) != 5:
+        return "bad-cron", f"{cron!r} must have 5 fields: minute hour day-of-month month day-of-week"
+    if not croniter.is_valid(cron):
+        return "bad-cron", f"{cron!r} is not a valid cron expression"
+    try:
+        croniter(cron).get_next(float)
+    except CroniterBadDateError:
+        return "bad-cron", f"{cron!r} never fires (no such date, e.g. 30 February)"
+    return None
+
+
+def timezone_problem(timezone: Any) -> str | None:
+    """Why `timezone` is not an IANA time zone name, or None."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        if not isinstance(timezone, str) or not timezone:
+            raise ValueError
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"{timezone!r} is not a time zone name such as 'Europe/Paris'"
+    return None
+
+
 # ---- what every stored or sent JSON document must be ---------------------------------------
 def json_problems(value: Any, path: str = "", max_depth: int = MAX_JSON_DEPTH, limit: int = 20) -> list[tuple[str, str, str]]:
     """(path, message, code) for what would break storing or sending `value` as JSON.
@@ -395,71 +412,232 @@ def _step_id_at(data: dict, path: str) -> str | None:
 
 
 # ---- the document's JSON Schema ----------------------------------------------------------
-def definition_schema() -> dict:
-    """The JSON Schema of a definition's shape, built from the same field lists the validator uses.
+# The one JSON Schema of a definition (Draft 2020-12): what the REST API documents, what the
+# designer's side-panel forms are made from (designer/forms.py takes each field's type, enum,
+# bounds, title and description from here), what /schema/workflow.json serves and what
+# docs/workflow.schema.json holds for editors. `validate` checks everything it says, and more:
+# what JSON Schema cannot say (expressions, topics under Sluice's prefix, cron lines that never
+# fire, the graph: cycles, dangling edges, ports, reachability) is checked beside it, below.
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_ID = "urn:sluice:schema:workflow-definition"
+# Where the web serves it (designer/urls.py) and where the repository keeps a copy.
+SCHEMA_URL_PATH = "/schema/workflow.json"
+SCHEMA_FILE = "docs/workflow.schema.json"
 
-    It says what JSON Schema can say (fields, types, names, bounds); `validate` checks the rest
-    (each step type's config against its own schema, expressions, the graph) and names every
-    problem. Served in the OpenAPI document of the REST API.
-    """
+
+def _seconds(maximum: float, title: str, description: str, exclusive: bool = True, **extra) -> dict:
+    low = {"exclusiveMinimum": 0} if exclusive else {"minimum": 0}
+    return {"type": "number", **low, "maximum": maximum, "title": title, "description": description, **extra}
+
+
+def _window_schema() -> dict:
+    week = 7 * DAY_SECONDS
+    return {
+        "type": "object",
+        "title": "Window",
+        "description": "Aggregate records over time windows: one run per closed window (and key), whose input "
+                       "holds key, window_start, window_end and the aggregates",
+        "additionalProperties": False,
+        "required": ["type", "aggregates"],
+        "properties": {
+            "type": {"enum": list(WINDOW_TYPES), "title": "Window",
+                     "description": "tumbling: back-to-back windows of a fixed size; hopping: windows of a fixed "
+                                    "size that start every `advance` seconds (a record counts in each that covers "
+                                    "it); session: records closer than the gap form one window"},
+            "size_seconds": _seconds(week, "Size (seconds)", "How long each window lasts"),
+            "advance_seconds": _seconds(week, "Advance (seconds)", "How often a new window starts (at most the size)"),
+            "gap_seconds": _seconds(week, "Gap (seconds)", "A session ends after this long without a record for its key"),
+            "grace_seconds": _seconds(DAY_SECONDS, "Grace (seconds)",
+                                      "How long after its end a window waits for records that are late; later ones "
+                                      "are dropped and counted", exclusive=False, default=0),
+            "key": {"type": "string", "minLength": 1, "maxLength": 2000, "title": "Key", "x-widget": "template",
+                    "description": "What the windows are kept per, e.g. {{ trigger.user }} (default: the record key)"},
+            "aggregates": {
+                "type": "object", "minProperties": 1, "maxProperties": 50, "title": "Aggregates",
+                "description": "Fields of the window run's input, each an aggregate of the window's records",
+                "propertyNames": {"pattern": r"^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+                                  "not": {"enum": ["key", "window_start", "window_end"]}},
+                "additionalProperties": {
+                    "type": "object", "additionalProperties": False, "required": ["op"],
+                    "properties": {
+                        "op": {"enum": list(WINDOW_OPS), "title": "Operation"},
+                        "of": {"type": "string", "minLength": 1, "title": "Of",
+                               "description": "Expression over `trigger` and `record` (every op but count)"},
+                        "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "title": "Limit",
+                                  "description": "collect: at most this many values"}},
+                    "if": {"properties": {"op": {"not": {"const": "count"}}}},
+                    "then": {"required": ["of"]},
+                },
+            },
+            "emit_topic": {"type": "string", "title": "Emit topic", "x-widget": "text",
+                           "description": "Also write each closed window's result to this topic, keyed by the window "
+                                          "key (optional)"},
+        },
+        "allOf": [
+            {"if": {"properties": {"type": {"const": "tumbling"}}}, "then": {"required": ["size_seconds"]}},
+            {"if": {"properties": {"type": {"const": "hopping"}}}, "then": {"required": ["size_seconds", "advance_seconds"]}},
+            {"if": {"properties": {"type": {"const": "session"}}}, "then": {"required": ["gap_seconds"]}},
+        ],
+    }
+
+
+WINDOW_SCHEMA = _window_schema()
+
+
+def _trigger_schema() -> dict:
+    """The trigger: every field once (in the order the designer's panel shows them), and per
+    trigger type (if/then) which fields it takes and which it needs."""
+    properties = {
+        "type": {"type": "string", "enum": list(TRIGGER_TYPES), "title": "Trigger",
+                 "description": "How runs start: by hand (manual), from records on a Kafka topic (kafka), on a cron "
+                                "schedule (schedule) or from an HTTP call (webhook)"},
+        "topic": {"type": "string", "pattern": f"^{TOPIC_PATTERN.pattern}$", "title": "Topic", "x-widget": "text",
+                  "description": "Kafka topic whose records start runs"},
+        "filter": {"type": "string", "title": "Filter",
+                   "description": "Only events for which this condition is true start a run: trigger is the "
+                                  "record's value or the request's body, record the record or the request"},
+        "start_from": {"type": "string", "enum": list(START_FROM), "default": START_FROM[0], "title": "Start from",
+                       "description": "Which records start runs: those produced after this version was published "
+                                      "(default), every record on the topic (earliest), or only records produced "
+                                      "once a runner starts reading the topic (latest)"},
+        "max_runs_per_second": {**MAX_RUNS_PER_SECOND_SCHEMA, "title": "Max runs per second",
+                                "description": "At most this many runs start per second (bursts of one second's "
+                                               "worth), also while a backlog drains after a pause. Empty: no limit"},
+        "cron": {"type": "string", "minLength": 1, "title": "Schedule (cron)", "x-widget": "text",
+                 "description": "Five fields: minute hour day-of-month month day-of-week, e.g. */15 8-18 * * 1-5"},
+        "timezone": {"type": "string", "minLength": 1, "default": "UTC", "title": "Time zone", "x-widget": "text",
+                     "description": "The zone the cron line is read in (IANA name such as Europe/Paris), "
+                                    "with its daylight-saving changes"},
+        "input": {"title": "Input", "x-widget": "json", "default": {},
+                  "description": "Each scheduled run's input (trigger in expressions)"},
+        "window": {"$ref": "#/$defs/window"},
+    }
+    conditions = []
+    for kind, fields in TRIGGER_FIELDS.items():
+        then: dict = {"propertyNames": {"enum": list(COMMON_TRIGGER_FIELDS + fields)}}
+        needed = [name for name in fields if name in REQUIRED_TRIGGER_FIELDS]
+        if needed:
+            then["required"] = needed
+        conditions.append({"if": {"properties": {"type": {"const": kind}}, "required": ["type"]}, "then": then})
+    return {"type": "object", "title": "Trigger", "description": "How runs of this workflow start",
+            "required": ["type"], "additionalProperties": False, "properties": properties, "allOf": conditions}
+
+
+def _retry_schema() -> dict:
+    seconds = f"From 0 to {MAX_BACKOFF_SECONDS} (a day)"
+    return {
+        "type": "object", "additionalProperties": False, "title": "Retry",
+        "description": "How often a failed attempt is tried again, and how long to wait between attempts",
+        "properties": {
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS, "title": "Max attempts",
+                             "description": f"Attempts in all, the first included (1 to {MAX_ATTEMPTS})"},
+            "backoff_seconds": {"type": "number", "minimum": 0, "maximum": MAX_BACKOFF_SECONDS,
+                                "title": "Backoff (seconds)", "description": f"Wait before the second attempt. {seconds}"},
+            "backoff_multiplier": {"type": "number", "minimum": 1, "maximum": MAX_BACKOFF_MULTIPLIER,
+                                   "title": "Backoff multiplier",
+                                   "description": f"Each later wait is the one before times this (1 to "
+                                                  f"{MAX_BACKOFF_MULTIPLIER})"},
+            "max_backoff_seconds": {"type": "number", "minimum": 0, "maximum": MAX_BACKOFF_SECONDS,
+                                    "title": "Max backoff (seconds)",
+                                    "description": f"No wait is longer than this. {seconds}"},
+        },
+    }
+
+
+def _step_schema(step_types: dict) -> dict:
+    by_type = []
+    for name in step_types:
+        then: dict = {"properties": {"config": {"$ref": f"#/$defs/config_{name}"}}}
+        by_type.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": then})
+    return {
+        "type": "object", "additionalProperties": False, "required": ["id", "type"], "title": "Step",
+        "properties": {
+            "id": {"type": "string", "pattern": f"^{STEP_ID_PATTERN.pattern}$", "title": "Step id", "x-widget": "text",
+                   "description": "Other steps read this step's output as steps.<id>.output"},
+            "type": {"type": "string", "enum": list(step_types), "title": "Step type",
+                     "description": "What the step does; its config follows the type's schema"},
+            "name": {"type": "string", "maxLength": MAX_NAME_LENGTH, "title": "Display name", "x-widget": "text",
+                     "description": "Shown on the canvas instead of the step id"},
+            "description": {"type": "string", "title": "Description"},
+            "config": {"type": "object", "title": "Configuration",
+                       "description": "As the step type's config schema (also GET /api/step-types/)"},
+            "retry": {"$ref": "#/$defs/retry"},
+            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMER_SECONDS,
+                                "title": "Timeout (seconds)",
+                                "description": "An attempt still running after this long fails (at most 366 days)"},
+        },
+        "allOf": by_type,
+    }
+
+
+def _config_schema(step_type: Any) -> dict:
+    """A step type's config schema as a part of the document's ($schema only at the root)."""
+    schema = {key: value for key, value in step_type.config_schema.items() if key != "$schema"}
+    schema.setdefault("title", f"{step_type.name} config")
+    return schema
+
+
+def definition_schema() -> dict:
+    """The JSON Schema (Draft 2020-12) of a definition document; a fresh copy on every call."""
     from . import steps as step_types
 
-    number = {"type": "number"}
-    seconds = {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMER_SECONDS}
     text = {"type": "string"}
-    trigger_fields = {
-        "type": {"type": "string", "enum": list(TRIGGER_TYPES)},
-        "filter": {"type": "string", "description": "Condition over `trigger` and `record` (kafka, webhook)"},
-        "topic": {"type": "string", "pattern": f"^{TOPIC_PATTERN.pattern}$"},
-        "start_from": {"type": "string", "enum": list(START_FROM)},
-        "cron": {"type": "string", "description": "Five cron fields"},
-        "timezone": {"type": "string"},
-        "input": {"description": "The input of scheduled runs"},
-        "window": WINDOW_SCHEMA,
-        "max_runs_per_second": MAX_RUNS_PER_SECOND_SCHEMA,
+    defs = {
+        "trigger": _trigger_schema(),
+        "window": _window_schema(),
+        "step": _step_schema(step_types.REGISTRY),
+        "retry": _retry_schema(),
+        "edge": {"type": "object", "additionalProperties": False, "required": ["from", "to"], "title": "Edge",
+                 "properties": {"from": {**text, "title": "From", "description": "The id of the step it leaves"},
+                                "to": {**text, "title": "To", "description": "The id of the step it enters"},
+                                "port": {**text, "title": "Port", "default": "out",
+                                         "description": "The output port of the `from` step (branch: true/false)"}}},
+        "position": {"type": "object", "additionalProperties": False, "required": list(LAYOUT_FIELDS),
+                     "properties": {axis: {"type": "number"} for axis in LAYOUT_FIELDS}},
+        "on_failure": {**ON_FAILURE_SCHEMA, "title": "On failure",
+                       "description": "A workflow started with the failure when a run of this one fails",
+                       "properties": {
+                           "workflow": {**ON_FAILURE_SCHEMA["properties"]["workflow"], "title": "Workflow",
+                                        "description": "Slug of the workflow to start"},
+                           "version": {**ON_FAILURE_SCHEMA["properties"]["version"], "title": "Version",
+                                       "description": '"live" (default) or a version number'}}},
     }
-    triggers = []
-    for kind, fields in TRIGGER_FIELDS.items():
-        allowed = COMMON_TRIGGER_FIELDS + fields
-        triggers.append({
-            "type": "object", "additionalProperties": False,
-            "properties": {name: ({"type": "string", "enum": [kind]} if name == "type" else trigger_fields[name])
-                           for name in allowed},
-            "required": ["type"] + [name for name in fields if name in ("topic", "cron")],
-        })
-    step = {
-        "type": "object", "additionalProperties": False, "required": ["id", "type"],
-        "properties": {
-            "id": {"type": "string", "pattern": f"^{STEP_ID_PATTERN.pattern}$"},
-            "type": {"type": "string", "enum": list(step_types.REGISTRY)},
-            "name": {"type": "string", "maxLength": 200}, "description": text,
-            "config": {"type": "object", "description": "As the step type's config_schema (GET /api/step-types/)"},
-            "retry": {"type": "object", "additionalProperties": False, "properties": {
-                "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS},
-                "backoff_seconds": {**number, "minimum": 0, "maximum": MAX_BACKOFF_SECONDS},
-                "backoff_multiplier": {**number, "minimum": 1, "maximum": MAX_BACKOFF_MULTIPLIER},
-                "max_backoff_seconds": {**number, "minimum": 0, "maximum": MAX_BACKOFF_SECONDS}}},
-            "timeout_seconds": seconds,
-        },
-    }
-    edge = {"type": "object", "additionalProperties": False, "required": ["from", "to"],
-            "properties": {"from": text, "to": text, "port": text}}
-    position = {"type": "object", "additionalProperties": False, "required": list(LAYOUT_FIELDS),
-                "properties": {axis: number for axis in LAYOUT_FIELDS}}
+    for name, step_type in step_types.REGISTRY.items():
+        defs[f"config_{name}"] = _config_schema(step_type)
     return {
+        "$schema": SCHEMA_DIALECT,
+        "$id": SCHEMA_ID,
+        "title": "Sluice workflow definition",
+        "description": "A workflow: its trigger, its steps and the edges between them (DESIGN.md section 4). "
+                       "Expressions, topics and the graph are checked beyond this schema by `sluice validate` "
+                       "and the server.",
         "type": "object", "additionalProperties": False, "required": ["slug", "trigger", "steps"],
         "properties": {
-            "slug": {"type": "string", "pattern": f"^{SLUG_PATTERN.pattern}$"},
-            "name": {"type": "string", "minLength": 1, "maxLength": 200},
-            "description": text,
-            "trigger": {"oneOf": triggers},
-            "steps": {"type": "array", "minItems": 1, "items": step},
-            "edges": {"type": "array", "items": edge},
-            "layout": {"type": "object", "additionalProperties": position},
-            "on_failure": ON_FAILURE_SCHEMA,
-            "input_schema": {"type": "object", "description": "A JSON Schema (Draft 2020-12) for run input"},
+            "$schema": {"type": "string", "title": "Schema",
+                        "description": "Where editors find this schema (a URL or a path); ignored by Sluice"},
+            "slug": {"type": "string", "pattern": f"^{SLUG_PATTERN.pattern}$", "title": "Slug",
+                     "description": "Lowercase letters, digits and hyphens: the workflow's name in URLs and Kafka keys"},
+            "name": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": r"\S", "title": "Name",
+                     "description": "Shown in lists (the slug when left out)"},
+            "description": {**text, "title": "Description"},
+            "trigger": {"$ref": "#/$defs/trigger"},
+            "steps": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/step"}, "title": "Steps"},
+            "edges": {"type": "array", "items": {"$ref": "#/$defs/edge"}, "title": "Edges",
+                      "description": "A step runs when every incoming edge is satisfied; the graph is acyclic"},
+            "layout": {"type": "object", "additionalProperties": {"$ref": "#/$defs/position"}, "title": "Layout",
+                       "description": "Where the designer draws each step: step id -> {x, y}"},
+            "on_failure": {"$ref": "#/$defs/on_failure"},
+            "input_schema": {"type": "object", "$ref": SCHEMA_DIALECT, "title": "Input schema",
+                             "description": "A JSON Schema (Draft 2020-12) the input of runs started by hand, API "
+                                            "or webhook must match"},
         },
+        "$defs": defs,
     }
+
+
+def schema_json() -> str:
+    """The schema as served and as committed in docs/workflow.schema.json (stable text)."""
+    return json.dumps(definition_schema(), indent=2, ensure_ascii=False) + "\n"
 
 
 # ---- validation ----------------------------------------------------------------------------
@@ -562,11 +740,14 @@ class _Checker:
                 self.error("name", f"must be a string, not {_kind(name)}", code="type")
             elif not name.strip():
                 self.error("name", "must not be blank (leave it out to use the slug)", code="blank")
-            elif len(name) > 200:
-                self.error("name", f"is {len(name)} characters long; at most 200", code="too-long")
+            elif len(name) > MAX_NAME_LENGTH:
+                self.error("name", f"is {len(name)} characters long; at most {MAX_NAME_LENGTH}", code="too-long")
         description = data.get("description")
         if description is not None and not isinstance(description, str):
             self.error("description", f"must be a string, not {_kind(description)}", code="type")
+        if "$schema" in data and not isinstance(data["$schema"], str):
+            self.error('["$schema"]', f"must be a string (where editors find the schema), not {_kind(data['$schema'])}",
+                       code="type")
 
     # ---- trigger ----
     def check_trigger(self) -> None:
@@ -672,34 +853,15 @@ class _Checker:
                        code="schema")
 
     def check_cron(self, cron: Any) -> None:
-        from croniter import croniter
-
-        if cron in (None, ""):
-            self.error("trigger.cron", "required: a cron expression such as '*/5 * * * *'", code="required")
-        elif not isinstance(cron, str):
-            self.error("trigger.cron", f"must be a string, not {_kind(cron)}", code="type")
-        elif len(cron.split()) != 5:
-            self.error("trigger.cron", f"{cron!r} must have 5 fields: minute hour day-of-month month day-of-week",
-                       code="bad-cron")
-        elif not croniter.is_valid(cron):
-            self.error("trigger.cron", f"{cron!r} is not a valid cron expression", code="bad-cron")
-        else:
-            from croniter import CroniterBadDateError
-
-            try:
-                croniter(cron).get_next(float)
-            except CroniterBadDateError:
-                self.error("trigger.cron", f"{cron!r} never fires (no such date, e.g. 30 February)", code="bad-cron")
+        problem = cron_problem(cron)
+        if problem is not None:
+            code, message = problem
+            self.error("trigger.cron", message, code=code)
 
     def check_timezone(self, timezone: Any) -> None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            if not isinstance(timezone, str) or not timezone:
-                raise ValueError
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            self.error("trigger.timezone", f"{timezone!r} is not a time zone name such as 'Europe/Paris'", code="bad-timezone")
+        problem = timezone_problem(timezone)
+        if problem is not None:
+            self.error("trigger.timezone", problem, code="bad-timezone")
 
     # ---- steps ----
     def collect_step_ids(self) -> None:
@@ -759,8 +921,8 @@ class _Checker:
             text = raw.get(text_field)
             if text is not None and not isinstance(text, str):
                 self.error(join_path(path, text_field), f"must be a string, not {_kind(text)}", own_id, code="type")
-            elif text_field == "name" and text is not None and len(text) > 200:
-                self.error(join_path(path, text_field), f"is {len(text)} characters long; at most 200", own_id,
+            elif text_field == "name" and text is not None and len(text) > MAX_NAME_LENGTH:
+                self.error(join_path(path, text_field), f"is {len(text)} characters long; at most {MAX_NAME_LENGTH}", own_id,
                            code="too-long")
 
         type_name = raw.get("type")
@@ -1143,3 +1305,9 @@ def _validator(step_type: Any):
         strict = validators.extend(Draft202012Validator, {"pattern": _full_pattern})
         validator = _validators[step_type.name] = strict(step_type.config_schema)
     return validator
+
+
+if __name__ == "__main__":  # python -m orchestrator.spec > docs/workflow.schema.json
+    import sys
+
+    sys.stdout.write(schema_json())

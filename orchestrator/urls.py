@@ -11,7 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("api/", include("orchestrator.api_urls")),
-    path("hooks/", include("orchestrator.webhook_urls")),
+    path("hooks/", include("triggers.urls")),
     path("", include("designer.urls")),
     path("monitor/", include("monitor.urls")),
 ]

@@ -1,7 +1,7 @@
 """The REST API as the CLI uses it: JSON in and out, every failure turned into one sentence.
 
 The server answers errors as `{"detail", "code", "errors": [{"path", "step_id", "message", ...}]}`
-(designer/api.py); `ApiError` keeps that shape so commands can show each problem with its field
+(webbase/api.py); `ApiError` keeps that shape so commands can show each problem with its field
 path, and with the file and line it came from when the request carried a workflow file.
 """
 

@@ -17,8 +17,10 @@ def cli_env(config_home: Path, url: str | None = None, token: str | None = None)
     """The environment of a CLI child: no inherited SLUICE_* or Django settings, a private config dir."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("SLUICE_") and key != "DJANGO_SETTINGS_MODULE"}
+    # The console script may be installed from another checkout (an editable install of a
+    # sibling worktree): the child imports this checkout's code first, the code under test.
     env.update({"XDG_CONFIG_HOME": str(config_home), "HOME": str(config_home), "PYTHONUNBUFFERED": "1",
-                "TZ": "UTC"})
+                "TZ": "UTC", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     if url is not None:
         env["SLUICE_URL"] = url
     if token is not None:

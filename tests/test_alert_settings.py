@@ -8,7 +8,7 @@ from django.urls import reverse
 from designer.models import Workflow
 from monitor.models import AuditEntry, WorkflowAlerts
 from tests.test_alerts import Hook
-from tests.test_designer_views import PASSWORD, user_with
+from tests.test_designer_views import user_with
 
 SECRET_URL = "https://hooks.slack.com/services/T0001/B0002/xoxSECRETxox"
 

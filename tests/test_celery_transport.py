@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def clean_env(data_dir: Path, **extra: str) -> dict:
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("KAFKA_", "DATABASE_URL", "REDIS_URL", "SLUICE_", "DJANGO_", "CELERY_"))}
+    # A cluster means production, which refuses to start without a secret key of its own.
+    secret = {"DJANGO_SECRET_KEY": "celery-transport-test-" + "k" * 40} if "KAFKA_BOOTSTRAP_SERVERS" in extra else {}
     env.update(SLUICE_DATA_DIR=str(data_dir), DJANGO_SETTINGS_MODULE="orchestrator.settings", PYTHONUNBUFFERED="1",
-               **extra)
+               **secret, **extra)
     return env
 
 

@@ -271,3 +271,24 @@ def test_following_survives_a_restarting_server_but_not_a_refusal():
         follow.watch(FlakyServer(ApiError(404, "No run 'r'")), "r", interval=0.001)
     with pytest.raises(CliError, match="could not reach"):
         follow.watch(FlakyServer(*[gone] * (follow.MAX_MISSED_POLLS + 1)), "r", interval=0.001)
+
+
+def test_validate_accepts_the_editor_schema_lines(tmp_path, env):
+    """The README's editor set-up: `$schema` in JSON, the yaml-language-server comment (and key) in YAML."""
+    hello = json.loads((ROOT / "examples" / "hello.json").read_text())
+    (tmp_path / "hello.json").write_text(json.dumps({"$schema": "../docs/workflow.schema.json", **hello}, indent=2))
+    (tmp_path / "greet.yaml").write_text(textwrap.dedent("""\
+        # yaml-language-server: $schema=http://127.0.0.1:8000/schema/workflow.json
+        $schema: http://127.0.0.1:8000/schema/workflow.json
+        slug: greet
+        trigger: {type: manual}
+        steps:
+          - {id: a, type: transform, config: {output: {x: 1}}}
+        """))
+    (tmp_path / "odd.yaml").write_text("$schema: 5\nslug: odd\ntrigger: {type: manual}\n"
+                                       "steps: [{id: a, type: transform, config: {output: {}}}]\n")
+    result = sluice(env, "validate", "hello.json", "greet.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result
+    assert "hello.json (hello): valid" in result.stdout and "greet.yaml (greet): valid" in result.stdout
+    odd = sluice(env, "validate", "odd.yaml", cwd=tmp_path)
+    assert odd.returncode == 1 and 'odd.yaml:1: error: ["$schema"]: must be a string' in odd.stdout, odd

@@ -23,7 +23,11 @@ from tests.runtime_support import ManageProcess
 
 pytestmark = [pytest.mark.kafka]
 
+# The editor lines a README reader copies: a YAML language server comment and a `$schema` key
+# (accepted and ignored by the server).
 GREET_YAML = textwrap.dedent("""\
+    # yaml-language-server: $schema=../docs/workflow.schema.json
+    $schema: ../docs/workflow.schema.json
     slug: greet
     name: Greet
     trigger:
@@ -147,7 +151,7 @@ def test_login_apply_diff_export_and_exit_codes(kafka, live_server, tmp_path):
     assert invalid.returncode == 1
     assert invalid.stderr.splitlines()[0] == "error: 1 workflow has 1 error; nothing was sent"
     assert invalid.stderr.splitlines()[1].startswith(
-        f"  {tmp_path / 'broken' / 'broken.yaml'}:7: error: steps[0].type (step hello): unknown step type 'transfrom'")
+        f"  {tmp_path / 'broken' / 'broken.yaml'}:9: error: steps[0].type (step hello): unknown step type 'transfrom'")
     assert versions("broken") == []
 
     # A request the server refuses: one sentence, exit 1. The environment wins over the stored login.

@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from designer import services
 from designer.models import Workflow
-from monitor.models import Run, StepRun
+from monitor.models import Run
 from orchestrator.messages import PublishedDefinition, StartRun
 from orchestrator.runtime import codec
 from tests.test_api_workflows import definition, read_records
@@ -61,7 +61,7 @@ def post_json(client, url, body):
 # ---- login and permissions ---------------------------------------------------------------
 @pytest.mark.parametrize("name,args", [
     ("designer:list", []), ("designer:new", []), ("designer:editor", ["greet"]),
-    ("designer:versions", ["greet"]), ("designer:diff", ["greet"]), ("designer:run_status", ["r1"]),
+    ("designer:versions", ["greet"]), ("designer:diff", ["greet"]),
 ])
 def test_pages_require_login(client, greet, name, args):
     response = client.get(reverse(name, args=args))
@@ -85,7 +85,7 @@ def test_viewer_can_look_but_not_change(client, viewer, greet):
     assert b'id="btn-save"' not in page.content and b'id="btn-publish"' not in page.content
     assert page.context["editor_config"]["canEdit"] is False
     refused = post_json(client, reverse("designer:save", args=["greet"]), {"definition": definition(), "base_version": 1})
-    assert refused.status_code == 403 and "may not edit 'greet'" in refused.json()["error"]
+    assert refused.status_code == 403 and "may not edit 'greet'" in refused.json()["detail"]
     assert post_json(client, reverse("designer:publish", args=["greet"]), {"version": 1}).status_code == 403
     assert post_json(client, reverse("designer:test_run", args=["greet"]), {"version": 1}).status_code == 403
     assert client.get(reverse("designer:new")).status_code == 403
@@ -158,9 +158,9 @@ def test_validate_returns_problems_with_step_ids(ada):
 
 def test_validate_refuses_broken_requests_with_400(ada):
     response = ada.post(reverse("designer:validate"), data="{nope", content_type="application/json")
-    assert response.status_code == 400 and "not valid JSON" in response.json()["error"]
+    assert response.status_code == 400 and "not valid JSON" in response.json()["detail"]
     response = post_json(ada, reverse("designer:validate"), {"definition": [1, 2]})
-    assert response.status_code == 400 and "'definition'" in response.json()["error"]
+    assert response.status_code == 400 and "'definition'" in response.json()["detail"]
 
 
 def panel(client, data: dict, **fields):
@@ -232,7 +232,7 @@ def test_trigger_panel_offers_every_field_of_each_trigger_type(ada):
 
 
 def test_trigger_panel_of_a_saved_webhook_workflow_says_how_to_call_it(ada, greet):
-    from orchestrator import webhooks
+    from triggers import webhooks
 
     data = {**definition(), "trigger": {"type": "webhook"}}
     html = panel(ada, data).content.decode()
@@ -254,7 +254,7 @@ def test_create_from_the_new_page(ada):
     response = post_json(ada, reverse("designer:create"), {"definition": definition("fresh"), "message": "hi"})
     assert response.status_code == 201 and response.json()["url"] == reverse("designer:editor", args=["fresh"])
     again = post_json(ada, reverse("designer:create"), {"definition": definition("fresh")})
-    assert again.status_code == 400 and again.json()["problems"][0]["path"] == "slug"
+    assert again.status_code == 400 and again.json()["errors"][0]["path"] == "slug"
 
 
 def test_save_refuses_invalid_definitions_naming_the_step(ada, greet):
@@ -262,7 +262,7 @@ def test_save_refuses_invalid_definitions_naming_the_step(ada, greet):
     bad["steps"][0]["type"] = "teleport"
     response = post_json(ada, reverse("designer:save", args=["greet"]), {"definition": bad, "base_version": 1})
     assert response.status_code == 400
-    assert any(p["step_id"] == "hello" for p in response.json()["problems"])
+    assert any(p["step_id"] == "hello" for p in response.json()["errors"])
     assert greet.versions.count() == 1
 
 
@@ -276,8 +276,31 @@ def test_second_save_from_the_same_base_is_refused_as_a_conflict(client, ada, gr
                        {"definition": definition(name="Bob's"), "base_version": 1})
     assert second.status_code == 409
     body = second.json()
-    assert body["latest_version"] == 2 and body["saved_by"] == "ada" and "after you loaded version 1" in body["error"]
+    assert body["latest_version"] == 2 and body["saved_by"] == "ada" and "after you loaded version 1" in body["detail"]
     assert Workflow.objects.get(slug="greet").latest_version.definition["name"] == "Ada's"
+
+
+def test_editor_and_api_answer_a_refusal_in_one_shape(ada, editor_user, greet):
+    """The editor's JSON endpoints answer errors as the REST API does (webbase.errors)."""
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(editor_user)
+    bad = definition()
+    bad["steps"][0]["type"] = "teleport"
+    from_editor = post_json(ada, reverse("designer:save", args=["greet"]), {"definition": bad})
+    from_api = api.put("/api/workflows/greet/", bad, format="json")
+    assert from_editor.status_code == from_api.status_code == 400
+    assert from_editor.json() == from_api.json()
+    assert set(from_editor.json()) == {"detail", "code", "errors"} and from_editor.json()["code"] == "invalid_definition"
+    missing = ada.get(reverse("designer:version", args=["greet", 9]))
+    from_api = api.get("/api/workflows/greet/versions/9/")
+    assert missing.status_code == from_api.status_code == 404
+    assert missing.json()["code"] == "not_found" and missing.json()["errors"][0]["path"] == ""
+    broken = ada.post(reverse("designer:save", args=["greet"]), "{broken", content_type="application/json")
+    assert broken.status_code == 400 and broken.json()["code"] == "invalid"
+    assert broken.json()["errors"] == [{"path": "", "step_id": None, "code": "invalid",
+                                        "message": broken.json()["detail"], "severity": "error"}]
 
 
 def test_versions_diff_and_restore(ada, editor_user, greet):
@@ -322,10 +345,6 @@ def test_test_run_offers_the_draft_to_runners_without_making_it_live(ada, greet,
     assert Workflow.objects.get(slug="greet").live_version is None  # still not live
     run = Run.objects.get(id=run_id)
     assert run.status == "pending" and run.started_by == "ada"
-    StepRun.objects.create(run=run, step_id="hello", type="transform", status="succeeded", output={"text": "Hi"})
-    status = ada.get(reverse("designer:run_status", args=[run_id])).json()
-    assert status["steps"]["hello"] == {"status": "succeeded", "output": {"text": "Hi"}, "error": "", "attempts": 0}
-    assert ada.get(reverse("designer:run_status", args=["nope"])).status_code == 404
     assert post_json(ada, reverse("designer:test_run", args=["greet"]), {"input": {}}).status_code == 400
 
 
@@ -350,7 +369,7 @@ def test_sample_record_reads_the_newest_record_of_the_trigger_topic(ada, editor_
     # Only the workflow's own trigger topic: never Sluice's topics, nor anybody else's.
     for other in (kafka.runs, kafka.history, kafka.definitions, "payroll"):
         refused = ada.get(url, {"topic": other})
-        assert refused.status_code == 403 and topic in refused.json()["error"], other
+        assert refused.status_code == 403 and topic in refused.json()["detail"], other
     # Only for users who may edit the workflow.
     ada.force_login(viewer)
     assert ada.get(url, {"topic": topic}).status_code == 403
@@ -359,7 +378,7 @@ def test_sample_record_reads_the_newest_record_of_the_trigger_topic(ada, editor_
     missing_topic = f"none-{uuid.uuid4().hex[:8]}"
     kafka_triggered("quiet", missing_topic, editor_user)
     missing = ada.get(reverse("designer:sample_record", args=["quiet"]))
-    assert missing.status_code == 404 and "does not exist" in missing.json()["error"]
+    assert missing.status_code == 404 and "does not exist" in missing.json()["detail"]
     from confluent_kafka.admin import AdminClient
 
     topics = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS}).list_topics(timeout=5).topics

@@ -113,7 +113,7 @@ def test_hostile_definition_is_400_naming_the_field_at_every_door(api, data, pat
         saved = designer.post("/designer/greet/save/", json.dumps({"definition": {**data, "slug": "greet"}}),
                               content_type="application/json")
         assert saved.status_code == 400, saved.content[:500]
-        assert names([p["path"] for p in saved.json()["problems"]], path), saved.json()
+        assert names([p["path"] for p in saved.json()["errors"]], path), saved.json()
     # The editor's continuous validation reports it, as a problem (200), not an error page.
     validated = designer.post("/designer/-/validate/", json.dumps({"definition": data}),
                               content_type="application/json")
@@ -175,10 +175,10 @@ def test_designer_test_run_input_limits(live, settings):
     designer.force_login(User.objects.get(username="root"))
     big = designer.post("/designer/greet/test-run/", json.dumps({"version": 1, "input": {"x": "y" * 2000}}),
                         content_type="application/json")
-    assert big.status_code == 413 and "1000 bytes" in big.json()["error"]
+    assert big.status_code == 413 and "1000 bytes" in big.json()["detail"]
     bad = designer.post("/designer/greet/test-run/", '{"version": 1, "input": {"x": "\\ud800"}}',
                         content_type="application/json")
-    assert bad.status_code == 400 and "input.x" in bad.json()["error"]
+    assert bad.status_code == 400 and "input.x" in bad.json()["detail"]
     assert Run.objects.count() == 0
 
 
@@ -197,7 +197,7 @@ def test_monitor_rerun_refuses_unfit_input_on_the_page(live, settings):
 
 
 def test_webhook_body_limits(db, kafka, settings):
-    from orchestrator.webhooks import TOKEN_HEADER, issue_token
+    from triggers.webhooks import TOKEN_HEADER, issue_token
     from tests.trigger_support import make_live
 
     settings.SLUICE_MAX_INPUT_BYTES = 1000

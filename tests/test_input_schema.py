@@ -13,7 +13,7 @@ from django.utils import timezone
 from designer import services
 from designer.models import Workflow
 from monitor.models import Run
-from orchestrator import webhooks
+from triggers import webhooks
 from tests.test_api_workflows import make_client
 from tests.trigger_support import read_starts
 
@@ -78,7 +78,7 @@ def test_the_designers_test_run_checks_the_schema_of_the_version_it_runs(operato
     bad = web.post("/designer/checked/test-run/", json.dumps({"version": 1, "input": {"order_id": 7}}),
                    content_type="application/json")
     assert bad.status_code == 400, bad.content
-    assert {p["path"] for p in bad.json()["problems"]} == {"input.order_id", "input.amount"}
+    assert {p["path"] for p in bad.json()["errors"]} == {"input.order_id", "input.amount"}
     # A draft without the schema runs any input: the schema is the tested version's.
     loose = {**checked()}
     loose.pop("input_schema")

@@ -83,3 +83,104 @@ def test_fanout_pauses_when_quiet_and_delivers_the_next_event(kafka):
     first, after_pause = run_async(scenario())
     assert first == [1, 2, 3]
     assert after_pause == [4]
+
+
+# ---- the channel layer: Channels' layer contract, public API only ---------------------------
+def test_the_channel_layer_overrides_nothing_private_of_channels():
+    """It implements the public layer contract on BaseChannelLayer: no private Channels method
+    is overridden or called, so a Channels release that renames one cannot silently undo the
+    once-a-second sweep (the reason the class exists)."""
+    import inspect
+
+    from channels.layers import BaseChannelLayer, InMemoryChannelLayer
+
+    assert SweepingInMemoryChannelLayer.__mro__[1] is BaseChannelLayer
+    assert not issubclass(SweepingInMemoryChannelLayer, InMemoryChannelLayer)
+    private_of_channels = {name for klass in (BaseChannelLayer, InMemoryChannelLayer) for name in vars(klass)
+                           if name.startswith("_") and not name.startswith("__")}
+    assert not private_of_channels & set(vars(SweepingInMemoryChannelLayer))
+    source = inspect.getsource(inspect.getmodule(SweepingInMemoryChannelLayer))
+    assert not [name for name in private_of_channels if f".{name}(" in source]
+    # The public helpers it relies on are there.
+    for name in ("require_valid_channel_name", "require_valid_group_name", "get_capacity"):
+        assert callable(getattr(BaseChannelLayer, name)), name
+
+
+def test_the_channel_layer_keeps_the_contract():
+    from channels.exceptions import ChannelFull
+
+    async def scenario():
+        layer = SweepingInMemoryChannelLayer(capacity=2)
+        assert set(layer.extensions) == {"groups", "flush"}
+        one, two = await layer.new_channel(), await layer.new_channel()
+        assert one != two and "!" in one
+        await layer.send(one, {"type": "a", "n": 1})
+        await layer.send(one, {"type": "a", "n": 2})
+        with pytest.raises(ChannelFull):
+            await layer.send(one, {"type": "a", "n": 3})
+        assert [(await layer.receive(one))["n"] for _ in range(2)] == [1, 2]
+        # A receiver waits for the message that arrives later; the message is a copy.
+        message = {"type": "a", "n": 4}
+        waiting = asyncio.create_task(layer.receive(two))
+        await asyncio.sleep(0)
+        await layer.send(two, message)
+        message["n"] = 99
+        assert (await asyncio.wait_for(waiting, 1))["n"] == 4
+        # Groups: every member gets it, a full member misses it, a discarded one gets nothing.
+        for channel in (one, two):
+            await layer.group_add("run.r1", channel)
+        await layer.send(two, {"type": "fill"})
+        await layer.send(two, {"type": "fill"})
+        await layer.group_send("run.r1", {"type": "event"})
+        assert (await layer.receive(one))["type"] == "event"
+        assert [(await layer.receive(two))["type"] for _ in range(2)] == ["fill", "fill"]
+        await layer.group_discard("run.r1", one)
+        await layer.group_send("run.r1", {"type": "again"})
+        assert (await layer.receive(two))["type"] == "again"
+        assert not layer.channels.get(one)
+        # A cancelled receive leaves nothing behind; flush empties the layer.
+        waiting = asyncio.create_task(layer.receive(one))
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert one not in layer.channels
+        await layer.flush()
+        assert layer.channels == {} and layer.groups == {}
+
+    run_async(scenario())
+
+
+def test_the_channel_layer_sweeps_at_most_once_a_second_and_still_expires(monkeypatch):
+    """The reason for the class: no full sweep on every message, but expiry still happens
+    (an expired message drops its channel from every group: its consumer is gone)."""
+    clock = {"now": 1000.0}
+    monkeypatch.setattr("monitor.channel_layer.time.monotonic", lambda: clock["now"])
+    monkeypatch.setattr("monitor.channel_layer.time.time", lambda: clock["now"])
+
+    async def scenario():
+        layer = SweepingInMemoryChannelLayer(expiry=60, capacity=10_000)
+        gone, alive = await layer.new_channel(), await layer.new_channel()
+        await layer.group_add("wf.orders", gone)
+        await layer.group_add("wf.orders", alive)
+        for _ in range(500):
+            await layer.group_send("wf.orders", {"type": "event"})
+        assert layer.sweeps == 1
+        for _ in range(500):
+            await layer.receive(alive)
+        clock["now"] += 1.5
+        await layer.send(alive, {"type": "ping"})
+        assert layer.sweeps == 2
+        clock["now"] += 61
+        await layer.send(alive, {"type": "ping"})  # due: the sweep drops `gone`'s old messages
+        assert layer.sweeps == 3
+        assert gone not in layer.channels and gone not in layer.groups.get("wf.orders", {})
+        assert alive not in layer.groups.get("wf.orders", {})  # its first ping expired unread too
+        clock["now"] += 86_401
+        fresh = await layer.new_channel()
+        await layer.group_add("wf.other", fresh)
+        layer.groups.setdefault("wf.old", {})[gone] = clock["now"] - 86_402  # joined over group_expiry ago
+        layer.sweep()
+        assert "wf.old" not in layer.groups and fresh in layer.groups["wf.other"]
+
+    run_async(scenario())

@@ -256,7 +256,7 @@ def test_a_table_is_restored_after_the_runner_is_killed(kafka, history):
 
 @pytest.mark.kafka
 def test_the_order_enrichment_example_enriches_known_customers_and_routes_unknown_ones(kafka, history):
-    from orchestrator.management.commands.load_examples import EXAMPLES_DIR
+    from designer.management.commands.load_examples import EXAMPLES_DIR
 
     example = json.loads((EXAMPLES_DIR / "order-enrichment.json").read_text())
     tag = uuid.uuid4().hex[:8]

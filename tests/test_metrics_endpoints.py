@@ -72,7 +72,7 @@ def test_runner_bridge_and_web_metrics_move_after_runs(kafka, transactional_db, 
     runner_port, bridge_port = free_port(), free_port()
     env = {"SLUICE_METRICS_TOKEN": TOKEN, "SLUICE_LOG_FORMAT": "json"}
     runner = runner_process(instance, "--metrics-port", str(runner_port), env=env)
-    bridge = ManageProcess("bridge", "--group", f"bridge-{slug}", "--metrics-port", str(bridge_port), env=env)
+    bridge = ManageProcess("bridge", "--group", kafka.group(f"bridge-{slug}"), "--metrics-port", str(bridge_port), env=env)
     runner_url, bridge_url = f"http://127.0.0.1:{runner_port}", f"http://127.0.0.1:{bridge_port}"
     try:
         wait_for(lambda: httpx.get(f"{runner_url}/readyz", timeout=5).status_code == 200, 60, "the runner to be ready")
@@ -110,7 +110,7 @@ def test_runner_bridge_and_web_metrics_move_after_runs(kafka, transactional_db, 
                                                 frozenset({("instance", instance)})) in s, 30)
         assert value(seen, "sluice_kafka_admin_up") == 1
         assert value(seen, "sluice_database_up") == 1
-        assert ("sluice_consumer_lag", frozenset({("group", f"bridge-{slug}"), ("topic", kafka.history)})) in seen
+        assert ("sluice_consumer_lag", frozenset({("group", kafka.group(f"bridge-{slug}")), ("topic", kafka.history)})) in seen
         assert len(run_ids) == 6
     finally:
         runner_output = runner.stop()

@@ -29,7 +29,7 @@ from django.utils import timezone
 from designer import services
 from designer.models import Workflow
 from monitor.models import DeadLetter, Run, WorkflowAccess
-from orchestrator.webhooks import issue_token
+from triggers.webhooks import issue_token
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
@@ -110,7 +110,6 @@ def routes(world) -> list[Route]:
         Route("designer:panel", "POST", "/designer/-/panel/", SEES_SOME,
               {"definition": json.dumps(alpha_v2), "step_id": "hello"}, form=True),
         Route("designer:create", "POST", "/designer/-/create/", CREATE, {"definition": definition("fresh")}),
-        Route("designer:run_status", "GET", "/designer/-/runs/run-alpha/", VIEW),
         Route("designer:editor", "GET", "/designer/alpha/", VIEW),
         Route("designer:save", "POST", "/designer/alpha/save/", EDIT, {"definition": alpha_v2, "base_version": 2}),
         Route("designer:publish", "POST", "/designer/alpha/publish/", PUBLISH, {"version": 2}),
@@ -179,6 +178,10 @@ def routes(world) -> list[Route]:
         Route("healthz", "GET", "/healthz", frozenset(USERS)),
         Route("readyz", "GET", "/readyz", frozenset(USERS)),
         Route("metrics", "GET", "/metrics", NONE),
+        # ---- the definition's JSON Schema: open to everyone, on purpose. It holds no data (the
+        # public format, the text of docs/workflow.schema.json in the repository), and editors
+        # (VS Code, the YAML language server) fetch a `$schema` URL without a session ----
+        Route("designer:workflow_schema", "GET", "/schema/workflow.json", frozenset(USERS)),
         # ---- admin: staff only (Django's admin checks model permissions on top) ----
         Route("admin:index", "GET", "/admin/", STAFF),
         Route("admin:designer_workflow_changelist", "GET", "/admin/designer/workflow/", STAFF),

@@ -12,7 +12,9 @@ from orchestrator.runtime.metrics import Histograms
 from tests.observability_support import failing, samples, three_steps, unique, value, wait_for_samples
 from tests.runtime_support import produce, publish, user_topic
 
-pytestmark = pytest.mark.kafka
+# django_db: the registry is the process's, and a web test before this one may have installed
+# the web collectors (they read run rows and consumer lag).
+pytestmark = [pytest.mark.kafka, pytest.mark.django_db]
 
 
 def scraped() -> dict:

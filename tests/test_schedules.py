@@ -8,10 +8,11 @@ import pytest
 from django_celery_beat.models import PeriodicTask
 
 from designer.models import WorkflowVersion
-from monitor.models import Run
-from orchestrator import schedules, tasks
-from orchestrator.schedules import ScheduleError, schedule_of, sync_schedule
+from monitor import tasks as monitor_tasks
+from monitor.models import AuditEntry, Run
 from tests.trigger_support import definition, make_live, read_starts
+from triggers import schedules, tasks
+from triggers.schedules import ScheduleError, schedule_of, sync_schedule
 
 pytestmark = pytest.mark.django_db
 
@@ -102,6 +103,10 @@ def test_scheduled_task_starts_one_run_per_tick(kafka, kafka_broker):
     scheduled = datetime.fromisoformat(start.trigger["scheduled_at"])
     assert scheduled.second == 0 and abs(time.time() - scheduled.timestamp()) < 125
     assert Run.objects.get(id=first).trigger["type"] == "schedule"
+    # Audited like every other start, by the system actor "schedule" (once per call).
+    entries = AuditEntry.objects.filter(action="start", target_id=first)
+    assert {(e.username, e.target_type) for e in entries} == {("schedule", "run")}
+    assert entries[0].details == {"workflow": "report", "version": 1, "trigger": "schedule"}
 
 
 @pytest.mark.kafka
@@ -149,11 +154,11 @@ def test_retention_task_purges_only_old_finished_runs(settings):
     StepRun.objects.create(run_id="old-done", step_id="a", type="transform", status="succeeded")
     Run.objects.create(id="old-running", workflow="w", version=1, status="running", created_at=old)
     Run.objects.create(id="recent-failed", workflow="w", version=1, status="failed", created_at=recent)
-    assert tasks.purge_old_runs.run() == 2  # the run row and its step row
+    assert monitor_tasks.purge_old_runs_daily.run() == 2  # the run row and its step row
     assert set(Run.objects.values_list("id", flat=True)) == {"old-running", "recent-failed"}
     settings.SLUICE_RUN_RETENTION_DAYS = 0
     Run.objects.filter(id="recent-failed").update(created_at=old)
-    assert tasks.purge_old_runs.run() == 0
+    assert monitor_tasks.purge_old_runs_daily.run() == 0
     assert Run.objects.filter(id="recent-failed").exists()
 
 

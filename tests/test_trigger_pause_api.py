@@ -21,7 +21,7 @@ from designer import services
 from designer.models import Workflow
 from monitor import trigger_status
 from monitor.models import AuditEntry, RunnerProcess
-from orchestrator import tasks, webhooks
+from triggers import tasks, webhooks
 from orchestrator.messages import TriggerControl
 from orchestrator.runtime import codec
 from tests.test_api_workflows import make_client
@@ -191,7 +191,7 @@ def test_earliest_counts_unread_partitions_from_the_start_and_late_records_come_
     now = timezone.now()
     for name, late, beat in (("r1", 3, now), ("r2", 2, now), ("gone", 50, now - timezone.timedelta(hours=1))):
         RunnerProcess.objects.create(instance=name, started_at=now, last_heartbeat=beat,
-                                     stats={f"windows.late:buys": late, "windows.late:other": 9})
+                                     stats={"windows.late:buys": late, "windows.late:other": 9})
     trigger_status.forget_cached()
     status = trigger_status.status(workflow)
     assert (status["lag"], status["unread_partitions"], status["windowed"]) == (7, 0, True)

@@ -232,7 +232,7 @@ def test_up_runs_everything_and_a_second_up_resumes(start_up, up_env):
     assert api.post("/api/workflows/", json=every_minute).status_code == 201
     assert api.post("/api/workflows/every-minute/publish/").status_code == 200
     # Idempotent: harmless once publishing calls sync_schedule itself.
-    manage(up_env, "shell", "-c", "from designer.models import Workflow; from orchestrator.schedules import "
+    manage(up_env, "shell", "-c", "from designer.models import Workflow; from triggers.schedules import "
            "sync_schedule; w = Workflow.objects.get(slug='every-minute'); sync_schedule(w.slug, w.live_version.definition)")
 
     # A runner killed with SIGKILL is reported and restarted; the run it owned is not lost.

@@ -9,11 +9,11 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 
 from designer.models import Workflow, WorkflowVersion
-from monitor.models import Run
-from orchestrator import webhooks
+from monitor.models import AuditEntry, Run
 from orchestrator.messages import StartRun
 from orchestrator.models import WebhookEndpoint
 from tests.trigger_support import definition, make_live, read_starts
+from triggers import webhooks
 
 pytestmark = [pytest.mark.django_db, pytest.mark.kafka]
 
@@ -54,6 +54,10 @@ def test_post_starts_a_run_of_the_live_version(kafka, kafka_broker, hook):
     assert hook not in json.dumps(start.trigger)
     run = Run.objects.get(id=body["run_id"])
     assert run.status == "pending" and run.input == {"id": 7, "total": 120}
+    # Audited like every other start, by the system actor "webhook".
+    entry = AuditEntry.objects.get(action="start", target_id=run.id)
+    assert (entry.username, entry.user, entry.target_type) == ("webhook", None, "run")
+    assert entry.details == {"workflow": "orders-in", "version": 1, "trigger": "webhook"}
 
 
 def test_token_in_query_string_works_too(kafka, kafka_broker, hook):

@@ -188,12 +188,16 @@ class Runner:
                 return
             self.stop.wait(HEARTBEAT_SECONDS)
 
-    def join(self, timeout: float = 30.0) -> None:
+    def join(self, timeout: float = 30.0) -> list[str]:
+        """Wait up to `timeout` for every loop; returns the names of those still running."""
         deadline = time.monotonic() + timeout
         for thread in self.threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        self.registry.close()
-        tables.close_store()  # the lookup tables its workers started
+        self.stragglers = [thread.name for thread in self.threads if thread.is_alive()]
+        if not self.stragglers:
+            self.registry.close()
+            tables.close_store()  # the lookup tables its workers started
+        return self.stragglers
 
     def run_forever(self) -> None:
         self.start()

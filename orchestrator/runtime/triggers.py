@@ -310,7 +310,7 @@ class WorkflowTrigger(Loop):
                 _low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
                 position = tp.offset if tp.offset >= 0 else self._assigned_at.get(tp.partition, high)
                 total += max(0, high - position)
-        except KafkaException:
+        except (KafkaException, RuntimeError):  # RuntimeError: the trigger closed its consumer meanwhile
             return None
         return total
 

@@ -35,16 +35,22 @@ export async function postJSON(url, body) {
     body: JSON.stringify(body),
   });
   if (response.redirected && new URL(response.url).pathname.startsWith("/accounts/login")) {
-    return { ok: false, status: 401, body: { error: "You were signed out. Export your changes, sign in again in another tab, then retry." } };
+    return { ok: false, status: 401, body: errorBody("You were signed out. Export your changes, sign in again in another tab, then retry.", "not_authenticated") };
   }
   let data = {};
-  try { data = await response.json(); } catch (err) { data = { error: `The server answered ${response.status}` }; }
+  try { data = await response.json(); } catch (err) { data = errorBody(`The server answered ${response.status}`); }
   return { ok: response.ok, status: response.status, body: data };
 }
 
-/** The error of an answer as text: the message and the first problems with where they are. */
+/** An error answer made in the browser, in the server's shape: {detail, code, errors} (designer/errors.py). */
+export function errorBody(detail, code = "error") {
+  return { detail, code, errors: [{ path: "", step_id: null, code, message: detail, severity: "error" }] };
+}
+
+/** The error of an answer ({detail, code, errors}, as the REST API answers) as text: the
+ * sentence, then the first problems (those that add to it), with where they are. */
 export function problemText(body) {
-  const list = (body.problems || body.errors || []).slice(0, 6)
+  const list = (body.errors || []).filter((p) => p.path || p.step_id || p.message !== body.detail).slice(0, 6)
     .map((p) => `${p.step_id || p.path || "workflow"}: ${p.message}`);
-  return [body.error || body.detail, ...list].filter(Boolean).join("\n");
+  return [body.detail, ...list].filter(Boolean).join("\n");
 }

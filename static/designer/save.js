@@ -62,10 +62,10 @@ export function setupSave({ canvas, model, code, webhook }) {
       return { ok: true, created: true };
     }
     const answer = await postJSON(`${config.urls.base}save/`, { definition, message, base_version: version });
-    if (answer.status === 409) {
-      $("#conflict-text").textContent = answer.body.error;
+    if (answer.body.code === "version_conflict") {
+      $("#conflict-text").textContent = answer.body.detail;
       $("#dlg-conflict").showModal();
-      return { ok: false, status: 409, message: answer.body.error };
+      return { ok: false, status: answer.status, conflict: true, message: answer.body.detail };
     }
     if (!answer.ok) return { ok: false, status: answer.status, message: problemText(answer.body) };
     version = answer.body.version;
@@ -82,7 +82,7 @@ export function setupSave({ canvas, model, code, webhook }) {
     if (e.submitter && e.submitter.value === "cancel") return;
     e.preventDefault();
     const result = await save($("#save-message").value);
-    if (result.ok || result.status === 409) saveDialog.close();
+    if (result.ok || result.conflict) saveDialog.close();
     else $("#save-error").textContent = result.message;
   });
   // Ctrl+S saves wherever the focus is (the canvas, the panel, the code pane), never the

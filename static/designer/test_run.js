@@ -3,7 +3,7 @@
  * websocket through the monitor's live client and is folded by the monitor's run state, so a
  * test run shows exactly what the run page shows. */
 
-import { config, $, escapeHtml, postJSON, problemText } from "./page.js";
+import { config, $, errorBody, escapeHtml, postJSON, problemText } from "./page.js";
 import { paintStatus, stepOf } from "./canvas.js";
 import { connect, indicator } from "../monitor/live.js";
 import { RunState } from "../monitor/run_state.js";
@@ -59,8 +59,8 @@ export function setupTestRun({ canvas, model, save }) {
     status.innerHTML = '<span class="spinner"></span> reading…';
     const response = await fetch(`${config.urls.base}sample-record/?topic=${encodeURIComponent(model.trigger.topic || "")}`,
       { credentials: "same-origin", headers: { Accept: "application/json" } });
-    const body = await response.json().catch(() => ({ error: `The server answered ${response.status}` }));
-    if (!response.ok) { status.textContent = body.error; return; }
+    const body = await response.json().catch(() => errorBody(`The server answered ${response.status}`));
+    if (!response.ok) { status.textContent = body.detail; return; }
     input.value = JSON.stringify(body.value, null, 2);
     if (form) showJSON(); // a record is shown as it is, not squeezed into the form
     input.dataset.record = JSON.stringify(body.record);
@@ -85,8 +85,8 @@ export function setupTestRun({ canvas, model, save }) {
     if (model.dirty || !save.version) {
       const saved = await save.save("Saved for a test run");
       if (!saved.ok) {
-        errorBox.textContent = saved.status === 409 ? "" : saved.message;
-        if (saved.status === 409) dialog.close();
+        errorBox.textContent = saved.conflict ? "" : saved.message;
+        if (saved.conflict) dialog.close();
         return;
       }
     }
@@ -94,8 +94,8 @@ export function setupTestRun({ canvas, model, save }) {
     const answer = await postJSON(`${config.urls.base}test-run/`, { version: save.version, input: value, record });
     if (!answer.ok) {
       // Input that does not match the input_schema: each mismatch next to its field.
-      const left = form ? form.showProblems(answer.body.problems || []) : answer.body.problems || [];
-      errorBox.textContent = problemText({ ...answer.body, problems: left });
+      const left = form ? form.showProblems(answer.body.errors || []) : answer.body.errors || [];
+      errorBox.textContent = problemText({ ...answer.body, errors: left });
       return;
     }
     dialog.close();

@@ -22,7 +22,7 @@ export function setupVersions({ model, save }) {
     } else if (restore) {
       if (model.dirty && !window.confirm("Discard your unsaved changes and restore this version as a new draft?")) return;
       const answer = await postJSON(`${config.urls.base}versions/${restore.dataset.restoreVersion}/restore/`, {});
-      if (!answer.ok) { toast(answer.body.error || "Could not restore", true); return; }
+      if (!answer.ok) { toast(answer.body.detail || "Could not restore", true); return; }
       save.leave(config.urls.base);
     }
   });

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from designer import services
-from orchestrator import webhooks
+from triggers import webhooks
 from tests.browser.test_designer_editor import PASSWORD, definition, step_ids, wait_editor, wait_for
 from tests.browser.test_designer_tools import open_editor, sample
 from tests.live import login, screenshot

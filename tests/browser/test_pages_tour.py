@@ -57,7 +57,7 @@ def test_every_page_loads_cleanly_and_fits(kafka, live_server, page):
 
     from designer import services
     from monitor.models import DeadLetter, Run
-    from orchestrator.management.commands.load_examples import load_examples
+    from designer.management.commands.load_examples import load_examples
 
     user = get_user_model().objects.create_superuser("tourist", "tourist@example.com", PASSWORD)
     load_examples(publish=True, user=user)

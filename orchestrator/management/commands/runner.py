@@ -1,6 +1,7 @@
 """`python manage.py runner`: the production entry point for executing workflows."""
 
 import logging
+import os
 import signal
 
 from django.core.management.base import BaseCommand, CommandError
@@ -54,6 +55,14 @@ class Command(BaseCommand):
         finally:
             if server is not None:
                 server.stop()
+            if getattr(runner, "stragglers", None):
+                # A loop stuck in a client call would keep the process alive for good (its threads
+                # are not daemons), also after its supervisor died. Leaving now loses nothing:
+                # uncommitted work is aborted by the broker and read again by the next runner.
+                logging.getLogger("orchestrator.runtime.runner").error(
+                    "loops still running 30 s after the stop: %s; exiting anyway", ", ".join(runner.stragglers))
+                logging.shutdown()
+                os._exit(1)
 
     @staticmethod
     def _metrics_server(runner: Runner, port: int, host: str) -> MetricsServer | None:

@@ -1,10 +1,9 @@
-"""URLs of the webhook trigger, mounted under /hooks/ (see orchestrator/webhooks.py)."""
+"""URLs of the webhook trigger, mounted under /hooks/ (see triggers/webhooks.py)."""
 
 from django.urls import path
 
-from designer.api import WebhookTokenView
-
 from . import webhooks
+from .api import WebhookTokenView
 
 app_name = "hooks"
 

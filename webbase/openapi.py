@@ -32,7 +32,7 @@ PAGE_PARAMETERS = [
 
 
 def paginated(serializer_class, name: str):
-    """A page of `serializer_class` items, as designer.api.Pagination answers lists."""
+    """A page of `serializer_class` items, as webbase.api.Pagination answers lists."""
     return inline_serializer(f"Paginated{name}List", fields={
         "count": serializers.IntegerField(help_text="Items in all pages"),
         "next": serializers.URLField(allow_null=True, help_text="The next page, null on the last"),
@@ -43,17 +43,39 @@ def paginated(serializer_class, name: str):
 
 # JSON Schema keywords OpenAPI 3.0 lacks. Leaving them out only makes the document more
 # permissive; the validator still applies them (and names the field when they fail).
-_NOT_IN_OPENAPI_30 = ("if", "then", "else", "propertyNames", "$schema")
+_NOT_IN_OPENAPI_30 = ("if", "then", "else", "propertyNames", "$schema", "$id", "$defs")
+# Keywords whose value maps names to schemas: the names are fields, not keywords to filter.
+_SCHEMA_MAPS = ("properties", "patternProperties")
 
 
-def as_openapi_30(schema):
+def as_openapi_30(schema, defs: dict | None = None):
     """A JSON Schema (2020-12) as OpenAPI 3.0 writes it: exclusive bounds are booleans there,
-    `const` is a one-value enum, and conditionals are left out."""
+    `const` is a one-value enum, conditionals are left out, and references into `$defs` are
+    written out in place (OpenAPI would resolve them against its own document); references
+    elsewhere (the JSON Schema meta-schema) are left out."""
+    if defs is None and isinstance(schema, dict):
+        defs = schema.get("$defs") or {}
     if isinstance(schema, list):
-        return [as_openapi_30(item) for item in schema]
+        return [as_openapi_30(item, defs) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    converted = {key: as_openapi_30(value) for key, value in schema.items() if key not in _NOT_IN_OPENAPI_30}
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        rest = {key: value for key, value in schema.items() if key != "$ref"}
+        target = defs.get(ref.removeprefix("#/$defs/"), {}) if ref.startswith("#/$defs/") else {}
+        return as_openapi_30({**target, **rest}, defs)
+    converted = {}
+    for key, value in schema.items():
+        if key in _NOT_IN_OPENAPI_30:
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            converted[key] = {name: as_openapi_30(item, defs) for name, item in value.items()}
+        else:
+            converted[key] = as_openapi_30(value, defs)
+    if "allOf" in converted:
+        parts = [part for part in converted.pop("allOf") if part]
+        if parts:
+            converted["allOf"] = parts
     if "const" in converted:
         converted["enum"] = [converted.pop("const")]
     for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):

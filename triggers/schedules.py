@@ -2,7 +2,8 @@
 
 `sync_schedule(slug, definition)` is called after every publish (and unpublish/archive, with
 None). It keeps exactly one PeriodicTask per workflow, named "sluice:<slug>", calling
-`orchestrator.tasks.start_scheduled_run(slug)` on the `sluice` queue. Beat's DatabaseScheduler
+`triggers.tasks.start_scheduled_run(slug)` (registered under its first name, TASK_NAME, which
+stored beat entries keep) on the `sluice` queue. Beat's DatabaseScheduler
 notices the change by itself. A version without a schedule trigger disables the entry (kept, so
 the admin still shows when it last ran).
 
@@ -19,6 +20,10 @@ from datetime import datetime
 
 from croniter import croniter
 
+from orchestrator import spec
+
+# The Celery name of triggers.tasks.start_scheduled_run: the module it was first written in.
+# Beat entries in the database name it, so it stays.
 TASK_NAME = "orchestrator.tasks.start_scheduled_run"
 QUEUE = "sluice"
 
@@ -60,19 +65,16 @@ def schedule_of(definition: dict | None) -> Schedule | None:
     trigger = (definition or {}).get("trigger") or {}
     if trigger.get("type") != "schedule":
         return None
+    # Checked as validation checks it (orchestrator.spec, the one place for cron lines and zones).
     cron = trigger.get("cron")
-    if not isinstance(cron, str) or not cron.strip():
-        raise ScheduleError("trigger.cron", "a schedule trigger needs a cron line such as '*/5 * * * *'")
-    cron = " ".join(cron.split())
-    if len(cron.split()) != 5 or not croniter.is_valid(cron):
-        raise ScheduleError("trigger.cron", f"'{cron}' is not a cron line of five fields "
-                                            f"(minute hour day-of-month month day-of-week)")
+    cron = " ".join(cron.split()) if isinstance(cron, str) else cron
+    problem = spec.cron_problem(cron)
+    if problem is not None:
+        raise ScheduleError("trigger.cron", problem[1])
     timezone = trigger.get("timezone") or "UTC"
-    try:
-        zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ScheduleError("trigger.timezone", f"unknown time zone '{timezone}' (use an IANA name like "
-                                                f"'Europe/Berlin')") from None
+    problem = spec.timezone_problem(timezone)
+    if problem is not None:
+        raise ScheduleError("trigger.timezone", problem)
     return Schedule(cron=cron, timezone=timezone, input=trigger.get("input", {}))
 
 

@@ -2,9 +2,9 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from designer.models import Workflow
+from monitor import workflows
 from orchestrator.models import WebhookEndpoint
-from orchestrator.webhooks import TOKEN_HEADER, issue_token
+from triggers.webhooks import TOKEN_HEADER, issue_token
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
                             help="replace an existing token (callers using the old one get 403)")
 
     def handle(self, *args, slug: str, rotate: bool, **options):
-        if not Workflow.objects.filter(slug=slug).exists():
+        if not workflows.workflows().filter(slug=slug).exists():
             raise CommandError(f"no workflow with slug '{slug}'")
         if WebhookEndpoint.objects.filter(slug=slug).exists() and not rotate:
             raise CommandError(f"'{slug}' already has a webhook token and only its hash is kept; "

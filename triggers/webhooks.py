@@ -17,6 +17,9 @@ the body did not pass the trigger's `filter` (names: `trigger` = body, `record` 
 
 `Idempotency-Key: K` makes the run id a function of (slug, K): a caller retrying a delivery
 starts the same run, which the engine ignores the second time.
+
+The start itself is monitor.runs.start_run's (command, pending row, audit entry by "webhook").
+The token's table is `orchestrator.WebhookEndpoint` (the model stayed where it was created).
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from . import expressions
-from .models import WebhookEndpoint
-from .runtime import commands
+from monitor import runs, workflows
+from orchestrator import expressions
+from orchestrator.models import WebhookEndpoint
+from orchestrator.runtime import commands
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +127,8 @@ def selected_headers(request) -> dict[str, str]:
 
 def live_webhook_version(slug: str):
     """(workflow, live version) when `slug`'s live version has a webhook trigger, else None."""
-    from designer.models import Workflow
-
-    workflow = Workflow.objects.select_related("live_version").filter(slug=slug, archived=False).first()
-    if workflow is None or workflow.live_version is None:
+    workflow = workflows.with_live_version(slug)
+    if workflow is None or workflow.archived or workflow.live_version is None:
         return None
     trigger = (workflow.live_version.definition or {}).get("trigger") or {}
     if trigger.get("type") != "webhook":
@@ -190,44 +192,28 @@ def receive(request, slug: str):
             return JsonResponse({"run_id": None, "workflow": slug, "version": version.number,
                                  "started": False, "detail": "The body did not pass the trigger filter"},
                                 status=200)
-    run_id = run_id_for(slug, key)
     try:
-        commands.start_run(slug, version.number, payload, started_by="webhook", trigger=trigger, run_id=run_id)
-    except commands.CommandError as exc:
+        run_id = runs.start_run(slug, version.number, payload, actor="webhook", trigger=trigger,
+                                definition=version.definition, run_id=run_id_for(slug, key), field="body")
+    except runs.StartFailed as exc:
         log.warning("webhook start of %s failed: %s", slug, exc)
         return error(503, "Kafka did not acknowledge the start; try again", "unavailable")
-    _record_pending_run(run_id, slug, version.number, payload, trigger, received_at)
     return JsonResponse({"run_id": run_id, "workflow": slug, "version": version.number, "started": True},
                         status=202)
 
 
 def _unfit_input(payload, definition: dict | None = None) -> JsonResponse | None:
-    """The answer for a body no runner could carry (designer.services.check_run_input) or that
-    does not match the workflow's `input_schema` (every mismatch listed), else None."""
-    from designer import services
-
+    """The answer for a body no runner could carry or that does not match the workflow's
+    `input_schema` (every mismatch listed), else None: monitor.runs' checks, asked before the
+    trigger's filter sees the body."""
     try:
-        services.check_run_input(payload, "body")
-        services.check_input_schema(definition, payload, "body")
-    except services.InputTooLarge as exc:
+        runs.check_input(payload, definition, "webhook", "body")
+    except runs.InputTooLarge as exc:
         return error(413, str(exc), "too_large", path="body")
-    except services.InvalidInput as exc:
+    except runs.InvalidInput as exc:
         return JsonResponse({"detail": str(exc), "code": exc.problems[0].code,
                              "errors": [problem.as_dict() for problem in exc.problems]}, status=400)
     return None
-
-
-def _record_pending_run(run_id, slug, version, payload, trigger, created_at) -> None:
-    """A pending Run row so GET /api/runs/<id>/ answers at once (the projector fills in the rest)."""
-    from monitor.models import Run, RunStatus
-
-    try:
-        Run.objects.get_or_create(id=run_id, defaults={
-            "workflow": slug, "version": version, "status": RunStatus.PENDING, "input": payload,
-            "trigger": trigger, "started_by": "webhook", "created_at": created_at,
-        })
-    except IntegrityError:  # the projector inserted it first; its row is newer
-        pass
 
 
 def call_details(request, slug: str, token: str | None) -> dict:
