@@ -276,9 +276,9 @@ def main() -> None:
                 f"({os.cpu_count()} cores)",
                 ["user", "page", "median (ms)", "max (ms)", "status"], rows))
     if args.explain:
+        from django.contrib.auth.models import User
         from django.test import RequestFactory
 
-        from django.contrib.auth.models import User
         from monitor.views import filter_runs
 
         admin = User.objects.get(username="bench-admin")
