@@ -11,6 +11,12 @@ The group is joined before the catch-up query and group messages are only dispat
 connect() returns, so nothing falls in between; live events at or below the last seq sent are
 dropped, so the client sees each seq once, in order (it still dedupes, to be safe). A client can
 also ask again with {"type": "catch_up", "since": N}.
+
+Live frames arrive already serialised (monitor.live builds each event's JSON once per process):
+run sockets get `{"type": "history", "event": {...}}` per event, feed sockets
+`{"type": "history_batch", "events": [...]}` per tick. A socket whose client does not read
+fast enough (more than live.MAX_BACKLOG_BYTES unsent) is closed with live.CLOSE_TOO_SLOW; the
+client reconnects and catches up.
 """
 
 from __future__ import annotations
@@ -28,6 +34,17 @@ CLOSE_NOT_FOUND = 4404
 
 
 class _LiveConsumer(AsyncJsonWebsocketConsumer):
+    async def send_live(self, text: str) -> bool:
+        """Send a pre-serialised frame, or close the socket if its client has fallen too far behind."""
+        if getattr(self, "too_slow", False):
+            return False
+        if live.backlog_bytes(self.base_send) > live.MAX_BACKLOG_BYTES:
+            self.too_slow = True
+            await self.close(code=live.CLOSE_TOO_SLOW)
+            return False
+        await self.send(text_data=text)
+        return True
+
     async def dispatch(self, message):
         # Channels closes stale DB connections before EVERY handler, a thread-pool hop each;
         # at 500 events/s that hop was the bottleneck (p99 0.4-2 s). Live events never touch the
@@ -98,11 +115,11 @@ class RunHistoryConsumer(_LiveConsumer):
         await self.send_json({"type": "caught_up", "seq": self.last_sent})
 
     async def history_event(self, message):
-        event = message["event"]
-        if event["seq"] <= self.last_sent:
+        seq = message["seq"]
+        if seq <= self.last_sent:
             return  # already sent by the catch-up (or a redelivery)
-        self.last_sent = event["seq"]
-        await self.send_json({"type": "history", "event": event})
+        if await self.send_live(message["text"]):
+            self.last_sent = seq
 
 
 class RunsFeedConsumer(_LiveConsumer):
@@ -122,25 +139,25 @@ class RunsFeedConsumer(_LiveConsumer):
             if slugs is not None and wanted not in slugs:
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
-            self.groups_joined = [live.workflow_group(wanted)]
+            self.feed_groups = [live.workflow_group(wanted)]
         elif slugs is None:
-            self.groups_joined = [live.ALL_RUNS_GROUP]
+            self.feed_groups = [live.ALL_RUNS_GROUP]
         else:
-            self.groups_joined = [live.workflow_group(slug) for slug in sorted(slugs)]
+            self.feed_groups = [live.workflow_group(slug) for slug in sorted(slugs)]
         live.ensure_started()
-        for group in self.groups_joined:
-            await live.join(self.channel_layer, group, self.channel_name)
         await self.accept()
+        # Not channel-layer groups: the fan-out writes each tick's frame straight to these sockets.
+        live.watch_feed(self, self.feed_groups)
 
     async def disconnect(self, code):
-        for group in getattr(self, "groups_joined", []):
-            await live.leave(self.channel_layer, group, self.channel_name)
+        live.unwatch_feed(self, getattr(self, "feed_groups", []))
+
+    async def send_feed_frame(self, text: str) -> None:
+        if not await self.send_live(text):
+            live.unwatch_feed(self, self.feed_groups)  # closed as too slow: no more frames
 
     async def receive_json(self, content, **kwargs):
         await self.send_json({"type": "error", "error": "this socket only sends; nothing to receive"})
-
-    async def history_event(self, message):
-        await self.send_json({"type": "history", "event": message["event"]})
 
 
 def _query_param(scope, name: str) -> str:

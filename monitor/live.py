@@ -18,12 +18,28 @@ moves past the markers.
 Group names carry a per-process token: with a shared layer (Redis) and several web processes,
 every process runs its own consumer, and without the token each client would get every event
 once per process.
+
+Each event is serialised to JSON once per process (not once per socket). Run sockets get one
+frame per event through the channel layer (`{"type": "history.event", "seq", "text"}`: the
+consumer still dedupes by seq against its catch-up, then sends the text as is). Feed sockets
+(dashboard, run list: `/ws/monitor/`) get one `{"type": "history_batch", "events": [...]}`
+frame per FEED_TICK holding every event since the last one, in Kafka's order, built once per
+group and written straight to this process's feed sockets (their groups are process-local by
+design, so the channel layer would only add a copy and a task per socket: 2,000 feed sockets at
+500 events/s were a million channel-layer messages a second).
+
+A slow client cannot make this process buffer without bound: daphne never blocks a send, it
+queues the bytes in the socket's transport, so before each frame the consumer checks that
+backlog (`backlog_bytes`) and closes the socket with CLOSE_TOO_SLOW past MAX_BACKLOG_BYTES. The
+browser's live client reconnects; a run page catches up by seq, a feed page refetches its data.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -48,6 +64,10 @@ LOOKBACK_SECONDS = 120
 BUFFER_PER_RUN = 1000
 BUFFERED_RUNS = 5000
 _GROUP_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,60}$")
+FEED_TICK = 0.1  # seconds: feed sockets get at most one frame per tick (and group)
+FEED_FRAME_EVENTS = 1000  # a burst (the lookback at start) is split into frames of this many
+MAX_BACKLOG_BYTES = 2 * 1024 * 1024  # unsent bytes queued for one socket before it is closed
+CLOSE_TOO_SLOW = 4408  # not in live.js's "refused" set: the client reconnects and catches up
 
 
 def _safe(name: str) -> str:
@@ -66,6 +86,43 @@ def workflow_group(slug: str) -> str:
 def event_payload(event) -> dict:
     """A HistoryEvent as the JSON the websockets send (also what catch-up rebuilds from rows)."""
     return codec.to_builtins(event)
+
+
+def dumps(payload) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_frame(event_json: str) -> str:
+    """The run socket's frame for one event, from the event's JSON text."""
+    return '{"type":"history","event":' + event_json + "}"
+
+
+def batch_frame(event_jsons: list[str]) -> str:
+    """The feed socket's frame for several events (in order), from their JSON texts."""
+    return '{"type":"history_batch","events":[' + ",".join(event_jsons) + "]}"
+
+
+def backlog_bytes(send) -> int:
+    """Bytes queued but not yet written to a socket's client, or 0 if the server does not say.
+
+    ASGI has no back-pressure and daphne's send never blocks: the bytes wait in the Twisted
+    transport. `send` is what the consumer got (channels' session wrapper around daphne's
+    `partial(server.handle_reply, protocol)`); walk down to the protocol's transport.
+    """
+    for _ in range(4):
+        if isinstance(send, functools.partial):
+            protocol = send.args[0] if send.args else None
+            transport = getattr(protocol, "transport", None)
+            try:
+                pending = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            except (AttributeError, TypeError):
+                return 0
+            return max(pending, 0)
+        owner = getattr(send, "__self__", None)
+        send = getattr(owner, "real_send", None)
+        if send is None:
+            return 0
+    return 0
 
 
 def entry_payload(entry, run) -> dict:
@@ -104,6 +161,10 @@ class HistoryFanout:
     def start(self) -> "HistoryFanout":
         """Start the consumer thread and the broadcaster task (call on the server's event loop)."""
         self._outbox: asyncio.Queue = asyncio.Queue()
+        self._feed_pending: list[tuple[str, str]] = []  # (workflow, event JSON) since the last tick
+        self._feed_flush: asyncio.TimerHandle | None = None
+        self._feed_lock = asyncio.Lock()
+        self.feed_frames = 0
         self._broadcaster = self.loop.create_task(self._broadcast_forever())
         self._thread.start()
         return self
@@ -209,15 +270,49 @@ class HistoryFanout:
             await self._broadcast(await self._outbox.get())
 
     async def _broadcast(self, payloads: list[dict]) -> None:
+        feeds_watching = bool(_feeds)
         for payload in payloads:
-            message = {"type": "history.event", "event": payload}
             try:
-                for group in (run_group(payload["run_id"]), workflow_group(payload["workflow"]), ALL_RUNS_GROUP):
-                    if _local_members.get(group):
-                        await self.channel_layer.group_send(group, message)
+                event_json = dumps(payload)  # once per process, shared by every socket
+                group = run_group(payload["run_id"])
+                if _local_members.get(group):
+                    await self.channel_layer.group_send(
+                        group, {"type": "history.event", "seq": payload["seq"], "text": event_frame(event_json)})
+                if feeds_watching:
+                    self._feed_pending.append((payload["workflow"], event_json))
             except Exception:  # one full channel must not stop the fan-out for everyone else
                 log.exception("live history: group_send failed for run %s", payload["run_id"])
             self.delivered += 1
+        if self._feed_pending and self._feed_flush is None:
+            self._feed_flush = self.loop.call_later(FEED_TICK, self._start_feed_flush)
+
+    def _start_feed_flush(self) -> None:
+        self.loop.create_task(self.flush_feeds())
+
+    async def flush_feeds(self) -> None:
+        """Send the events since the last tick to every feed socket, one frame per group."""
+        async with self._feed_lock:  # one flush at a time keeps the frames in order
+            self._feed_flush = None
+            pending, self._feed_pending = self._feed_pending, []
+            if not pending:
+                return
+            by_group: dict[str, list[str]] = {}
+            if ALL_RUNS_GROUP in _feeds:
+                by_group[ALL_RUNS_GROUP] = [event_json for _workflow, event_json in pending]
+            for workflow, event_json in pending:
+                group = workflow_group(workflow)
+                if group in _feeds:
+                    by_group.setdefault(group, []).append(event_json)
+            for group, jsons in by_group.items():
+                sockets = _feeds.get(group, ())
+                for start in range(0, len(jsons), FEED_FRAME_EVENTS):
+                    text = batch_frame(jsons[start:start + FEED_FRAME_EVENTS])  # once for all its sockets
+                    self.feed_frames += 1
+                    for socket in list(sockets):
+                        try:
+                            await socket.send_feed_frame(text)
+                        except Exception:
+                            log.exception("live history: feed send failed")
 
 
 _fanout: HistoryFanout | None = None
@@ -226,6 +321,25 @@ _fanout: HistoryFanout | None = None
 # sockets can be members: a group with none here is skipped instead of sent to (each
 # group_send costs event-loop time, and most events have no watcher on their workflow).
 _local_members: dict[str, int] = {}
+
+
+# Feed sockets of THIS process per group (workflow_group(slug) or ALL_RUNS_GROUP), written to
+# directly by flush_feeds(): objects with `async send_feed_frame(text)`.
+_feeds: dict[str, set] = {}
+
+
+def watch_feed(socket, groups) -> None:
+    for group in groups:
+        _feeds.setdefault(group, set()).add(socket)
+
+
+def unwatch_feed(socket, groups) -> None:
+    for group in groups:
+        sockets = _feeds.get(group)
+        if sockets is not None:
+            sockets.discard(socket)
+            if not sockets:
+                _feeds.pop(group, None)
 
 
 async def join(channel_layer, group: str, channel_name: str) -> None:

@@ -84,6 +84,18 @@ async def drain(socket, seconds: float) -> list[dict]:
         return got
 
 
+async def feed_events(socket, count: int, timeout: float = 15.0) -> tuple[list[dict], int]:
+    """The feed's events, flattened from its history_batch frames, until `count` came; and how many frames."""
+    got, frames = [], 0
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            message = json.loads(await socket.recv())
+            assert message["type"] == "history_batch", message
+            frames += 1
+            got.extend(message["events"])
+    return got, frames
+
+
 @pytest.fixture
 def setup(kafka, live_server):
     watcher = make_user("watcher", "monitor.view_run")
@@ -126,12 +138,13 @@ def test_user_only_receives_events_of_workflows_they_may_view(setup):
         async with ws(live_server, "/ws/monitor/", restricted_cookie) as limited, \
                 ws(live_server, "/ws/monitor/", watcher_cookie) as everything:
             produce_history(kafka.history, events(beta_run, [1, 2]) + events(alpha_run, [1, 2]))
-            seen_all = [json.loads(await asyncio.wait_for(everything.recv(), 15)) for _ in range(4)]
-            seen_limited = await receive_until(limited, lambda m: m["event"]["seq"] == 2)
-            seen_limited += await drain(limited, 1.5)
-        assert sorted(m["event"]["run_id"] for m in seen_all) == sorted([beta_run.id] * 2 + [alpha_run.id] * 2)
-        assert {m["event"]["run_id"] for m in seen_limited} == {alpha_run.id}
-        assert [m["event"]["seq"] for m in seen_limited] == [1, 2]
+            seen_all, _frames = await feed_events(everything, 4)
+            seen_limited, _frames = await feed_events(limited, 2)
+            for frame in await drain(limited, 1.5):
+                seen_limited += frame["events"]
+        assert sorted(e["run_id"] for e in seen_all) == sorted([beta_run.id] * 2 + [alpha_run.id] * 2)
+        assert {e["run_id"] for e in seen_limited} == {alpha_run.id}
+        assert [e["seq"] for e in seen_limited] == [1, 2]
 
     run_async(scenario())
 
@@ -178,3 +191,39 @@ def test_catch_up_after_reconnect_has_no_gaps_and_no_duplicates(setup):
     assert all_seqs == list(range(3, 12))
     assert [m.get("event", {}).get("seq") for m in again] == [11, None] and again[-1]["seq"] == 11
     assert error["type"] == "error" and "since" in error["error"]
+
+
+def test_feed_socket_gets_every_event_once_in_order_across_batches(setup):
+    kafka, live_server, watcher, _restricted = setup
+    runs = [make_run("alpha"), make_run("beta"), make_run("alpha")]
+    cookie = session_cookie(watcher)
+
+    async def scenario():
+        async with ws(live_server, "/ws/monitor/", cookie) as feed, \
+                ws(live_server, "/ws/monitor/?workflow=alpha", cookie) as alpha_feed:
+            await asyncio.sleep(0.5)  # both registered with the fan-out
+            # Five bursts a few ticks apart, each interleaving the three runs.
+            for first in range(1, 51, 10):
+                burst = []
+                for seq in range(first, first + 10):
+                    for run in runs:
+                        burst += events(run, [seq])
+                produce_history(kafka.history, burst)
+                await asyncio.sleep(0.3)
+            everything, frames = await feed_events(feed, 150)
+            alpha, _alpha_frames = await feed_events(alpha_feed, 100)
+            for frame in await drain(feed, 1.0):
+                everything += frame["events"]
+            for frame in await drain(alpha_feed, 0.5):
+                alpha += frame["events"]
+        return everything, frames, alpha
+
+    everything, frames, alpha = run_async(scenario())
+    assert frames > 1, "the events came in several batches"
+    assert len(everything) == 150
+    for run in runs:  # each run's events exactly once, in order, across the batches
+        assert [e["seq"] for e in everything if e["run_id"] == run.id] == list(range(1, 51))
+    assert len(alpha) == 100 and {e["workflow"] for e in alpha} == {"alpha"}
+    for run in (runs[0], runs[2]):
+        assert [e["seq"] for e in alpha if e["run_id"] == run.id] == list(range(1, 51))
+    assert everything[0]["data"] == {"input": {"seq": 1}, "attempt": 1}
