@@ -11,7 +11,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from designer.models import Workflow
 from monitor.models import Run, WorkflowAccess
@@ -227,3 +227,55 @@ def test_feed_socket_gets_every_event_once_in_order_across_batches(setup):
     for run in (runs[0], runs[2]):
         assert [e["seq"] for e in alpha if e["run_id"] == run.id] == list(range(1, 51))
     assert everything[0]["data"] == {"input": {"seq": 1}, "attempt": 1}
+
+
+@pytest.fixture
+def small_backlog(monkeypatch):
+    """Before live_server: its daphne is forked from this process and inherits the limit."""
+    from monitor import live
+
+    monkeypatch.setattr(live, "MAX_BACKLOG_BYTES", 512 * 1024)
+
+
+def test_a_feed_client_that_stops_reading_is_closed_and_the_others_get_everything(small_backlog, setup):
+    import socket as sockets
+
+    kafka, live_server, watcher, _restricted = setup
+    run = make_run("alpha")
+    cookie = session_cookie(watcher)
+    big = "x" * 2_000
+
+    def bulky(seqs):
+        return [messages.HistoryEvent(run_id=run.id, seq=seq, kind="step_succeeded", ts=time.time(),
+                                      workflow="alpha", version=1, step_id="s", step_type="transform",
+                                      attempt=1, data={"output": big}) for seq in seqs]
+
+    async def scenario():
+        # A client that reads nothing, with a tiny receive window, so the bytes pile up in daphne.
+        raw = sockets.socket()
+        raw.setsockopt(sockets.SOL_SOCKET, sockets.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", live_server.port))
+        async with ws(live_server, "/ws/monitor/", cookie) as reader, \
+                connect(f"{live_server.ws_url}/ws/monitor/", additional_headers={"Cookie": cookie},
+                        origin=live_server.url, sock=raw, max_queue=1, open_timeout=10) as stalled:
+            await asyncio.sleep(0.5)
+            for first in range(1, 3001, 100):  # 6 MB in all; in a thread, so that `reader` keeps reading
+                await asyncio.to_thread(produce_history, kafka.history, bulky(range(first, first + 100)))
+            got, _frames = await feed_events(reader, 3000, timeout=90)
+            await asyncio.sleep(1.0)
+            # Now read what the stalled one was sent: some frames, then the close for being too slow.
+            stalled_events = []
+            with pytest.raises(ConnectionClosed) as closed:
+                async with asyncio.timeout(30):
+                    while True:
+                        stalled_events += json.loads(await stalled.recv())["events"]
+        return got, stalled_events, closed.value
+
+    got, stalled_events, closed = run_async(scenario())
+    assert [e["seq"] for e in got] == list(range(1, 3001))
+    # Closed with 4408 behind its backlog; if it still has not read that far when the server's
+    # close handshake times out, the server drops the connection (1006). Either way it is gone.
+    assert closed.rcvd is None or closed.rcvd.code == 4408
+    assert len(stalled_events) < 3000
+    # What it did get came in order, without gaps: after reconnecting it would refetch the rest.
+    assert [e["seq"] for e in stalled_events] == list(range(1, len(stalled_events) + 1))
