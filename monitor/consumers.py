@@ -7,10 +7,10 @@ it is accepted, so it never receives an event.
 Run sockets (`ws/runs/<run_id>/?since=N`, N = the highest seq the client has) catch up: the
 server sends every event after N (projected rows plus this process's buffer of events the
 projector may not have written yet), then {"type": "caught_up", "seq": M}, then live events.
-The group is joined before the catch-up query and group messages are only dispatched after
-connect() returns, so nothing falls in between; live events at or below the last seq sent are
-dropped, so the client sees each seq once, in order (it still dedupes, to be safe). A client can
-also ask again with {"type": "catch_up", "since": N}.
+The socket registers with the fan-out before the catch-up query and holds the live frames
+that come during a catch-up until it is done, so nothing falls in between; live events at or
+below the last seq sent are dropped, so the client sees each seq once, in order (it still
+dedupes, to be safe). A client can also ask again with {"type": "catch_up", "since": N}.
 
 Live frames arrive already serialised (monitor.live builds each event's JSON once per process):
 run sockets get `{"type": "history", "event": {...}}` per event, feed sockets
@@ -45,15 +45,6 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         await self.send(text_data=text)
         return True
 
-    async def dispatch(self, message):
-        # Channels closes stale DB connections before EVERY handler, a thread-pool hop each;
-        # at 500 events/s that hop was the bottleneck (p99 0.4-2 s). Live events never touch the
-        # database, so they skip it; everything else goes the normal way.
-        if message["type"] == "history.event":
-            await self.history_event(message)
-        else:
-            await super().dispatch(message)
-
 
 @database_sync_to_async
 def _run_if_visible(user, run_id: str) -> tuple[Run | None, int]:
@@ -83,17 +74,20 @@ class RunHistoryConsumer(_LiveConsumer):
             return
         since = _query_param(self.scope, "since") or "0"
         self.last_sent = 0
+        self.held: list[tuple[int, str]] = []  # live frames that came during a catch-up
+        self.catching_up = True
         self.fanout = live.ensure_started()
-        await live.join(self.channel_layer, live.run_group(self.run_id), self.channel_name)
+        live.watch_run(self, self.run_id)  # before the catch-up query: nothing falls in between
         await self.accept()
         if not since.isdigit():
             await self.send_json({"type": "error", "error": "since: must be a non-negative integer (the last seq you have)"})
+            await self._go_live()
             return
         await self._catch_up(int(since))
 
     async def disconnect(self, code):
         if getattr(self, "fanout", None) is not None:
-            await live.leave(self.channel_layer, live.run_group(self.run_id), self.channel_name)
+            live.unwatch_run(self, self.run_id)
 
     async def receive_json(self, content, **kwargs):
         if not isinstance(content, dict) or content.get("type") != "catch_up":
@@ -106,19 +100,44 @@ class RunHistoryConsumer(_LiveConsumer):
         await self._catch_up(since)
 
     async def _catch_up(self, since: int) -> None:
-        events = {event["seq"]: event for event in await _history_after(self.run, since)}
-        for event in self.fanout.recent(self.run_id, since):
-            events.setdefault(event["seq"], event)
-        for seq in sorted(events):
-            await self.send_json({"type": "history", "event": events[seq]})
-        self.last_sent = max(self.last_sent, max(events, default=since))
-        await self.send_json({"type": "caught_up", "seq": self.last_sent})
+        self.catching_up = True
+        try:
+            events = {event["seq"]: event for event in await _history_after(self.run, since)}
+            for event in self.fanout.recent(self.run_id, since):
+                events.setdefault(event["seq"], event)
+            for seq in sorted(events):
+                await self.send_json({"type": "history", "event": events[seq]})
+            self.last_sent = max(self.last_sent, max(events, default=since))
+            await self.send_json({"type": "caught_up", "seq": self.last_sent})
+        finally:
+            await self._go_live()
 
-    async def history_event(self, message):
-        seq = message["seq"]
+    async def _go_live(self) -> None:
+        # Frames held during the catch-up first; any that arrive meanwhile join the list, and
+        # nothing awaits between the last check and the switch, so none can overtake another.
+        while self.held:
+            held, self.held = self.held, []
+            for seq, text in held:
+                await self._send_event(seq, text)
+        self.catching_up = False
+
+    async def deliver(self, seq: int, text: str) -> None:
+        """Called by the fan-out (live.py) with each event of this run, in order, as frame text."""
+        if getattr(self, "too_slow", False):
+            return
+        if self.catching_up:
+            if len(self.held) >= live.BUFFER_PER_RUN:  # a catch-up that never ends: let it reconnect
+                self.too_slow = True
+                await self.close(code=live.CLOSE_TOO_SLOW)
+                return
+            self.held.append((seq, text))
+            return
+        await self._send_event(seq, text)
+
+    async def _send_event(self, seq: int, text: str) -> None:
         if seq <= self.last_sent:
             return  # already sent by the catch-up (or a redelivery)
-        if await self.send_live(message["text"]):
+        if await self.send_live(text):
             self.last_sent = seq
 
 

@@ -1,11 +1,10 @@
-"""Live history fan-out: one Kafka consumer of `wf.history` per web process, into Channels groups.
+"""Live history fan-out: one Kafka consumer of `wf.history` per web process, to its websockets.
 
 Each web process needs every event (its websockets may watch any run), so the consumer is not
 in a consumer group: it assigns itself every partition, starting a little in the past
 (LOOKBACK_SECONDS) so the recent-events buffer can bridge the projector's lag on catch-up.
 daphne has no ASGI lifespan, so the consumer starts lazily on the first websocket scope, in a
-thread that hands each polled batch to the event loop (`run_coroutine_threadsafe`): the
-in-memory channel layer's queues belong to that loop.
+thread that hands each polled batch to the event loop, where one task writes the frames.
 
 On the embedded broker, which answers fetches at once instead of holding them, the consumer
 pauses its partitions while nothing new is there, with the runtime's IdleBackoff. The earlier
@@ -15,18 +14,19 @@ its own, so the end offset always looked newer and the consumer refetched for ev
 a core in an idle web after a burst). IdleBackoff compares with the consumer's position, which
 moves past the markers.
 
-Group names carry a per-process token: with a shared layer (Redis) and several web processes,
-every process runs its own consumer, and without the token each client would get every event
-once per process.
+Every process runs its own consumer and serves only its own sockets, so the frames do not go
+through the channel layer: the fan-out keeps a registry of this process's sockets (per run,
+per feed group) and writes to them itself. Through the layer every frame cost a deepcopy, a
+task per member (InMemoryChannelLayer.group_send) and a wake-up of the consumer's task; with
+Redis, a round trip to deliver to a socket in the same process. 2,000 feed sockets at 500
+events/s were a million such messages a second.
 
 Each event is serialised to JSON once per process (not once per socket). Run sockets get one
-frame per event through the channel layer (`{"type": "history.event", "seq", "text"}`: the
-consumer still dedupes by seq against its catch-up, then sends the text as is). Feed sockets
-(dashboard, run list: `/ws/monitor/`) get one `{"type": "history_batch", "events": [...]}`
-frame per FEED_TICK holding every event since the last one, in Kafka's order, built once per
-group and written straight to this process's feed sockets (their groups are process-local by
-design, so the channel layer would only add a copy and a task per socket: 2,000 feed sockets at
-500 events/s were a million channel-layer messages a second).
+frame per event (the consumer dedupes by seq against its catch-up and holds the frames that
+come during one, see RunHistoryConsumer.deliver). Feed sockets (dashboard, run list:
+`/ws/monitor/`) get one `{"type": "history_batch", "events": [...]}` frame per FEED_TICK
+holding every event since the last one, in Kafka's order, built once per group and shared by
+every socket of that group.
 
 A slow client cannot make this process buffer without bound: daphne never blocks a send, it
 queues the bytes in the socket's transport, so before each frame the consumer checks that
@@ -47,7 +47,6 @@ import time
 import uuid
 from collections import OrderedDict, deque
 
-from channels.layers import get_channel_layer
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 from django.conf import settings
 
@@ -73,10 +72,6 @@ CLOSE_TOO_SLOW = 4408  # not in live.js's "refused" set: the client reconnects a
 def _safe(name: str) -> str:
     # Channels group names allow only [A-Za-z0-9_.-] and < 100 characters.
     return name if _GROUP_SAFE.fullmatch(name) else hashlib.sha1(name.encode()).hexdigest()
-
-
-def run_group(run_id: str) -> str:
-    return f"run.{_safe(run_id)}.{PROCESS_TOKEN}"
 
 
 def workflow_group(slug: str) -> str:
@@ -137,13 +132,12 @@ def entry_payload(entry, run) -> dict:
 
 
 class HistoryFanout:
-    """Reads `wf.history` in a thread and group_sends each event to its run and workflow groups."""
+    """Reads `wf.history` in a thread and writes each event to the sockets of its run and feeds."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, topics: Topics | None = None, channel_layer=None,
+    def __init__(self, loop: asyncio.AbstractEventLoop, topics: Topics | None = None,
                  lookback_seconds: float = LOOKBACK_SECONDS):
         self.loop = loop
         self.topics = topics or Topics(settings.SLUICE_TOPIC_PREFIX)
-        self.channel_layer = channel_layer or get_channel_layer()
         self.lookback_seconds = lookback_seconds
         self._recent: OrderedDict[str, deque] = OrderedDict()
         self._lock = threading.Lock()
@@ -274,14 +268,15 @@ class HistoryFanout:
         for payload in payloads:
             try:
                 event_json = dumps(payload)  # once per process, shared by every socket
-                group = run_group(payload["run_id"])
-                if _local_members.get(group):
-                    await self.channel_layer.group_send(
-                        group, {"type": "history.event", "seq": payload["seq"], "text": event_frame(event_json)})
+                watchers = _runs.get(payload["run_id"])
+                if watchers:
+                    text = event_frame(event_json)
+                    for socket in list(watchers):
+                        await socket.deliver(payload["seq"], text)
                 if feeds_watching:
                     self._feed_pending.append((payload["workflow"], event_json))
-            except Exception:  # one full channel must not stop the fan-out for everyone else
-                log.exception("live history: group_send failed for run %s", payload["run_id"])
+            except Exception:  # one broken socket must not stop the fan-out for everyone else
+                log.exception("live history: delivery failed for run %s", payload["run_id"])
             self.delivered += 1
         if self._feed_pending and self._feed_flush is None:
             self._feed_flush = self.loop.call_later(FEED_TICK, self._start_feed_flush)
@@ -317,10 +312,20 @@ class HistoryFanout:
 
 _fanout: HistoryFanout | None = None
 
-# Sockets of THIS process per group. Group names carry the process token, so only this process's
-# sockets can be members: a group with none here is skipped instead of sent to (each
-# group_send costs event-loop time, and most events have no watcher on their workflow).
-_local_members: dict[str, int] = {}
+# Run sockets of THIS process per run id: objects with `async deliver(seq, text)`.
+_runs: dict[str, set] = {}
+
+
+def watch_run(socket, run_id: str) -> None:
+    _runs.setdefault(run_id, set()).add(socket)
+
+
+def unwatch_run(socket, run_id: str) -> None:
+    sockets = _runs.get(run_id)
+    if sockets is not None:
+        sockets.discard(socket)
+        if not sockets:
+            _runs.pop(run_id, None)
 
 
 # Feed sockets of THIS process per group (workflow_group(slug) or ALL_RUNS_GROUP), written to
@@ -340,20 +345,6 @@ def unwatch_feed(socket, groups) -> None:
             sockets.discard(socket)
             if not sockets:
                 _feeds.pop(group, None)
-
-
-async def join(channel_layer, group: str, channel_name: str) -> None:
-    await channel_layer.group_add(group, channel_name)
-    _local_members[group] = _local_members.get(group, 0) + 1
-
-
-async def leave(channel_layer, group: str, channel_name: str) -> None:
-    await channel_layer.group_discard(group, channel_name)
-    remaining = _local_members.get(group, 0) - 1
-    if remaining > 0:
-        _local_members[group] = remaining
-    else:
-        _local_members.pop(group, None)
 
 
 def ensure_started() -> HistoryFanout:

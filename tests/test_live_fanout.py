@@ -17,7 +17,6 @@ import pytest
 from confluent_kafka import Producer
 
 from monitor import live
-from monitor.channel_layer import SweepingInMemoryChannelLayer
 from orchestrator import messages
 from orchestrator.runtime import codec
 from orchestrator.runtime.kafka import producer_config
@@ -49,15 +48,25 @@ async def until(predicate, what: str, timeout: float = 30.0) -> None:
     assert predicate(), what
 
 
-async def receive_seqs(layer, channel: str, count: int, timeout: float = 30.0) -> list[int]:
+class FakeRunSocket:
+    """Stands in for a run page's consumer: records what the fan-out delivers to it."""
+
+    def __init__(self):
+        self.frames: asyncio.Queue = asyncio.Queue()
+
+    async def deliver(self, seq: int, text: str) -> None:
+        self.frames.put_nowait((seq, text))
+
+
+async def receive_seqs(socket: FakeRunSocket, count: int, timeout: float = 30.0) -> list[int]:
     seqs = []
     async with asyncio.timeout(timeout):
         while len(seqs) < count:
-            message = await layer.receive(channel)
+            seq, text = await socket.frames.get()
             # Serialised once by the fan-out; the seq rides beside the text for the run socket's dedupe.
-            frame = json.loads(message["text"])
-            assert frame["type"] == "history" and frame["event"]["seq"] == message["seq"]
-            seqs.append(message["seq"])
+            frame = json.loads(text)
+            assert frame["type"] == "history" and frame["event"]["seq"] == seq
+            seqs.append(seq)
     return seqs
 
 
@@ -65,24 +74,22 @@ def test_fanout_pauses_when_quiet_and_delivers_the_next_event(kafka):
     run_id = uuid.uuid4().hex
 
     async def scenario():
-        layer = SweepingInMemoryChannelLayer(capacity=1000)
-        channel = await layer.new_channel()
-        await live.join(layer, live.run_group(run_id), channel)
-        fanout = live.HistoryFanout(asyncio.get_running_loop(), topics=kafka, channel_layer=layer,
-                                    lookback_seconds=0).start()
+        socket = FakeRunSocket()
+        live.watch_run(socket, run_id)
+        fanout = live.HistoryFanout(asyncio.get_running_loop(), topics=kafka, lookback_seconds=0).start()
         try:
             await until(fanout.ready.is_set, "the fan-out assigned its partitions")
             produce_in_transaction(kafka.history, history(run_id, [1, 2, 3]))
-            first = await receive_seqs(layer, channel, 3)
+            first = await receive_seqs(socket, 3)
             # Quiet now: once past the commit marker the consumer pauses instead of refetching.
             await until(lambda: fanout.paused, "the fan-out paused after a quiet spell")
             produce_in_transaction(kafka.history, history(run_id, [4]))
-            after_pause = await receive_seqs(layer, channel, 1)
+            after_pause = await receive_seqs(socket, 1)
             await until(lambda: fanout.paused, "the fan-out paused again")
             return first, after_pause
         finally:
             fanout.stop()
-            await live.leave(layer, live.run_group(run_id), channel)
+            live.unwatch_run(socket, run_id)
 
     first, after_pause = run_async(scenario())
     assert first == [1, 2, 3]
@@ -105,9 +112,7 @@ def test_feed_frames_are_built_once_per_tick_and_shared_by_every_socket(kafka, m
     sockets = [FakeFeedSocket() for _ in range(3)]
 
     async def scenario():
-        layer = SweepingInMemoryChannelLayer(capacity=1000)
-        fanout = live.HistoryFanout(asyncio.get_running_loop(), topics=kafka, channel_layer=layer,
-                                    lookback_seconds=0).start()
+        fanout = live.HistoryFanout(asyncio.get_running_loop(), topics=kafka, lookback_seconds=0).start()
         for socket in sockets:
             live.watch_feed(socket, [live.ALL_RUNS_GROUP])
         try:
