@@ -66,6 +66,7 @@ _GROUP_SAFE = re.compile(r"^[A-Za-z0-9_.-]{1,60}$")
 FEED_TICK = 0.1  # seconds: feed sockets get at most one frame per tick (and group)
 FEED_FRAME_EVENTS = 1000  # a burst (the lookback at start) is split into frames of this many
 MAX_BACKLOG_BYTES = 2 * 1024 * 1024  # unsent bytes queued for one socket before it is closed
+FEED_YIELD_EVERY = 50  # feed sockets written to between two turns of the event loop
 CLOSE_TOO_SLOW = 4408  # not in live.js's "refused" set: the client reconnects and catches up
 
 
@@ -303,11 +304,15 @@ class HistoryFanout:
                 for start in range(0, len(jsons), FEED_FRAME_EVENTS):
                     text = batch_frame(jsons[start:start + FEED_FRAME_EVENTS])  # once for all its sockets
                     self.feed_frames += 1
-                    for socket in list(sockets):
+                    for index, socket in enumerate(list(sockets), 1):
                         try:
                             await socket.send_feed_frame(text)
                         except Exception:
                             log.exception("live history: feed send failed")
+                        if index % FEED_YIELD_EVERY == 0:
+                            # daphne's sends only queue the bytes; the loop writes them. Let it,
+                            # instead of holding every socket's copy of the frame at once.
+                            await asyncio.sleep(0)
 
 
 _fanout: HistoryFanout | None = None
