@@ -249,7 +249,8 @@ def _run(args, workers, daphne_pid, run_ids, history_topic):
         results.append(json.loads(worker.stdout.readline()))
         worker.wait(30)
 
-    summary = {"sent": sent, "elapsed": elapsed, "daphne_cpu": daphne_cpu, "load_start": load_start,
+    summary = {"sent": sent, "elapsed": elapsed, "daphne_cpu": daphne_cpu,
+               "client_cpu": [round(r["cpu"], 1) for r in results], "load_start": load_start,
                "load_end": load_end}
     for kind in ("run", "feed"):
         sockets = [s for r in results for s in r["sockets"] if s["kind"] == kind]
@@ -352,12 +353,15 @@ async def _worker() -> None:
         tasks.append(asyncio.create_task(client(name, path, run_id, checked, ready)))
     await asyncio.wait_for(asyncio.gather(*(ready.wait() for ready in readies)), 300)
     print("READY", flush=True)
-    while (await reader.readline()).strip() != b"STOP":
-        pass
+    started_cpu = None
+    while (line := (await reader.readline()).strip()) != b"STOP":
+        if line == b"GO":
+            started_cpu = time.process_time()
+    cpu = time.process_time() - (started_cpu or 0.0)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    print(json.dumps({"sockets": sockets}), flush=True)
+    print(json.dumps({"sockets": sockets, "cpu": cpu}), flush=True)
 
 
 def _print_table(args, result, fd_limit) -> None:
@@ -369,6 +373,8 @@ def _print_table(args, result, fd_limit) -> None:
                                      f"over {args.runs} runs"),
         ("daphne CPU while producing", f"{result['daphne_cpu']:.1f} s ({result['daphne_cpu'] / result['elapsed']:.0%} "
                                        f"of a core)"),
+        ("client processes' CPU, GO to STOP (production + drain)",
+         " + ".join(f"{cpu} s" for cpu in result["client_cpu"]) + f" in {result['elapsed'] + args.drain:.0f} s"),
     ]
     for kind, label in (("run", "run sockets"), ("feed", "feed sockets")):
         r = result[kind]
