@@ -85,7 +85,7 @@ def event_payload(event) -> dict:
 
 
 def dumps(payload) -> str:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(payload, separators=(",", ":"))  # ASCII, as send_json: no lone surrogate can break a frame
 
 
 def event_frame(event_json: str) -> str:

@@ -279,3 +279,41 @@ def test_a_feed_client_that_stops_reading_is_closed_and_the_others_get_everythin
     assert len(stalled_events) < 3000
     # What it did get came in order, without gaps: after reconnecting it would refetch the rest.
     assert [e["seq"] for e in stalled_events] == list(range(1, len(stalled_events) + 1))
+
+
+def test_run_sockets_joining_while_events_flow_see_every_seq_once_in_order(setup):
+    """Live frames that arrive during a socket's catch-up are held and sent after it, deduped."""
+    import threading
+
+    kafka, live_server, watcher, _restricted = setup
+    run = make_run("alpha")
+    cookie = session_cookie(watcher)
+    produce_history(kafka.history, events(run, range(1, 6)))
+    projector = Projector(group_id=f"p-{uuid.uuid4().hex[:6]}")
+    projector.run_until_idle(idle_seconds=1.0)
+    projector.close()
+
+    def keep_producing():
+        for first in range(6, 301, 5):
+            produce_history(kafka.history, events(run, range(first, first + 5)))
+            time.sleep(0.01)
+
+    async def watch(delay: float) -> list[dict]:
+        await asyncio.sleep(delay)
+        async with ws(live_server, f"/ws/runs/{run.id}/?since=2", cookie) as socket:
+            return await receive_until(socket, lambda m: m.get("event", {}).get("seq") == 300, timeout=60)
+
+    async def scenario():
+        async with ws(live_server, "/ws/monitor/", cookie):  # the fan-out is up before events flow
+            await asyncio.sleep(1.0)
+            producer = threading.Thread(target=keep_producing)
+            producer.start()
+            try:
+                return await asyncio.gather(*(watch(delay) for delay in (0.0, 0.1, 0.2, 0.35, 0.5, 0.8)))
+            finally:
+                await asyncio.to_thread(producer.join)
+
+    for messages_seen in run_async(scenario()):
+        seqs = [m["event"]["seq"] for m in messages_seen if m["type"] == "history"]
+        assert seqs == list(range(3, 301)), seqs[:20]
+        assert sum(1 for m in messages_seen if m["type"] == "caught_up") == 1
