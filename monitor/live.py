@@ -269,15 +269,19 @@ class HistoryFanout:
         for payload in payloads:
             try:
                 event_json = dumps(payload)  # once per process, shared by every socket
-                watchers = _runs.get(payload["run_id"])
-                if watchers:
-                    text = event_frame(event_json)
-                    for socket in list(watchers):
+            except (TypeError, ValueError):
+                log.exception("live history: cannot serialise an event of run %s", payload["run_id"])
+                continue
+            if feeds_watching:
+                self._feed_pending.append((payload["workflow"], event_json))
+            watchers = _runs.get(payload["run_id"])
+            if watchers:
+                text = event_frame(event_json)
+                for socket in list(watchers):
+                    try:
                         await socket.deliver(payload["seq"], text)
-                if feeds_watching:
-                    self._feed_pending.append((payload["workflow"], event_json))
-            except Exception:  # one broken socket must not stop the fan-out for everyone else
-                log.exception("live history: delivery failed for run %s", payload["run_id"])
+                    except Exception:  # one broken socket must not stop the fan-out for everyone else
+                        log.exception("live history: delivery failed for run %s", payload["run_id"])
             self.delivered += 1
         if self._feed_pending and self._feed_flush is None:
             self._feed_flush = self.loop.call_later(FEED_TICK, self._start_feed_flush)
