@@ -7,10 +7,16 @@ it is accepted, so it never receives an event.
 Run sockets (`ws/runs/<run_id>/?since=N`, N = the highest seq the client has) catch up: the
 server sends every event after N (projected rows plus this process's buffer of events the
 projector may not have written yet), then {"type": "caught_up", "seq": M}, then live events.
-The group is joined before the catch-up query and group messages are only dispatched after
-connect() returns, so nothing falls in between; live events at or below the last seq sent are
-dropped, so the client sees each seq once, in order (it still dedupes, to be safe). A client can
-also ask again with {"type": "catch_up", "since": N}.
+The socket registers with the fan-out before the catch-up query and holds the live frames
+that come during a catch-up until it is done, so nothing falls in between; live events at or
+below the last seq sent are dropped, so the client sees each seq once, in order (it still
+dedupes, to be safe). A client can also ask again with {"type": "catch_up", "since": N}.
+
+Live frames arrive already serialised (monitor.live builds each event's JSON once per process):
+run sockets get `{"type": "history", "event": {...}}` per event, feed sockets
+`{"type": "history_batch", "events": [...]}` per tick. A socket whose client does not read
+fast enough (more than live.MAX_BACKLOG_BYTES unsent) is closed with live.CLOSE_TOO_SLOW; the
+client reconnects and catches up.
 """
 
 from __future__ import annotations
@@ -28,14 +34,16 @@ CLOSE_NOT_FOUND = 4404
 
 
 class _LiveConsumer(AsyncJsonWebsocketConsumer):
-    async def dispatch(self, message):
-        # Channels closes stale DB connections before EVERY handler, a thread-pool hop each;
-        # at 500 events/s that hop was the bottleneck (p99 0.4-2 s). Live events never touch the
-        # database, so they skip it; everything else goes the normal way.
-        if message["type"] == "history.event":
-            await self.history_event(message)
-        else:
-            await super().dispatch(message)
+    async def send_live(self, text: str) -> bool:
+        """Send a pre-serialised frame, or close the socket if its client has fallen too far behind."""
+        if getattr(self, "too_slow", False):
+            return False
+        if live.backlog_bytes(self.base_send) > live.MAX_BACKLOG_BYTES:
+            self.too_slow = True
+            await self.close(code=live.CLOSE_TOO_SLOW)
+            return False
+        await self.send(text_data=text)
+        return True
 
 
 @database_sync_to_async
@@ -66,17 +74,20 @@ class RunHistoryConsumer(_LiveConsumer):
             return
         since = _query_param(self.scope, "since") or "0"
         self.last_sent = 0
+        self.held: list[tuple[int, str]] = []  # live frames that came during a catch-up
+        self.catching_up = True
         self.fanout = live.ensure_started()
-        await live.join(self.channel_layer, live.run_group(self.run_id), self.channel_name)
+        live.watch_run(self, self.run_id)  # before the catch-up query: nothing falls in between
         await self.accept()
         if not since.isdigit():
             await self.send_json({"type": "error", "error": "since: must be a non-negative integer (the last seq you have)"})
+            await self._go_live()
             return
         await self._catch_up(int(since))
 
     async def disconnect(self, code):
         if getattr(self, "fanout", None) is not None:
-            await live.leave(self.channel_layer, live.run_group(self.run_id), self.channel_name)
+            live.unwatch_run(self, self.run_id)
 
     async def receive_json(self, content, **kwargs):
         if not isinstance(content, dict) or content.get("type") != "catch_up":
@@ -89,20 +100,45 @@ class RunHistoryConsumer(_LiveConsumer):
         await self._catch_up(since)
 
     async def _catch_up(self, since: int) -> None:
-        events = {event["seq"]: event for event in await _history_after(self.run, since)}
-        for event in self.fanout.recent(self.run_id, since):
-            events.setdefault(event["seq"], event)
-        for seq in sorted(events):
-            await self.send_json({"type": "history", "event": events[seq]})
-        self.last_sent = max(self.last_sent, max(events, default=since))
-        await self.send_json({"type": "caught_up", "seq": self.last_sent})
+        self.catching_up = True
+        try:
+            events = {event["seq"]: event for event in await _history_after(self.run, since)}
+            for event in self.fanout.recent(self.run_id, since):
+                events.setdefault(event["seq"], event)
+            for seq in sorted(events):
+                await self.send_json({"type": "history", "event": events[seq]})
+            self.last_sent = max(self.last_sent, max(events, default=since))
+            await self.send_json({"type": "caught_up", "seq": self.last_sent})
+        finally:
+            await self._go_live()
 
-    async def history_event(self, message):
-        event = message["event"]
-        if event["seq"] <= self.last_sent:
+    async def _go_live(self) -> None:
+        # Frames held during the catch-up first; any that arrive meanwhile join the list, and
+        # nothing awaits between the last check and the switch, so none can overtake another.
+        while self.held:
+            held, self.held = self.held, []
+            for seq, text in held:
+                await self._send_event(seq, text)
+        self.catching_up = False
+
+    async def deliver(self, seq: int, text: str) -> None:
+        """Called by the fan-out (live.py) with each event of this run, in order, as frame text."""
+        if getattr(self, "too_slow", False):
+            return
+        if self.catching_up:
+            if len(self.held) >= live.BUFFER_PER_RUN:  # a catch-up that never ends: let it reconnect
+                self.too_slow = True
+                await self.close(code=live.CLOSE_TOO_SLOW)
+                return
+            self.held.append((seq, text))
+            return
+        await self._send_event(seq, text)
+
+    async def _send_event(self, seq: int, text: str) -> None:
+        if seq <= self.last_sent:
             return  # already sent by the catch-up (or a redelivery)
-        self.last_sent = event["seq"]
-        await self.send_json({"type": "history", "event": event})
+        if await self.send_live(text):
+            self.last_sent = seq
 
 
 class RunsFeedConsumer(_LiveConsumer):
@@ -122,25 +158,25 @@ class RunsFeedConsumer(_LiveConsumer):
             if slugs is not None and wanted not in slugs:
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
-            self.groups_joined = [live.workflow_group(wanted)]
+            self.feed_groups = [live.workflow_group(wanted)]
         elif slugs is None:
-            self.groups_joined = [live.ALL_RUNS_GROUP]
+            self.feed_groups = [live.ALL_RUNS_GROUP]
         else:
-            self.groups_joined = [live.workflow_group(slug) for slug in sorted(slugs)]
+            self.feed_groups = [live.workflow_group(slug) for slug in sorted(slugs)]
         live.ensure_started()
-        for group in self.groups_joined:
-            await live.join(self.channel_layer, group, self.channel_name)
         await self.accept()
+        # Not channel-layer groups: the fan-out writes each tick's frame straight to these sockets.
+        live.watch_feed(self, self.feed_groups)
 
     async def disconnect(self, code):
-        for group in getattr(self, "groups_joined", []):
-            await live.leave(self.channel_layer, group, self.channel_name)
+        live.unwatch_feed(self, getattr(self, "feed_groups", []))
+
+    async def send_feed_frame(self, text: str) -> None:
+        if not await self.send_live(text):
+            live.unwatch_feed(self, self.feed_groups)  # closed as too slow: no more frames
 
     async def receive_json(self, content, **kwargs):
         await self.send_json({"type": "error", "error": "this socket only sends; nothing to receive"})
-
-    async def history_event(self, message):
-        await self.send_json({"type": "history", "event": message["event"]})
 
 
 def _query_param(scope, name: str) -> str:

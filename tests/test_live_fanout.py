@@ -9,6 +9,7 @@ deliver the next event that comes.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 
@@ -16,7 +17,6 @@ import pytest
 from confluent_kafka import Producer
 
 from monitor import live
-from monitor.channel_layer import SweepingInMemoryChannelLayer
 from orchestrator import messages
 from orchestrator.runtime import codec
 from orchestrator.runtime.kafka import producer_config
@@ -48,12 +48,25 @@ async def until(predicate, what: str, timeout: float = 30.0) -> None:
     assert predicate(), what
 
 
-async def receive_seqs(layer, channel: str, count: int, timeout: float = 30.0) -> list[int]:
+class FakeRunSocket:
+    """Stands in for a run page's consumer: records what the fan-out delivers to it."""
+
+    def __init__(self):
+        self.frames: asyncio.Queue = asyncio.Queue()
+
+    async def deliver(self, seq: int, text: str) -> None:
+        self.frames.put_nowait((seq, text))
+
+
+async def receive_seqs(socket: FakeRunSocket, count: int, timeout: float = 30.0) -> list[int]:
     seqs = []
     async with asyncio.timeout(timeout):
         while len(seqs) < count:
-            message = await layer.receive(channel)
-            seqs.append(message["event"]["seq"])
+            seq, text = await socket.frames.get()
+            # Serialised once by the fan-out; the seq rides beside the text for the run socket's dedupe.
+            frame = json.loads(text)
+            assert frame["type"] == "history" and frame["event"]["seq"] == seq
+            seqs.append(seq)
     return seqs
 
 
@@ -61,24 +74,22 @@ def test_fanout_pauses_when_quiet_and_delivers_the_next_event(kafka):
     run_id = uuid.uuid4().hex
 
     async def scenario():
-        layer = SweepingInMemoryChannelLayer(capacity=1000)
-        channel = await layer.new_channel()
-        await live.join(layer, live.run_group(run_id), channel)
-        fanout = live.HistoryFanout(asyncio.get_running_loop(), topics=kafka, channel_layer=layer,
-                                    lookback_seconds=0).start()
+        socket = FakeRunSocket()
+        live.watch_run(socket, run_id)
+        fanout = live.HistoryFanout(asyncio.get_running_loop(), topics=kafka, lookback_seconds=0).start()
         try:
             await until(fanout.ready.is_set, "the fan-out assigned its partitions")
             produce_in_transaction(kafka.history, history(run_id, [1, 2, 3]))
-            first = await receive_seqs(layer, channel, 3)
+            first = await receive_seqs(socket, 3)
             # Quiet now: once past the commit marker the consumer pauses instead of refetching.
             await until(lambda: fanout.paused, "the fan-out paused after a quiet spell")
             produce_in_transaction(kafka.history, history(run_id, [4]))
-            after_pause = await receive_seqs(layer, channel, 1)
+            after_pause = await receive_seqs(socket, 1)
             await until(lambda: fanout.paused, "the fan-out paused again")
             return first, after_pause
         finally:
             fanout.stop()
-            await live.leave(layer, live.run_group(run_id), channel)
+            live.unwatch_run(socket, run_id)
 
     first, after_pause = run_async(scenario())
     assert first == [1, 2, 3]
@@ -184,3 +195,51 @@ def test_the_channel_layer_sweeps_at_most_once_a_second_and_still_expires(monkey
         assert "wf.old" not in layer.groups and fresh in layer.groups["wf.other"]
 
     run_async(scenario())
+
+
+class FakeFeedSocket:
+    """Stands in for a feed consumer: records the frames the fan-out writes to it."""
+
+    def __init__(self):
+        self.frames: list[str] = []
+
+    async def send_feed_frame(self, text: str) -> None:
+        self.frames.append(text)
+
+
+def test_feed_frames_are_built_once_per_tick_and_shared_by_every_socket(kafka, monkeypatch):
+    monkeypatch.setattr(live, "FEED_TICK", 0.05)
+    run_a, run_b = uuid.uuid4().hex, uuid.uuid4().hex
+    sockets = [FakeFeedSocket() for _ in range(3)]
+
+    async def scenario():
+        fanout = live.HistoryFanout(asyncio.get_running_loop(), topics=kafka, lookback_seconds=0).start()
+        for socket in sockets:
+            live.watch_feed(socket, [live.ALL_RUNS_GROUP])
+        try:
+            await until(fanout.ready.is_set, "the fan-out assigned its partitions")
+            for first in range(1, 40, 10):  # four transactions, apart: several ticks
+                produce_in_transaction(kafka.history, history(run_a, range(first, first + 10))
+                                       + history(run_b, range(first, first + 10)))
+                await asyncio.sleep(0.2)
+
+            def events_seen():
+                return [e for f in sockets[0].frames for e in json.loads(f)["events"]]
+            await until(lambda: len(events_seen()) >= 80, "every event reached the feed")
+            await asyncio.sleep(0.3)  # nothing more comes
+        finally:
+            fanout.stop()
+            for socket in sockets:
+                live.unwatch_feed(socket, [live.ALL_RUNS_GROUP])
+
+    run_async(scenario())
+    frames = sockets[0].frames
+    assert len(frames) >= 2, "events spread over several ticks come in several frames"
+    assert sockets[1].frames == frames and sockets[2].frames == frames
+    # Built once per tick: every socket got the very same string object.
+    assert all(a is b for a, b in zip(frames, sockets[1].frames))
+    events = [e for f in frames for e in json.loads(f)["events"]]
+    assert all(json.loads(f)["type"] == "history_batch" for f in frames)
+    for run_id in (run_a, run_b):
+        assert [e["seq"] for e in events if e["run_id"] == run_id] == list(range(1, 41))
+    assert len(events) == 80

@@ -4,6 +4,10 @@
  * last seq the page has (run sockets ask the server for everything after it); onEvent gets each
  * history event once (deduplicated by run id and seq). Used by the run page, the run list, the
  * dashboard and the designer's test runs.
+ *
+ * Frames: run sockets send {"type": "history", "event"} per event; the feed (/ws/monitor/)
+ * sends {"type": "history_batch", "events": [...]} per tick (in order); both reach onEvent one
+ * event at a time. A socket closed for falling behind (4408) reconnects like any other drop.
  */
 
 const REFUSED = new Set([4401, 4403, 4404]);
@@ -20,6 +24,13 @@ export function connect(path, opts) {
     if (!opts.sinceFn) return base;
     return base + (base.includes("?") ? "&" : "?") + "since=" + opts.sinceFn();
   }
+  function deliver(event) {
+    const key = event.run_id + ":" + event.seq;
+    if (seen.has(key)) return;
+    seen.add(key);
+    if (seen.size > 50000) seen.clear();
+    opts.onEvent(event);
+  }
   function open() {
     state("connecting");
     socket = new WebSocket(url());
@@ -27,11 +38,9 @@ export function connect(path, opts) {
     socket.onmessage = (message) => {
       const data = JSON.parse(message.data);
       if (data.type === "history") {
-        const key = data.event.run_id + ":" + data.event.seq;
-        if (seen.has(key)) return;
-        seen.add(key);
-        if (seen.size > 50000) seen.clear();
-        opts.onEvent(data.event);
+        deliver(data.event);
+      } else if (data.type === "history_batch") {
+        data.events.forEach(deliver);
       } else if (data.type === "caught_up") {
         if (opts.onCaughtUp) opts.onCaughtUp(data.seq);
       } else if (data.type === "error") {
