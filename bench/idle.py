@@ -347,7 +347,7 @@ def main() -> None:
     print(table(f"Idle CPU of `manage.py up`, % of one core over {args.window:g} s "
                 f"(measured {args.settle:g} s after start or after the burst was projected)",
                 ["process", *(title for title, _values in columns)], rows))
-    print(f"- the first run after each idle spell, start request to run_succeeded on a dashboard socket: "
+    print("- the first run after each idle spell, start request to run_succeeded on a dashboard socket: "
           + ", ".join(f"{title} {ms:,.0f} ms" for (title, _values), ms in zip(columns, latencies)))
     for note in notes:
         print(f"- {note}")

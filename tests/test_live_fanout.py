@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from monitor import live
+from monitor.channel_layer import SweepingInMemoryChannelLayer
 from orchestrator import messages
 from orchestrator.runtime import codec
 from orchestrator.runtime.kafka import producer_config
