@@ -58,7 +58,7 @@ def unique(slug: str) -> str:
     return f"{slug}-{uuid.uuid4().hex[:6]}"
 
 
-def three_steps(slug: str) -> dict:
+def three_steps(slug: str = "three") -> dict:
     return {
         "slug": slug, "name": "Three steps", "trigger": {"type": "manual"},
         "steps": [

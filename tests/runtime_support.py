@@ -83,6 +83,21 @@ def produce(topic: str, records, key=None) -> None:
     assert producer.flush(30) == 0
 
 
+def produce_history_in_transaction(topic: str, events) -> None:
+    """History events as the engine writes them: in a transaction, so a commit marker follows."""
+    import uuid
+
+    from orchestrator.runtime import codec
+    from orchestrator.runtime.kafka import producer_config
+
+    producer = Producer(producer_config(**{"transactional.id": f"test-history-{uuid.uuid4().hex[:8]}"}))
+    producer.init_transactions(10)
+    producer.begin_transaction()
+    for event in events:
+        producer.produce(topic, key=event.run_id.encode(), value=codec.encode(event), headers=codec.headers_for(event))
+    producer.commit_transaction(10)
+
+
 class ManageProcess:
     """`manage.py <command>` in a child process, pointed at the test's broker, topics and
     database file (runners never use the database; bridges do)."""

@@ -14,13 +14,11 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Producer
 
 from monitor import live
 from monitor.channel_layer import SweepingInMemoryChannelLayer
 from orchestrator import messages
-from orchestrator.runtime import codec
-from orchestrator.runtime.kafka import producer_config
+from tests.runtime_support import produce_history_in_transaction
 from tests.test_websocket_monitor import run_async
 
 pytestmark = [pytest.mark.kafka]
@@ -31,15 +29,6 @@ def history(run_id: str, seqs) -> list[messages.HistoryEvent]:
                                   version=1, step_id=f"s{seq}", step_type="transform", attempt=1, data={})
             for seq in seqs]
 
-
-def produce_in_transaction(topic: str, events: list[messages.HistoryEvent]) -> None:
-    """As the engine writes history: in a transaction, so a commit marker follows the records."""
-    producer = Producer(producer_config(**{"transactional.id": f"test-live-{uuid.uuid4().hex[:8]}"}))
-    producer.init_transactions(10)
-    producer.begin_transaction()
-    for event in events:
-        producer.produce(topic, key=event.run_id.encode(), value=codec.encode(event), headers=codec.headers_for(event))
-    producer.commit_transaction(10)
 
 
 async def until(predicate, what: str, timeout: float = 30.0) -> None:
@@ -80,11 +69,11 @@ def test_fanout_pauses_when_quiet_and_delivers_the_next_event(kafka):
         fanout = live.HistoryFanout(asyncio.get_running_loop(), topics=kafka, lookback_seconds=0).start()
         try:
             await until(fanout.ready.is_set, "the fan-out assigned its partitions")
-            produce_in_transaction(kafka.history, history(run_id, [1, 2, 3]))
+            produce_history_in_transaction(kafka.history, history(run_id, [1, 2, 3]))
             first = await receive_seqs(socket, 3)
             # Quiet now: once past the commit marker the consumer pauses instead of refetching.
             await until(lambda: fanout.paused, "the fan-out paused after a quiet spell")
-            produce_in_transaction(kafka.history, history(run_id, [4]))
+            produce_history_in_transaction(kafka.history, history(run_id, [4]))
             after_pause = await receive_seqs(socket, 1)
             await until(lambda: fanout.paused, "the fan-out paused again")
             return first, after_pause
@@ -220,7 +209,7 @@ def test_feed_frames_are_built_once_per_tick_and_shared_by_every_socket(kafka, m
         try:
             await until(fanout.ready.is_set, "the fan-out assigned its partitions")
             for first in range(1, 40, 10):  # four transactions, apart: several ticks
-                produce_in_transaction(kafka.history, history(run_a, range(first, first + 10))
+                produce_history_in_transaction(kafka.history, history(run_a, range(first, first + 10))
                                        + history(run_b, range(first, first + 10)))
                 await asyncio.sleep(0.2)
 

@@ -19,7 +19,7 @@ from monitor.projector import Projector
 from orchestrator import messages
 from orchestrator.runtime import codec
 from orchestrator.runtime.kafka import producer_config
-from tests.runtime_support import database_url
+from tests.runtime_support import database_url, produce_history_in_transaction
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
@@ -277,15 +277,6 @@ def test_a_failed_batch_is_rewound_and_applied_on_retry(kafka, monkeypatch):
     run = Run.objects.get(id=run_id)
     assert run.status == "succeeded" and run.input == {} and run.last_seq == len(events)
 
-
-def produce_history_in_transaction(topic: str, events: list[messages.HistoryEvent]) -> None:
-    """As the engine writes history: inside a transaction, so a commit marker follows the records."""
-    producer = Producer(producer_config(**{"transactional.id": f"test-tx-{uuid.uuid4().hex[:8]}"}))
-    producer.init_transactions(10)
-    producer.begin_transaction()
-    for event in events:
-        producer.produce(topic, key=event.run_id.encode(), value=codec.encode(event), headers=codec.headers_for(event))
-    producer.commit_transaction(10)
 
 
 def poll_until(projector: Projector, done, what: str, limit: int = 300) -> None:

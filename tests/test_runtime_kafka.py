@@ -12,21 +12,18 @@ from confluent_kafka import Consumer
 
 from orchestrator.runtime import commands
 from orchestrator.runtime.triggers import trigger_run_id
-from tests.runtime_support import produce, publish, runner_process, start_thread, user_topic
+from tests.observability_support import three_steps
+from tests.runtime_support import (
+    produce,
+    publish,
+    runner_process,
+    start_thread,
+    user_topic,
+)
 
 pytestmark = pytest.mark.kafka
 
 
-def three_steps(slug="three"):
-    return {
-        "slug": slug, "name": "Three steps", "trigger": {"type": "manual"},
-        "steps": [
-            {"id": "prepare", "type": "transform", "config": {"output": {"n": "{{ trigger.n + 1 }}"}}},
-            {"id": "echo", "type": "python", "config": {"handler": "demo.echo", "input": "{{ steps.prepare.output }}"}},
-            {"id": "finish", "type": "transform", "config": {"output": {"result": "{{ steps.echo.output.n * 10 }}"}}},
-        ],
-        "edges": [{"from": "prepare", "to": "echo"}, {"from": "echo", "to": "finish"}],
-    }
 
 
 def test_runs_flow_through_engine_and_workers(kafka, runner, history):

@@ -71,6 +71,7 @@ class Runner:
         self.registry = DefinitionRegistry(self.topics.definitions)
         self.loops: list = []
         self.threads: list[threading.Thread] = []
+        self.stragglers: list[str] = []  # loops still running after join() gave up on them
         self.failure: BaseException | None = None
         self.started_at = time.time()
 

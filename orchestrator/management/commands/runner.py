@@ -55,7 +55,7 @@ class Command(BaseCommand):
         finally:
             if server is not None:
                 server.stop()
-            if getattr(runner, "stragglers", None):
+            if runner.stragglers:
                 # A loop stuck in a client call would keep the process alive for good (its threads
                 # are not daemons), also after its supervisor died. Leaving now loses nothing:
                 # uncommitted work is aborted by the broker and read again by the next runner.
