@@ -20,7 +20,7 @@ up: $(STAMP)
 # the monitor's queries), run a second time on a throwaway PostgreSQL server.
 POSTGRES_TESTS ?= tests/test_projector.py tests/test_services.py tests/test_monitor_views.py \
 	tests/test_api_runs.py tests/test_api_workflows.py tests/test_dead_letter_replay.py tests/test_alerts.py \
-	tests/test_input_schema.py tests/test_verify_history.py tests/test_run_list_pages.py
+	tests/test_input_schema.py tests/test_verify_history.py tests/test_run_list_pages.py tests/test_upsert.py
 
 ## Install what the tests need (Debian's chromium and PostgreSQL included) and run the whole
 ## suite: everything on SQLite, then the database tests again on PostgreSQL.

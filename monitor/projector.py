@@ -17,7 +17,7 @@ import base64
 import logging
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -34,7 +34,7 @@ from orchestrator.runtime.loops import IdleBackoff
 from orchestrator.runtime.topics import Topics
 
 from . import alerts, dead_letters, metrics
-from .upsert import upsert
+from .upsert import new_row, upsert
 from .models import DeadLetter, HistoryEntry, Run, RunnerProcess, RunStatus, StepRun, StepStatus
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ BATCH_SIZE = 2000
 ASSIGNMENT_GRACE_SECONDS = 2.0
 
 _heartbeat_decoder = msgspec.json.Decoder(messages.RunnerHeartbeat)
+
+# A HistoryEntry row as upsert() takes it: building model instances cost more than storing them.
+HistoryRow = namedtuple("HistoryRow", "run_id seq kind step_id ts data")
 
 
 def from_epoch(value) -> datetime | None:
@@ -197,8 +200,8 @@ def apply_history(events: list[messages.HistoryEvent], stats: ProjectorStats | N
                 if run is None:
                     # First event seen for this run (normally run_started; after a retention gap
                     # anything): the row starts from what the event says.
-                    run = Run(id=run_id, workflow=event.workflow, version=event.version,
-                              created_at=from_epoch(event.ts), status=RunStatus.RUNNING)
+                    run = new_row(Run, id=run_id, workflow=event.workflow, version=event.version,
+                                  created_at=from_epoch(event.ts), status=RunStatus.RUNNING)
                     runs[run_id] = run
                     new_runs[run_id] = run
                 elif run_id not in new_runs:
@@ -210,7 +213,8 @@ def apply_history(events: list[messages.HistoryEvent], stats: ProjectorStats | N
                     key = (run_id, event.step_id)
                     step = steps.get(key)
                     if step is None:
-                        step = StepRun(run_id=run_id, step_id=event.step_id, type=event.step_type, attempts=[])
+                        step = new_row(StepRun, run_id=run_id, step_id=event.step_id, type=event.step_type,
+                                       attempts=[])
                         steps[key] = step
                         new_steps[key] = step
                     elif key not in new_steps:
@@ -219,9 +223,9 @@ def apply_history(events: list[messages.HistoryEvent], stats: ProjectorStats | N
                 run.last_seq = event.seq
                 if event.kind == "run_failed":
                     failures.append((run, event))
-                entries.append(HistoryEntry(run_id=run_id, seq=event.seq, kind=event.kind,
-                                            step_id=event.step_id, ts=from_epoch(event.ts),
-                                            data=_history_data(event)))
+                entries.append(HistoryRow(run_id=run_id, seq=event.seq, kind=event.kind,
+                                          step_id=event.step_id, ts=from_epoch(event.ts),
+                                          data=_history_data(event)))
                 stats.applied += 1
                 stats.by_kind[event.kind] += 1
 
