@@ -111,6 +111,27 @@ def test_a_dispatch_no_worker_ever_saw_is_sent_again_with_the_same_idempotency_k
     assert {t.idempotency_key for t in dispatches} == {f"{run_id}/echo/1"} and len(dispatches) >= 2
 
 
+def test_a_slow_step_is_announced_as_picked_up_and_not_dispatched_again(kafka, history, settings):
+    """A handler that outlasts schedule-to-start: the worker says it has the attempt (after a
+    quarter of that time), so the engine does not send it to another worker; a quick run
+    afterwards sends no notice at all."""
+    settings.SLUICE_SCHEDULE_TO_START_SECONDS = 1.0
+    publish({"slug": "slow", "name": "Slow", "trigger": {"type": "manual"}, "steps": [
+        {"id": "nap", "type": "python", "config": {"handler": "demo.sleep", "input": {"seconds": 2.5}}}],
+        "edges": []})
+    publish(three_steps())
+    with running(triggers=False):
+        slow = commands.start_run("slow", 1, {})
+        history.wait_finished([slow], timeout=60)
+        quick = commands.start_run("three", 1, {"n": 1})
+        history.wait_finished([quick], timeout=60)
+    kinds = [e.kind for e in history.by_run[slow]]
+    assert history.finished()[slow][0].kind == "run_succeeded"
+    assert "step_picked_up" in kinds and "step_redispatched" not in kinds
+    assert [m.key() for m in read_topic(kafka.tasks("default"))].count(slow.encode()) == 1
+    assert "step_picked_up" not in [e.kind for e in history.by_run[quick]]
+
+
 def test_outputs_and_inputs_over_the_limit_fail_their_step_or_run_and_the_next_run_succeeds(kafka, history):
     limit = settings.SLUICE_MAX_PAYLOAD_BYTES
     publish({"slug": "big", "name": "Big", "trigger": {"type": "manual"}, "steps": [

@@ -100,6 +100,10 @@ class PickUpNotices:
     """Tells the engine that a batch's attempts are in hand once they have taken a while, so it
     does not dispatch them again (schedule-to-start). Quick batches send nothing.
 
+    One thread per worker loop, started on the first batch, waits for the running batch's
+    deadline: a threading.Timer per batch started and joined a thread for every batch, which
+    was a tenth of the worker process's time in a burst (py-spy, 20,000 runs).
+
     Plain (not transactional) records: a lost notice costs at most one extra dispatch of an
     attempt with the same idempotency key, which the engine already tolerates.
     """
@@ -108,14 +112,37 @@ class PickUpNotices:
         self.topics = topics
         self.after_seconds = after_seconds
         self._producer: Producer | None = None
+        self._changed = threading.Condition()
+        self._batch: list[StepTask] = []
+        self._deadline: float | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
 
-    def watch(self, tasks: list[StepTask]) -> threading.Timer | None:
+    def watch(self, tasks: list[StepTask]) -> None:
+        """The batch of `tasks` starts now: notices go out if it is still running after a while."""
         if not tasks or not self.after_seconds:
-            return None
-        timer = threading.Timer(self.after_seconds, self._send, args=(tasks,))
-        timer.daemon = True
-        timer.start()
-        return timer
+            return
+        with self._changed:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pick-up-notices", daemon=True)
+                self._thread.start()
+            self._batch, self._deadline = tasks, time.monotonic() + self.after_seconds
+            self._changed.notify()
+
+    def done(self) -> None:
+        """The batch ended (committed or not): nothing to announce."""
+        with self._changed:
+            self._batch, self._deadline = [], None
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._closed and (self._deadline is None or time.monotonic() < self._deadline):
+                    self._changed.wait(None if self._deadline is None else self._deadline - time.monotonic())
+                if self._closed:
+                    return
+                tasks, self._batch, self._deadline = self._batch, [], None
+            self._send(tasks)
 
     def _send(self, tasks: list[StepTask]) -> None:
         try:
@@ -131,6 +158,11 @@ class PickUpNotices:
             log.warning("worker: pick-up notices not sent", exc_info=True)
 
     def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        if self._thread is not None:
+            self._thread.join(15)
         if self._producer is not None:
             self._producer.flush(5)
             self._producer = None
@@ -208,12 +240,11 @@ class WorkerLoop(Loop):
                 continue
             tasks.append(task)
             task_msgs.append(msg)
-        timer = self.notices.watch(tasks)
+        self.notices.watch(tasks)
         try:
             results = self._execute(tasks)
         finally:
-            if timer is not None:
-                timer.cancel()
+            self.notices.done()
         for msg, result in zip(task_msgs, results):
             outcome[id(msg)] = bounded(result, settings.SLUICE_MAX_PAYLOAD_BYTES)
         self.commit_isolated(msgs, lambda chunk: self._commit(chunk, outcome),
