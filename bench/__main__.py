@@ -42,6 +42,8 @@ def runtime_vs_celery(runs: int, celery_runs: int) -> None:
             ["p99 latency (ms)", sluice["p99_ms"], peer["p99_ms"], ""],
             ["p50 latency at 50 runs/s (ms)", sluice["light_p50_ms"], peer["light_p50_ms"], ""],
             ["p99 latency at 50 runs/s (ms)", sluice["light_p99_ms"], peer["light_p99_ms"], ""],
+            ["one run after 3 s idle, median of 5 (ms)", sluice["after_idle_ms"][0], peer["after_idle_ms"][0], ""],
+            ["one run after 3 s idle, worst of 5 (ms)", sluice["after_idle_ms"][1], peer["after_idle_ms"][1], ""],
             ["failed runs", sluice["failed"], 0, ""],
             ["bridge projection during the burst (runs/s into the database)", sluice["bridge_runs_per_second"], "", ""],
             ["monitor table behind the history topic, worst (s)", max((s for _t, _n, s in sluice["projection_lag"]), default=0.0), "", ""],
@@ -55,7 +57,7 @@ def runtime_vs_celery(runs: int, celery_runs: int) -> None:
                 ["t (s)", "runs finished, not yet in the run table", "behind the history topic (s)"],
                 [[t, n, seconds] for t, n, seconds in lag[::step]]))
     print()
-    print(table("Where a run's milliseconds go at 50 runs/s (Sluice, from the history's and the worker's times)",
+    print(table("Where a run's milliseconds go at 50 runs/s (Sluice, from the history's and the worker's own times)",
                 ["hop", "p50 (ms)", "p99 (ms)"], [[name, p50, p99] for name, (p50, p99) in sluice["hops"].items()]))
     print()
     idle = sluice["idle_cpu_percent"]

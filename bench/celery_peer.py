@@ -82,12 +82,18 @@ def run(runs: int = 5000, latency_seconds: float = 10.0) -> dict:
             latencies = [(_get(r)["done_at"] - t) * 1000 for r, t in zip(pending, sent)]
             return count, percentile(latencies, 50), percentile(latencies, 99)
 
-        from .runtime import LIGHT_RATE
+        from .runtime import IDLE_BEFORE_SECONDS, IDLE_RUNS, LIGHT_RATE
 
         rate = result["throughput"] / 2
         count, p50, p99 = latency_at(rate)
         _light, light_p50, light_p99 = latency_at(LIGHT_RATE)
         result.update(rate=rate, latency_runs=count, p50_ms=p50, p99_ms=p99, light_p50_ms=light_p50, light_p99_ms=light_p99)
+        after_idle = []
+        for i in range(IDLE_RUNS):
+            time.sleep(IDLE_BEFORE_SECONDS)
+            sent = time.time()
+            after_idle.append((_get(start(i))["done_at"] - sent) * 1000)
+        result["after_idle_ms"] = (percentile(after_idle, 50), max(after_idle))
         result["peak_rss_mib"] = {"worker": peak_rss_mib(worker.pid), "redis": peak_rss_mib(redis.pid)}
     finally:
         stop(worker)

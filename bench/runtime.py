@@ -35,6 +35,9 @@ WORKFLOW = {
 # Runs per second of the light-load latency test (the same for Sluice and the peer).
 LIGHT_RATE = 50.0
 
+# Single runs, each after this long with nothing to do (the same for Sluice and the peer).
+IDLE_RUNS, IDLE_BEFORE_SECONDS = 5, 3.0
+
 # Extra `manage.py runner` options, e.g. BENCH_RUNNER_ARGS="--worker-processes 1".
 RUNNER_ARGS = os.environ.get("BENCH_RUNNER_ARGS", "").split()
 
@@ -43,18 +46,21 @@ class FinishWatcher:
     """Follows the history topic and notes when each run finished (receive time), and for the
     runs named in `traced` the times of every hop, for the latency breakdown."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, runs_topic: str):
         from confluent_kafka import Consumer
 
         self.finished: dict[str, float] = {}
         self.received_wall: dict[str, float] = {}
         self.traced: set[str] = set()
         self.events: dict[str, list] = {}
+        self.results: dict[str, object] = {}  # traced runs' StepResult, as the worker sent it
+        self.runs_topic = runs_topic
         self.failed = 0
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
                                   "auto.offset.reset": "latest", "isolation.level": "read_committed",
                                   "enable.auto.commit": False, "fetch.wait.max.ms": 5})
-        self.consumer.subscribe([topic])
+        # wf.runs too: the worker's own start and end times of each traced step are in its result.
+        self.consumer.subscribe([topic, runs_topic])
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -78,9 +84,15 @@ class FinishWatcher:
             for msg in msgs:
                 if msg.error():
                     continue
-                if self.traced and msg.key() and msg.key().decode() in self.traced:
+                traced = self.traced and msg.key() and msg.key().decode() in self.traced
+                if msg.topic() == self.runs_topic:
+                    if traced and b'"ok":' in msg.value():  # a StepResult, not a start
+                        self.results[msg.key().decode()] = codec.decode_run_command(msg.value())
+                    continue
+                if traced:
                     self.events.setdefault(msg.key().decode(), []).append(codec.decode_history(msg.value()))
-                if b"run_" not in msg.value()[:200]:
+                # Only run-level events are decoded (msgspec writes `kind` right after run_id and seq).
+                if b'"kind":"run_' not in msg.value():
                     continue
                 event = codec.decode_history(msg.value())
                 if event.kind == "run_succeeded":
@@ -124,7 +136,7 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
     commands.publish_definition(WORKFLOW["slug"], 1, WORKFLOW, by="bench")
     manage(["migrate", "-v", "0"], env, work / "migrate.log").wait()
     runner = manage(["runner", "--instance-id", "bench-runner", *RUNNER_ARGS], env, work / "runner.log")
-    watcher = FinishWatcher(broker.bootstrap_servers, topics.history).start()
+    watcher = FinishWatcher(broker.bootstrap_servers, topics.history, topics.runs).start()
     producer = Producer(producer_config(**{"linger.ms": 5, "batch.num.messages": 10000,
                                            "queue.buffering.max.messages": 1000000}))
 
@@ -189,11 +201,27 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
 
         rate = result["throughput"] / 2
         count, p50, p99 = latency_at(rate, "l")
+        # Light load means a light machine: the bridge projects the half-rate phase's runs
+        # first (seconds of CPU it would otherwise take from the runs being timed).
+        wait_for(lambda: _projected_runs() >= len(warm) + runs + count, 600, "the bridge to catch up", interval=0.5)
         watcher.traced = {f"light-{i}" for i in range(int(LIGHT_RATE * latency_seconds))}
         light, light_p50, light_p99 = latency_at(LIGHT_RATE, "light")
         count += light
         result.update(rate=rate, latency_runs=count, p50_ms=p50, p99_ms=p99, light_p50_ms=light_p50, light_p99_ms=light_p99)
         result["hops"] = hops(watcher, sent_wall)
+
+        # One run after the stack sat idle (someone trying a workflow by hand): the idle loops
+        # have paused their fetches (IdleBackoff) and resume on their next check.
+        after_idle = []
+        for i in range(IDLE_RUNS):
+            time.sleep(IDLE_BEFORE_SECONDS)
+            run_id, sent = f"after-idle-{i}", time.perf_counter()
+            start(run_id, i)
+            producer.flush()
+            wait_for(lambda: run_id in watcher.finished, 60, "a run after idle", interval=0.005)
+            after_idle.append((watcher.finished[run_id] - sent) * 1000)
+        count += IDLE_RUNS
+        result["after_idle_ms"] = (percentile(after_idle, 50), max(after_idle))
 
         # Every run replayed through the engine, then runner and bridge sit idle.
         total = len(warm) + runs + count
@@ -253,23 +281,27 @@ class LagSampler:
 
 def hops(watcher: FinishWatcher, sent_wall: dict[str, float]) -> dict[str, tuple[float, float]]:
     """Where the milliseconds of a light-load run go: (p50, p99) per hop, from the history's
-    times (engine decisions), the worker's attempt times and the watcher's receive time. All
-    clocks are this machine's."""
-    parts: dict[str, list[float]] = {"start -> engine decides": [], "engine decides -> worker starts the step": [],
-                                     "worker runs the handler": [], "worker ends -> engine decides": [],
-                                     "engine decides -> history read": []}
+    times (engine decisions), the worker's own times in its StepResult and the watcher's
+    receive time. All clocks are this machine's. Each hop past the first includes one Kafka
+    transaction commit and one fetch."""
+    parts: dict[str, list[float]] = {"start -> engine decides": [],
+                                     "engine decides -> worker starts the step (commit, fetch)": [],
+                                     "worker runs the handler": [],
+                                     "worker ends -> engine decides (commit, fetch)": [],
+                                     "engine decides -> history read (commit, fetch)": []}
     for run_id, events in watcher.events.items():
         by_kind = {(e.kind, e.step_id): e for e in events}
         started, dispatched = by_kind.get(("run_started", "")), by_kind.get(("step_started", "echo"))
         echoed, finished = by_kind.get(("step_succeeded", "echo")), by_kind.get(("run_succeeded", ""))
-        if not (started and dispatched and echoed and finished and run_id in sent_wall and run_id in watcher.received_wall):
+        result = watcher.results.get(run_id)
+        if not (started and dispatched and echoed and finished and result and run_id in sent_wall
+                and run_id in watcher.received_wall):
             continue
-        worker_began, worker_ended = echoed.data["started_at"], echoed.data["ended_at"]
         parts["start -> engine decides"].append(started.ts - sent_wall[run_id])
-        parts["engine decides -> worker starts the step"].append(worker_began - dispatched.ts)
-        parts["worker runs the handler"].append(worker_ended - worker_began)
-        parts["worker ends -> engine decides"].append(echoed.ts - worker_ended)
-        parts["engine decides -> history read"].append(watcher.received_wall[run_id] - finished.ts)
+        parts["engine decides -> worker starts the step (commit, fetch)"].append(result.started_at - dispatched.ts)
+        parts["worker runs the handler"].append(result.ended_at - result.started_at)
+        parts["worker ends -> engine decides (commit, fetch)"].append(echoed.ts - result.ended_at)
+        parts["engine decides -> history read (commit, fetch)"].append(watcher.received_wall[run_id] - finished.ts)
     return {name: (percentile([v * 1000 for v in values], 50), percentile([v * 1000 for v in values], 99))
             for name, values in parts.items()}
 
