@@ -38,7 +38,10 @@ class Attempt(msgspec.Struct, kw_only=True):
     backoff_seconds: float | None = None
 
 
-class Children(msgspec.Struct, kw_only=True):
+# Run states live in the engine's memory by the ten thousand during a burst; they are trees of
+# plain data (JSON in, JSON out), never cycles, so the cycle collector need not track them:
+# gc=False (msgspec) keeps every collection from walking them (see orchestrator/runtime/heap.py).
+class Children(msgspec.Struct, kw_only=True, gc=False):
     """The child runs of a `subworkflow` or `foreach` step's current attempt."""
 
     workflow: str
@@ -54,7 +57,7 @@ class Children(msgspec.Struct, kw_only=True):
     input: Any = None
 
 
-class StepState(msgspec.Struct, kw_only=True):
+class StepState(msgspec.Struct, kw_only=True, gc=False):
     status: str = PENDING
     attempt: int = 0
     # Attempt number at which the current round began: a run retry starts a new round, so the
@@ -81,7 +84,7 @@ class StepState(msgspec.Struct, kw_only=True):
     children: Children | None = None
 
 
-class RunState(msgspec.Struct, kw_only=True):
+class RunState(msgspec.Struct, kw_only=True, gc=False):
     run_id: str
     workflow: str
     version: int

@@ -12,6 +12,7 @@ from monitor.alerts import AlertSender
 from monitor.projector import GROUP_ROLE, Projector
 from orchestrator.observability import health
 from orchestrator.observability.server import MetricsServer
+from orchestrator.runtime import heap
 
 # The projector polls at least every few seconds, even idle (its back-off checks every 250 ms); a loop that
 # has not polled for this long is stuck (a database lock, a hung call).
@@ -48,6 +49,7 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        heap.freeze_startup_objects()
         try:
             stats = projector.run_forever()
         finally:

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from orchestrator.observability import health
 from orchestrator.observability.server import MetricsServer
-from orchestrator.runtime import metrics
+from orchestrator.runtime import heap, metrics
 from orchestrator.runtime.runner import Runner, RunnerOptions
 
 
@@ -48,6 +48,7 @@ class Command(BaseCommand):
         server = self._metrics_server(runner, options["metrics_port"], options["metrics_host"])
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: runner.stop.set())
+        heap.freeze_startup_objects()
         try:
             runner.run_forever()
         except RuntimeError as exc:
