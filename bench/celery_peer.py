@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .harness import ROOT, peak_rss_mib, percentile, stop, wait_for
+from .harness import ROOT, collector_paused, peak_rss_mib, percentile, stop, wait_for
 
 
 def ensure_redis() -> str:
@@ -73,12 +73,13 @@ def run(runs: int = 5000, latency_seconds: float = 10.0) -> dict:
             count = int(rate * latency_seconds)
             sent, pending = [], []
             began = time.time()
-            for i in range(count):
-                delay = began + i / rate - time.time()
-                if delay > 0:
-                    time.sleep(delay)
-                sent.append(time.time())
-                pending.append(start(i))
+            with collector_paused():  # as on Sluice's side (bench/harness.py)
+                for i in range(count):
+                    delay = began + i / rate - time.time()
+                    if delay > 0:
+                        time.sleep(delay)
+                    sent.append(time.time())
+                    pending.append(start(i))
             latencies = [(_get(r)["done_at"] - t) * 1000 for r, t in zip(pending, sent)]
             return count, percentile(latencies, 50), percentile(latencies, 99)
 
@@ -89,10 +90,11 @@ def run(runs: int = 5000, latency_seconds: float = 10.0) -> dict:
         _light, light_p50, light_p99 = latency_at(LIGHT_RATE)
         result.update(rate=rate, latency_runs=count, p50_ms=p50, p99_ms=p99, light_p50_ms=light_p50, light_p99_ms=light_p99)
         after_idle = []
-        for i in range(IDLE_RUNS):
-            time.sleep(IDLE_BEFORE_SECONDS)
-            sent = time.time()
-            after_idle.append((_get(start(i))["done_at"] - sent) * 1000)
+        with collector_paused():
+            for i in range(IDLE_RUNS):
+                time.sleep(IDLE_BEFORE_SECONDS)
+                sent = time.time()
+                after_idle.append((_get(start(i))["done_at"] - sent) * 1000)
         result["after_idle_ms"] = (percentile(after_idle, 50), max(after_idle))
         result["peak_rss_mib"] = {"worker": peak_rss_mib(worker.pid), "redis": peak_rss_mib(redis.pid)}
     finally:
