@@ -7,7 +7,7 @@ import threading
 import time
 from collections import Counter
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from django.conf import settings
 
 from .. import messages
@@ -163,7 +163,7 @@ class IdleBackoff:
     That broker answers fetches at once instead of holding them until data arrives (it
     ignores the long-poll wait), so librdkafka refetches in a tight loop while partitions are
     assigned: ~30% of a core per idle consumer. So, after a quiet spell, the assignment is
-    paused, and every 20 ms (100 ms after a second of quiet) the high watermarks are compared
+    paused, and every 20 ms (50 ms after a second of quiet) the end offsets are compared
     with our positions (a cheap ListOffsets request); it is resumed only when there is
     something new. Two measured librdkafka behaviours shape this:
     - a resume is acted on only when the broker thread next wakes, up to a second later, so
@@ -175,7 +175,7 @@ class IdleBackoff:
     """
 
     FAST_CHECK = 0.02
-    SLOW_CHECK = 0.1
+    SLOW_CHECK = 0.05
     SLOW_AFTER = 1.0
     GRACE = 0.25
     SETTLE = 2.0
@@ -245,11 +245,16 @@ class IdleBackoff:
         return True
 
     def _has_new_records(self, assignment) -> bool:
+        # One ListOffsets request for the whole assignment (timestamp -1: the end, as this
+        # consumer may read it, so open transactions do not count), where a watermark query
+        # per partition cost two requests each: 0.14 ms against 0.44 ms for four partitions.
         try:
+            ends = self.consumer.offsets_for_times([TopicPartition(tp.topic, tp.partition, -1) for tp in assignment],
+                                                   timeout=2)
+            end = {(tp.topic, tp.partition): tp.offset for tp in ends}
             for tp in self.consumer.position(assignment):
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
                 position = tp.offset if tp.offset >= 0 else self._baseline.get((tp.topic, tp.partition), 0)
-                if high > position:
+                if end.get((tp.topic, tp.partition), 0) > position:
                     return True
         except KafkaException:
             return True  # when in doubt, read
@@ -341,8 +346,6 @@ def dead_letter_alone(loop: "Loop", dlq_topic: str, msg: Message, reason: str) -
 
 def consumed_offsets(messages_: list[Message]) -> list:
     """Next offsets to commit for a batch: one past the last message of each partition."""
-    from confluent_kafka import TopicPartition
-
     last: dict[tuple[str, int], int] = {}
     for msg in messages_:
         last[(msg.topic(), msg.partition())] = msg.offset()
@@ -351,8 +354,6 @@ def consumed_offsets(messages_: list[Message]) -> list:
 
 def rewind(consumer: Consumer, messages_: list[Message]) -> None:
     """Seek back to the first message of each partition of an aborted batch."""
-    from confluent_kafka import TopicPartition
-
     first: dict[tuple[str, int], int] = {}
     for msg in messages_:
         first.setdefault((msg.topic(), msg.partition()), msg.offset())
