@@ -90,18 +90,20 @@ def main() -> None:
         windows.main()
         return
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("which", nargs="*", choices=["runtime", "designer", "websocket", "expressions", "idle", "windows",
-                                                    "monitor"],
+    parser.add_argument("which", nargs="*", choices=["runtime", "floor", "designer", "websocket", "expressions", "idle",
+                                                    "windows", "monitor"],
                         default=[])
     parser.add_argument("--runs", type=int, default=20000, help="Sluice runs for the throughput test")
     parser.add_argument("--celery-runs", type=int, default=5000, help="Celery chains for the throughput test")
     parser.add_argument("--runner-args", default="", help="extra `manage.py runner` options, e.g. '--worker-processes 1'")
     args = parser.parse_args()
-    which = args.which or ["runtime", "designer", "websocket", "expressions", "idle", "windows", "monitor"]
+    which = args.which or ["runtime", "floor", "designer", "websocket", "expressions", "idle", "windows", "monitor"]
     if args.runner_args:
         os.environ["BENCH_RUNNER_ARGS"] = args.runner_args
     if "runtime" in which:
         runtime_vs_celery(args.runs, args.celery_runs)
+    if "floor" in which:
+        run_module("kafka_floor")
     if "designer" in which:
         run_module("designer_render")
     if "websocket" in which:
