@@ -66,7 +66,7 @@ def new_row(model: type[models.Model], **values) -> SimpleNamespace:
 
 @lru_cache(maxsize=64)
 def _defaults(model) -> tuple:
-    return tuple((f.attname, f._get_default) for f in _fields(model))
+    return tuple((f.attname, f.get_default) for f in _fields(model))
 
 
 def _fields(model) -> list[models.Field]:
