@@ -187,8 +187,7 @@ async def _burst(base: str, token: str, cookie: str, runs: int, clients: int) ->
                            open_timeout=60, max_queue=None) as socket:
             ready.set()
             async for raw in socket:
-                if json.loads(raw).get("type") == "history":
-                    received["events"] += 1
+                received["events"] += len(_events(json.loads(raw)))
 
     def open_socket(path: str) -> asyncio.Task:
         ready = asyncio.Event()
@@ -256,6 +255,16 @@ def burst(stack: Stack, password: str, token: str, runs: int, clients: int, coun
         session.close()
 
 
+def _events(frame: dict) -> list[dict]:
+    """The history events of one websocket frame: a run page's `history` frame carries one, the
+    dashboard feed's `history_batch` frame those of one tick (monitor/live.py)."""
+    if frame.get("type") == "history":
+        return [frame.get("event") or {}]
+    if frame.get("type") == "history_batch":
+        return frame.get("events") or []
+    return []
+
+
 async def _first_run_latency(base: str, token: str, cookie: str) -> float:
     """ms from a start request to its run_succeeded on a dashboard socket: every back-off on the
     way (runner loops, web fan-out) has to wake up for it."""
@@ -271,9 +280,9 @@ async def _first_run_latency(base: str, token: str, cookie: str) -> float:
             run_id = response.json()["id"]
         async with asyncio.timeout(60):
             async for raw in socket:
-                event = json.loads(raw).get("event") or {}
-                if event.get("run_id") == run_id and event.get("kind") == "run_succeeded":
-                    return (time.perf_counter() - began) * 1000
+                for event in _events(json.loads(raw)):
+                    if event.get("run_id") == run_id and event.get("kind") == "run_succeeded":
+                        return (time.perf_counter() - began) * 1000
     raise RuntimeError("the dashboard socket closed before the run finished")
 
 

@@ -312,7 +312,7 @@ class ProjectorBackoff(IdleBackoff):
     """
 
     GRACE = 0.0
-    FAST_CHECK = SLOW_CHECK = 0.25
+    FAST_CHECK = SLOW_CHECK = RESTING_CHECK = 0.25
 
 
 def adopt_offsets(old_group: str, new_group: str, topics: Topics, timeout: float = 10.0) -> int:
