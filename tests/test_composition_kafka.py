@@ -74,6 +74,9 @@ def test_foreach_over_100_items_never_runs_more_than_10_at_once_and_keeps_order(
     assert history.finished()[run_id][0].data["output"] == {"results": [{"charged": i * 10} for i in range(100)],
                                                             "failed": []}
     children = [f"{run_id}.ship.1.{i}" for i in range(100)]
+    # The children's history lies on other partitions than the parent's: the parent can be read
+    # finished before the last child's own run_succeeded is (it was committed first).
+    history.wait_finished(children, timeout=30)
     spans = []
     for child in children:
         events = history.by_run[child]
