@@ -48,6 +48,14 @@ def events(run: Run, seqs, kind="step_started") -> list[messages.HistoryEvent]:
                                   data={"input": {"seq": seq}, "attempt": 1}) for seq in seqs]
 
 
+def project_before_anyone_watches(kafka, run: Run, upto: int) -> None:
+    """Events 1..upto of `run` on the history topic and projected into the database."""
+    produce_history(kafka.history, events(run, range(1, upto + 1)))
+    projector = Projector(group_id=f"p-{uuid.uuid4().hex[:6]}")
+    projector.run_until_idle(idle_seconds=1.0)
+    projector.close()
+
+
 def run_async(coroutine):
     """asyncio.run in a fresh thread: Playwright's sync API may hold a running loop in this one."""
     from concurrent.futures import ThreadPoolExecutor
@@ -153,11 +161,7 @@ def test_catch_up_after_reconnect_has_no_gaps_and_no_duplicates(setup):
     kafka, live_server, watcher, _restricted = setup
     run = make_run("alpha")
     cookie = session_cookie(watcher)
-    # Events 1-5 are projected into the database before anyone watches.
-    produce_history(kafka.history, events(run, range(1, 6)))
-    projector = Projector(group_id=f"p-{uuid.uuid4().hex[:6]}")
-    projector.run_until_idle(idle_seconds=1.0)
-    projector.close()
+    project_before_anyone_watches(kafka, run, upto=5)
     assert Run.objects.get(id=run.id).last_seq == 5
 
     async def scenario():
@@ -288,10 +292,7 @@ def test_run_sockets_joining_while_events_flow_see_every_seq_once_in_order(setup
     kafka, live_server, watcher, _restricted = setup
     run = make_run("alpha")
     cookie = session_cookie(watcher)
-    produce_history(kafka.history, events(run, range(1, 6)))
-    projector = Projector(group_id=f"p-{uuid.uuid4().hex[:6]}")
-    projector.run_until_idle(idle_seconds=1.0)
-    projector.close()
+    project_before_anyone_watches(kafka, run, upto=5)
 
     def keep_producing():
         for first in range(6, 301, 5):
