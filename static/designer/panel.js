@@ -78,6 +78,19 @@ export function setupPanel({ canvas, model }) {
     if (options && (options.undo || options.redo) && stepOf(node).id === selectedStepId) open(selectedStepId);
   });
   graph.on("node:removed", ({ node }) => { if (stepOf(node) && stepOf(node).id === selectedStepId) close(); });
+  // An answer must not wipe out what the author typed or picked after its request left: the
+  // swap would put back the values the request carried (and a change still waiting to be sent,
+  // on the old form, would be dropped with it). Such an answer is not swapped in; the newer
+  // edit's own request (hx-sync replace aborts the older one) brings the form up to date.
+  let edits = 0;
+  const panelEl = $("#panel");
+  for (const kind of ["input", "change"]) panelEl.addEventListener(kind, () => { edits += 1; });
+  panelEl.addEventListener("htmx:beforeRequest", (e) => { if (e.detail.xhr) e.detail.xhr.sluiceEdits = edits; });
+  panelEl.addEventListener("htmx:beforeSwap", (e) => {
+    const sentAt = e.detail.xhr && e.detail.xhr.sluiceEdits;
+    const fromForm = e.detail.elt && e.detail.elt.matches && e.detail.elt.matches(".panel-form");
+    if (fromForm && sentAt !== undefined && edits > sentAt) e.detail.shouldSwap = false;
+  });
   // The open form posts the whole definition with each change: keep its copy current.
   model.on("settled", () => {
     const field = document.querySelector("#panel input[name=definition]");
