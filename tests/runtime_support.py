@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 from django.conf import settings
 
 from orchestrator.runtime import codec, commands
@@ -69,6 +70,12 @@ class HistoryLog:
 def user_topic(topics, name: str) -> str:
     """A topic of the test's own (outside Sluice's prefix, which workflows may not use)."""
     return f"{topics.prefix.rstrip('.')}-{name}"
+
+
+def create_topic(name: str, partitions: int = 3) -> None:
+    """Create a user topic now, so a trigger or table following it is assigned before records go in."""
+    admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(10)
 
 
 def publish(definition: dict, version: int = 1) -> None:

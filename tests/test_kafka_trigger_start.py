@@ -8,10 +8,8 @@ import json
 import time
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
-from django.conf import settings
 
-from tests.runtime_support import produce, publish, runner_process, user_topic
+from tests.runtime_support import create_topic, produce, publish, runner_process, user_topic
 from tests.test_runtime_safety import running
 
 pytestmark = pytest.mark.kafka
@@ -26,10 +24,6 @@ def watcher(slug: str, topic: str, start_from: str | None = None, filter: str | 
     return {"slug": slug, "name": slug, "trigger": trigger, "edges": [],
             "steps": [{"id": "note", "type": "transform", "config": {"output": {"i": "{{ trigger.i }}"}}}]}
 
-
-def create_topic(name: str, partitions: int = 3) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
-    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(10)
 
 
 def records(first: int, count: int) -> list[bytes]:

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from django.conf import settings
 
 from orchestrator import spec, steps
@@ -19,13 +19,9 @@ from orchestrator.messages import StepTask
 from orchestrator.runtime import commands, tables
 from orchestrator.runtime.worker_loop import execute_task
 from orchestrator.steps.base import StepConfigError, TaskContext
-from tests.runtime_support import publish, read_topic, runner_process, user_topic
+from tests.runtime_support import create_topic, publish, read_topic, runner_process, user_topic
 from tests.test_runtime_safety import running
 
-
-def create_topic(name: str, partitions: int = 2) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
-    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])[name].result(10)
 
 
 def put(topic: str, *pairs) -> None:
@@ -128,7 +124,7 @@ def test_a_table_answers_values_and_missing_keys_across_partitions(kafka, store)
 @pytest.mark.kafka
 def test_an_update_is_seen_within_a_second_and_a_tombstone_deletes_the_key(kafka, store):
     topic = user_topic(kafka, "customers")
-    create_topic(topic)
+    create_topic(topic, partitions=2)
     put(topic, ("c1", {"tier": "silver"}), ("c2", {"tier": "gold"}))
     assert store.lookup(topic, "c1") == (True, {"tier": "silver"})
     time.sleep(1.5)  # let the table go quiet (paused, checking watermarks) before the update
@@ -146,7 +142,7 @@ def test_an_update_is_seen_within_a_second_and_a_tombstone_deletes_the_key(kafka
 def test_the_first_lookup_answers_only_once_the_whole_topic_is_read(kafka, store):
     """Restored to the end offsets, past transaction markers and aborted records."""
     topic = user_topic(kafka, "customers")
-    create_topic(topic)
+    create_topic(topic, partitions=2)
     put(topic, *[(f"c{i}", {"n": i}) for i in range(3000)])
     producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS, "partitioner": "murmur2_random",
                          "transactional.id": f"test-{uuid.uuid4().hex}"})
@@ -180,8 +176,8 @@ def test_a_topic_that_does_not_exist_yet_answers_not_found_then_follows_it(kafka
 def test_a_table_over_its_memory_bound_fails_its_lookups_and_spares_the_others(kafka, store, settings):
     settings.SLUICE_LOOKUP_MAX_BYTES = 20_000
     big, small = user_topic(kafka, "big"), user_topic(kafka, "small")
-    create_topic(big)
-    create_topic(small)
+    create_topic(big, partitions=2)
+    create_topic(small, partitions=2)
     put(big, *[(f"k{i}", {"blob": "x" * 500}) for i in range(60)])  # about 60 * 640 bytes
     put(small, *[(f"k{i}", {"n": i}) for i in range(20)])  # about 20 * 140 bytes
     with pytest.raises(tables.TableTooLarge, match="SLUICE_LOOKUP_MAX_BYTES") as refused:
@@ -216,7 +212,7 @@ def test_sluices_own_topics_are_refused_at_run_time(kafka, store):
 @pytest.mark.kafka
 def test_a_lookup_step_enriches_runs_and_misses_unknown_keys(kafka, history):
     topic = user_topic(kafka, "customers")
-    create_topic(topic)
+    create_topic(topic, partitions=2)
     put(topic, ("c1", {"name": "Ada"}), ("c2", {"name": "Grace"}))
     publish(enrich(topic))
     with running():
@@ -231,7 +227,7 @@ def test_a_lookup_step_enriches_runs_and_misses_unknown_keys(kafka, history):
 @pytest.mark.kafka
 def test_a_table_is_restored_after_the_runner_is_killed(kafka, history):
     topic = user_topic(kafka, "customers")
-    create_topic(topic)
+    create_topic(topic, partitions=2)
     put(topic, ("c1", {"name": "Ada"}))
     publish(enrich(topic))
     instance = f"lookup-{uuid.uuid4().hex[:6]}"

@@ -15,7 +15,7 @@ from confluent_kafka import Producer
 from django.conf import settings
 
 from orchestrator import windows as W
-from tests.runtime_support import publish, read_topic, runner_process, user_topic
+from tests.runtime_support import create_topic, publish, read_topic, runner_process, user_topic
 from tests.test_runtime_safety import running
 
 pytestmark = pytest.mark.kafka
@@ -27,6 +27,20 @@ def produce_at(topic: str, records: list[tuple[int, dict]], key: bytes | None = 
     for ts, value in records:
         producer.produce(topic, value=json.dumps(value).encode(), key=key, timestamp=ts)
     assert producer.flush(30) == 0
+
+
+def wait_following(runner, *slugs: str, timeout: float = 60.0) -> None:
+    """Until the runner's trigger of each workflow holds its (existing) topic's partitions: a
+    record read after its window closed on the wall clock is late by design, so a window test's
+    records go in only once their trigger reads."""
+    triggers = next(loop for loop in runner.loops if loop.stage == "triggers")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        consumers = [triggers.running[slug][0].consumer if slug in triggers.running else None for slug in slugs]
+        if all(consumer is not None and consumer.assignment() for consumer in consumers):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the triggers of {slugs} hold no partitions after {timeout}s:")
 
 
 def windowed(slug: str, topic: str, window: dict, filter: str | None = None) -> dict:
@@ -96,13 +110,15 @@ def _ms(iso: str) -> int:
 
 def test_hopping_and_session_windows_close_without_a_later_record_and_late_records_are_counted(kafka, history):
     hops, sessions = user_topic(kafka, "hops"), user_topic(kafka, "sessions")
+    create_topic(hops)
+    create_topic(sessions)
     publish(windowed("hops", hops, {"type": "hopping", "size_seconds": 4, "advance_seconds": 2, "grace_seconds": 1,
                                     "aggregates": {"n": {"op": "count"}}}))
     publish(windowed("visits", sessions, {"type": "session", "gap_seconds": 1, "grace_seconds": 0.5,
                                           "key": "{{ trigger.user }}",
                                           "aggregates": {"n": {"op": "count"}, "pages": {"op": "collect", "of": "trigger.page"}}}))
     with running() as runner:
-        time.sleep(2.5)  # both triggers follow their topics
+        wait_following(runner, "hops", "visits")
         now = int(time.time() * 1000)
         base = math.ceil((now + 1000) / 2000) * 2000
         produce_at(hops, [(base + 500, {}), (base + 2_500, {})], key=b"k")
