@@ -111,7 +111,7 @@ def _ms(iso: str) -> int:
 def test_hopping_and_session_windows_close_without_a_later_record_and_late_records_are_counted(kafka, history):
     hops, sessions = user_topic(kafka, "hops"), user_topic(kafka, "sessions")
     create_topic(hops)
-    create_topic(sessions)
+    create_topic(sessions, partitions=1)  # the session's records (no key) read in the order produced, for `collect`
     publish(windowed("hops", hops, {"type": "hopping", "size_seconds": 4, "advance_seconds": 2, "grace_seconds": 1,
                                     "aggregates": {"n": {"op": "count"}}}))
     publish(windowed("visits", sessions, {"type": "session", "gap_seconds": 1, "grace_seconds": 0.5,
