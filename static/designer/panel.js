@@ -85,11 +85,14 @@ export function setupPanel({ canvas, model }) {
   let edits = 0;
   const panelEl = $("#panel");
   for (const kind of ["input", "change"]) panelEl.addEventListener(kind, () => { edits += 1; });
-  panelEl.addEventListener("htmx:beforeRequest", (e) => { if (e.detail.xhr) e.detail.xhr.sluiceEdits = edits; });
+  // Only the form's own requests are marked (the beforeSwap event does not say which element
+  // asked); opening another step's or the trigger's panel always swaps.
+  panelEl.addEventListener("htmx:beforeRequest", (e) => {
+    if (e.detail.xhr && e.detail.elt?.matches(".panel-form")) e.detail.xhr.sluiceEdits = edits;
+  });
   panelEl.addEventListener("htmx:beforeSwap", (e) => {
-    const sentAt = e.detail.xhr && e.detail.xhr.sluiceEdits;
-    const fromForm = e.detail.elt && e.detail.elt.matches && e.detail.elt.matches(".panel-form");
-    if (fromForm && sentAt !== undefined && edits > sentAt) e.detail.shouldSwap = false;
+    const sentAt = e.detail.xhr?.sluiceEdits;
+    if (sentAt !== undefined && edits > sentAt) e.detail.shouldSwap = false;
   });
   // The open form posts the whole definition with each change: keep its copy current.
   model.on("settled", () => {

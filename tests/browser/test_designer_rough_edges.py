@@ -1,6 +1,7 @@
 """Rough edges of the editor, each driven in chromium as a user meets it: pasting a step just
 added, adding steps from the keyboard, Ctrl+S from the code pane, the python step's handler
-field, the trigger panel's fields, and a webhook's token shown on publish and rotated.
+field, the trigger panel's fields, a webhook's token shown on publish and rotated, and panel
+changes made right after a swap or while an answer is on its way.
 """
 
 from __future__ import annotations
@@ -170,3 +171,50 @@ def test_publishing_a_webhook_workflow_shows_its_token_once(kafka, live_server, 
     assert page.locator("#webhook-curl").input_value().startswith(f"curl -X POST '{live_server.url}/hooks/hooked/'")
     page.click("#webhook-close")
     page.wait_for_selector("#live-status:has-text('v1 live')")
+
+
+def test_the_trigger_panel_keeps_a_change_made_right_after_a_swap_or_while_an_answer_is_on_its_way(
+        live_server, orders, page):
+    """Two moments a quick author meets: a change a few milliseconds after the panel's form was
+    swapped in (htmx used to wire the new form only when it settled, 20 ms later, and dropped
+    it), and text typed into one field while the answer for another is on its way (the answer
+    used to put back the values its request carried)."""
+    login(page, live_server, "ada", PASSWORD)
+    open_editor(page, live_server)
+    page.click("#trigger-chip")
+    page.wait_for_selector(".panel-form[data-kind=trigger] #fld-trigger\\.start_from")
+
+    # 1. Right after the next swap (5 ms, as a script can and a quick hand nearly can), pick "earliest".
+    page.evaluate("""() => document.getElementById('panel').addEventListener('htmx:afterSwap', () => setTimeout(() => {
+        const select = document.getElementById('fld-trigger.start_from');
+        select.value = 'earliest';
+        select.dispatchEvent(new Event('change', { bubbles: true }));
+    }, 5), { once: true })""")
+    topic = page.locator("#fld-trigger\\.topic")
+    topic.fill("orders-eu")
+    topic.press("Tab")
+    wait_for(lambda: definition(page)["trigger"].get("start_from") == "earliest",
+             what="the change made right after the swap in the model")
+    assert definition(page)["trigger"]["topic"] == "orders-eu"
+
+    # 2. While the topic's answer is on its way, the author types a filter (no change event yet).
+    page.wait_for_function("() => !document.querySelector('#panel .htmx-request')")
+    page.evaluate("""() => {
+        window.panelAnswers = 0;
+        const panel = document.getElementById('panel');
+        panel.addEventListener('htmx:beforeRequest', () => setTimeout(() => {
+            const filter = document.getElementById('fld-trigger.filter');
+            filter.value = 'trigger.total > 10';
+            filter.dispatchEvent(new Event('input', { bubbles: true }));
+        }, 0), { once: true });
+        panel.addEventListener('htmx:afterRequest', () => { window.panelAnswers += 1; });
+    }""")
+    topic = page.locator("#fld-trigger\\.topic")
+    topic.fill("orders-us")
+    topic.press("Tab")
+    wait_for(lambda: page.evaluate("window.panelAnswers") >= 1, what="the topic's answer")
+    wait_for(lambda: definition(page)["trigger"].get("topic") == "orders-us", what="the new topic in the model")
+    assert page.locator("#fld-trigger\\.filter").input_value() == "trigger.total > 10"
+    page.locator("#fld-trigger\\.filter").dispatch_event("change")  # as leaving the field does
+    wait_for(lambda: definition(page)["trigger"].get("filter") == "trigger.total > 10", what="the filter in the model")
+    assert definition(page)["trigger"]["topic"] == "orders-us"
