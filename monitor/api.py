@@ -22,7 +22,7 @@ from orchestrator.runtime.commands import CommandError
 from webbase import openapi
 from webbase.api import ErrorSerializer, SluiceAPIView, require
 
-from . import keyset, operations, permissions
+from . import keyset, operations, permissions, snapshot
 from .models import DeadLetter, Run, RunStatus
 from .permissions import visible_runs
 from .serializers import (
@@ -99,8 +99,11 @@ def _visible_run(request, run_id: str, queryset=None) -> Run:
 class RunDetailView(SluiceAPIView):
     @extend_schema(summary="A run with its input, output and steps", responses=RunDetailSerializer)
     def get(self, request, run_id):
-        run = _visible_run(request, run_id, visible_runs(request.user).prefetch_related("steps"))
-        return Response(RunDetailSerializer(run).data)
+        # The run and its steps as one consistent read, whatever the bridge writes meanwhile.
+        found = snapshot.read_run(run_id, visible_runs(request.user))
+        if found is None:
+            raise exceptions.NotFound(f"No run '{run_id}'")
+        return Response(RunDetailSerializer(found.run).data)
 
 
 class RunActionView(SluiceAPIView):

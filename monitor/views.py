@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from . import dead_letters as dead_letter_origins
-from . import keyset, operations, permissions, run_details, stats, trigger_status
+from . import keyset, operations, permissions, run_details, snapshot, stats, trigger_status
 from .kafka_lag import consumer_lag
 from .models import AuditEntry, DeadLetter, Run, RunStatus, TriggerKey
 from .permissions import visible_runs, visible_workflow_slugs
@@ -200,6 +200,16 @@ def _visible_run(user, run_id: str) -> Run:
     return run
 
 
+def _visible_snapshot(user, run_id: str) -> snapshot.RunSnapshot:
+    """The run with its steps and history as one consistent read (monitor.snapshot), or 404."""
+    found = snapshot.read_run(run_id, history=True)
+    if found is None:
+        raise Http404(f"no run {run_id}")
+    workflow = found.run.workflow
+    _require(permissions.can_view_workflow(user, workflow), f"You may not watch runs of workflow '{workflow}'")
+    return found
+
+
 def _definition(run: Run) -> dict | None:
     return definition_of(run.workflow, run.version)
 
@@ -223,10 +233,9 @@ def _approval_signals(definition: dict | None) -> dict:
 @login_required
 @require_GET
 def run_detail(request, run_id):
-    run = _visible_run(request.user, run_id)
+    found = _visible_snapshot(request.user, run_id)
+    run, steps, history = found.run, found.steps, found.history
     definition = _definition(run)
-    steps = list(run.steps.all())
-    history = list(run.history.order_by("seq"))
     from .live import entry_payload
 
     events = [entry_payload(entry, run) for entry in history]
