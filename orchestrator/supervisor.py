@@ -16,7 +16,11 @@ Behaviour:
 - state: each child is running, restarting or stopped; a child with a `ready_url` (an HTTP
   readiness endpoint answering 200 when ready, 503 with `{"checks": {...}}` when not) is also
   probed, and watch_states() reports every change ("runner is ready", "runner is not ready:
-  broker unreachable").
+  broker unreachable");
+- sockets: listen() binds a port in the supervisor, and a child that names the socket's
+  descriptor in `pass_fds` inherits it (as systemd's socket activation does). A port chosen
+  by one process and bound later by another can be taken in between, e.g. as the local end of
+  some client's connection; a held socket cannot, and it stays bound across restarts.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -47,6 +52,21 @@ class ProcessSpec:
     line_filter: Callable[[str], str] | None = None
     # An HTTP endpoint that answers 200 once the child is ready to work (e.g. /readyz).
     ready_url: str | None = None
+    # Descriptors the child inherits (listening sockets bound by the supervisor, see listen()).
+    pass_fds: tuple[int, ...] = ()
+
+
+def listen(port: int, host: str = "127.0.0.1", backlog: int = 128) -> socket.socket:
+    """A TCP socket listening on host:port, to hand to a child; OSError when the port is taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @dataclass
@@ -135,7 +155,7 @@ class Supervisor:
             child.process = subprocess.Popen(
                 child.spec.argv, cwd=child.spec.cwd, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=self._preexec,
+                preexec_fn=self._preexec, pass_fds=child.spec.pass_fds,
             )
         except OSError as exc:
             # A missing executable is a crash like any other: report it and back off.

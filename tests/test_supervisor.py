@@ -231,3 +231,48 @@ def test_line_filter_rewrites_output_before_it_is_shown(run_supervisor):
     assert wait_for(lambda: "GET /x" in out.getvalue())
     assert "web    | GET /x?token=*** 200" in out.lines()
     assert "abc123" not in out.getvalue()
+
+
+def test_a_listening_socket_is_inherited_and_held_across_restarts(run_supervisor):
+    """A child serves the socket the supervisor bound; while it restarts, the port stays bound
+    and a client's connection waits for the next child instead of being refused."""
+    import socket
+
+    from orchestrator.supervisor import listen
+
+    held = listen(0)
+    port = held.getsockname()[1]
+    # Each child answers one connection with its pid, then exits (and is restarted).
+    code = f"""
+        import os, socket
+        with socket.socket(fileno={held.fileno()}) as server:
+            conn, _ = server.accept()
+            conn.sendall(str(os.getpid()).encode())
+            conn.close()
+    """
+    out = Capture()
+    supervisor = Supervisor([ProcessSpec("server", py(code), pass_fds=(held.fileno(),))], out=out, colour=False,
+                            backoff_initial=0.2, backoff_max=0.2)
+    try:
+        run_supervisor(supervisor)
+        pids = []
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=15) as client:
+                pids.append(client.recv(64).decode())
+        assert all(pid.isdigit() for pid in pids), pids
+        assert len(set(pids)) == 3, pids  # three children, one port
+        assert out.getvalue().count("server exited with code 0") >= 2
+    finally:
+        held.close()
+
+
+def test_listen_refuses_a_port_in_use():
+    import socket
+
+    from orchestrator.supervisor import listen
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(OSError):
+            listen(busy.getsockname()[1])

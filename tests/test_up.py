@@ -302,25 +302,38 @@ def test_query_tokens_are_masked():
 
 def test_process_specs_follow_the_flags(settings):
     from orchestrator.management.commands.up import Command
+    from orchestrator.supervisor import listen
 
     command = Command()
-    specs = command._specs(web_port=8123, runners=2, no_celery=True)
-    names = [spec.name for spec in specs]
-    assert names == ["web", "runner-1", "runner-2", "bridge"]
-    assert specs[0].argv[-5:] == ["-b", "127.0.0.1", "-p", "8123", "orchestrator.asgi_static:application"]
-    assert [spec.env["SLUICE_INSTANCE_ID"] for spec in specs[1:3]] == ["local-runner-1", "local-runner-2"]
-    assert all(spec.env["SLUICE_DATA_DIR"] == str(settings.DATA_DIR) for spec in specs)
-    with_celery = [spec.name for spec in command._specs(web_port=8123, runners=1, no_celery=False)]
-    assert with_celery == ["web", "runner", "bridge", "celery", "beat"]
-    # Metrics ports: the bridge's first, then one per runner; each is also the child's readiness probe.
-    specs = command._specs(web_port=8123, runners=2, no_celery=True, metrics_ports=[9500, 9501, 9502])
-    assert [spec.argv[-1] for spec in specs[1:]] == ["--metrics-port=9501", "--metrics-port=9502",
-                                                      "--metrics-port=9500"]
-    assert [spec.ready_url for spec in specs] == ["http://127.0.0.1:8123/readyz", "http://127.0.0.1:9501/readyz",
-                                                  "http://127.0.0.1:9502/readyz", "http://127.0.0.1:9500/readyz"]
+    web = listen(0)
+    held = [listen(0) for _ in range(3)]
+    try:
+        web_port = web.getsockname()[1]
+        specs = command._specs(web, runners=2, no_celery=True)
+        names = [spec.name for spec in specs]
+        assert names == ["web", "runner-1", "runner-2", "bridge"]
+        # The web process serves the socket `up` bound (and holds across its restarts).
+        assert specs[0].argv[-3:] == ["--fd", str(web.fileno()), "orchestrator.asgi_static:application"]
+        assert specs[0].pass_fds == (web.fileno(),)
+        assert [spec.env["SLUICE_INSTANCE_ID"] for spec in specs[1:3]] == ["local-runner-1", "local-runner-2"]
+        assert all(spec.env["SLUICE_DATA_DIR"] == str(settings.DATA_DIR) for spec in specs)
+        with_celery = [spec.name for spec in command._specs(web, runners=1, no_celery=False)]
+        assert with_celery == ["web", "runner", "bridge", "celery", "beat"]
+        # Metrics sockets: the bridge's first, then one per runner; each is also the child's readiness probe.
+        specs = command._specs(web, runners=2, no_celery=True, metrics_sockets=held)
+        fds = [sock.fileno() for sock in held]
+        ports = [sock.getsockname()[1] for sock in held]
+        assert [spec.argv[-1] for spec in specs[1:]] == [f"--metrics-fd={fds[1]}", f"--metrics-fd={fds[2]}",
+                                                          f"--metrics-fd={fds[0]}"]
+        assert [spec.pass_fds for spec in specs[1:]] == [(fds[1],), (fds[2],), (fds[0],)]
+        assert [spec.ready_url for spec in specs] == [f"http://127.0.0.1:{port}/readyz"
+                                                      for port in (web_port, ports[1], ports[2], ports[0])]
+    finally:
+        for sock in (web, *held):
+            sock.close()
 
 
-def test_metrics_ports_skip_busy_ones():
+def test_metrics_sockets_skip_busy_ports():
     import socket
 
     from orchestrator.management.commands.up import Command
@@ -329,9 +342,15 @@ def test_metrics_ports_skip_busy_ones():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert port not in Command._metrics_ports(port, runners=2)
-        assert len(Command._metrics_ports(port, runners=2)) == 3
-    assert Command._metrics_ports(0, runners=2) == []
+        held = Command._metrics_sockets(port, runners=2)
+        try:
+            ports = [sock.getsockname()[1] for sock in held]
+            assert port not in ports and len(ports) == 3
+            assert ports == sorted(ports) and ports[0] > port
+        finally:
+            for sock in held:
+                sock.close()
+    assert Command._metrics_sockets(0, runners=2) == []
 
 
 def test_up_uses_a_given_cluster_instead_of_starting_a_broker(kafka_broker, start_up, up_env):

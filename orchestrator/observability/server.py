@@ -5,6 +5,10 @@ start_http_server uses) in a daemon thread of the process it describes:
 - /metrics: this process's registry in Prometheus text format, for whoever access.py allows;
 - /healthz: 200 while the process serves HTTP at all (liveness);
 - /readyz: 200 when every readiness check answers "ok", else 503; JSON either way.
+
+It binds its port itself (`--metrics-port`) or adopts a listening socket its supervisor bound
+and handed down (`--metrics-fd`, as `up` does): a port picked by one process and bound later
+by another can be taken in between, for instance as the local end of a client connection.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
+import socket
 import threading
 from socketserver import ThreadingMixIn
 from typing import Callable
@@ -80,13 +86,47 @@ def _json(start_response, code: int, body: dict) -> list[bytes]:
     return [json.dumps(body).encode()]
 
 
+class _AdoptingServer(_Server):
+    """A server on a socket that is already bound and listening (inherited from a supervisor)."""
+
+    def __init__(self, fd: int):
+        self.adopted = socket.socket(fileno=fd)
+        super().__init__(self.adopted.getsockname()[:2], _QuietHandler)
+
+    def server_bind(self):
+        # Instead of binding a new socket, take the inherited one; the rest is HTTPServer's and
+        # WSGIServer's own bookkeeping (server name and port, the WSGI environ).
+        self.socket.close()
+        self.socket = self.adopted
+        self.server_address = self.socket.getsockname()
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = host, port
+        self.setup_environ()
+
+
+def inherited_port(fd: int) -> int:
+    """The port of a listening socket handed down as `fd` (the descriptor stays open)."""
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        return sock.getsockname()[1]
+
+
+METRICS_FD_HELP = ("Serve /metrics, /healthz and /readyz on this inherited listening socket instead "
+                   "(what `up` passes: it binds the ports, so nothing can take them in between).")
+
+
 class MetricsServer:
-    def __init__(self, port: int, readiness: Callable[[], dict[str, str]], host: str = "127.0.0.1"):
-        check_exposure(host)
-        self.server = make_server(host, port, application(readiness), server_class=_Server,
-                                  handler_class=_QuietHandler)
+    def __init__(self, port: int, readiness: Callable[[], dict[str, str]], host: str = "127.0.0.1",
+                 fd: int | None = None):
+        if fd is None:
+            check_exposure(host)
+            self.server = make_server(host, port, application(readiness), server_class=_Server,
+                                      handler_class=_QuietHandler)
+        else:
+            self.server = _AdoptingServer(fd)
+            check_exposure(self.server.server_name)
+            self.server.set_app(application(readiness))
         self.port = self.server.server_port
-        self.host = host
+        self.host = self.server.server_name if fd is not None else host
         self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-port", daemon=True)
 
     def start(self) -> "MetricsServer":

@@ -11,7 +11,7 @@ from monitor import metrics
 from monitor.alerts import AlertSender
 from monitor.projector import GROUP_ROLE, Projector
 from orchestrator.observability import health
-from orchestrator.observability.server import MetricsServer
+from orchestrator.observability.server import METRICS_FD_HELP, MetricsServer
 from orchestrator.runtime import heap
 
 # The projector polls at least every few seconds, even idle (its back-off checks every 250 ms); a loop that
@@ -30,12 +30,13 @@ class Command(BaseCommand):
         parser.add_argument("--metrics-host", default="127.0.0.1",
                             help="Address of the metrics port (default 127.0.0.1; another address needs "
                                  "SLUICE_METRICS_TOKEN or SLUICE_METRICS_ALLOWED_NETWORKS).")
+        parser.add_argument("--metrics-fd", type=int, default=None, help=METRICS_FD_HELP)
         parser.add_argument("--no-alerts", action="store_true",
                             help="Do not send failure notifications from this bridge (another one does).")
 
-    def handle(self, *args, group, metrics_port, metrics_host, no_alerts, **options):
+    def handle(self, *args, group, metrics_port, metrics_host, metrics_fd, no_alerts, **options):
         projector = Projector(group_id=group)
-        server = self._metrics_server(projector, metrics_port, metrics_host)
+        server = self._metrics_server(projector, metrics_port, metrics_host, metrics_fd)
         stopping = threading.Event()
         sender = None if no_alerts else AlertSender(stopping).start()
 
@@ -63,8 +64,8 @@ class Command(BaseCommand):
                           f"{stats.undecodable} undecodable, {stats.dead_letters} dead letters")
 
     @staticmethod
-    def _metrics_server(projector: Projector, port: int, host: str) -> MetricsServer | None:
-        if not port:
+    def _metrics_server(projector: Projector, port: int, host: str, fd: int | None) -> MetricsServer | None:
+        if not port and fd is None:
             return None
         metrics.install_bridge(projector)
 
@@ -74,6 +75,6 @@ class Command(BaseCommand):
                     "broker": health.broker()}
 
         try:
-            return MetricsServer(port, readiness, host=host).start()
+            return MetricsServer(port, readiness, host=host, fd=fd).start()
         except (OSError, ValueError) as exc:
-            raise CommandError(f"--metrics-port {port}: {exc}") from exc
+            raise CommandError(f"--metrics-port {port or fd}: {exc}") from exc

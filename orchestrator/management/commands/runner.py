@@ -7,7 +7,7 @@ import signal
 from django.core.management.base import BaseCommand, CommandError
 
 from orchestrator.observability import health
-from orchestrator.observability.server import MetricsServer
+from orchestrator.observability.server import METRICS_FD_HELP, MetricsServer, inherited_port
 from orchestrator.runtime import heap, metrics
 from orchestrator.runtime.runner import Runner, RunnerOptions
 
@@ -33,19 +33,23 @@ class Command(BaseCommand):
         parser.add_argument("--metrics-host", default="127.0.0.1",
                             help="Address of the metrics port (default 127.0.0.1; another address needs "
                                  "SLUICE_METRICS_TOKEN or SLUICE_METRICS_ALLOWED_NETWORKS).")
+        parser.add_argument("--metrics-fd", type=int, default=None, help=METRICS_FD_HELP)
 
     def handle(self, *args, **options):
         logging.getLogger("orchestrator").setLevel(logging.INFO)
         queues = tuple(q.strip() for q in options["queues"].split(",") if q.strip())
         if not queues and options["workers"]:
             raise CommandError("--queues names no queue")
+        fd = options["metrics_fd"]
+        if fd is not None:
+            options["metrics_port"] = inherited_port(fd)
         runner = Runner(RunnerOptions(
             instance_id=options["instance_id"], queues=queues, workers_per_queue=options["workers"],
             worker_concurrency=options["concurrency"], engine=not options["no_engine"],
             triggers=not options["no_triggers"], batch_size=options["batch_size"],
             worker_processes=options["worker_processes"], metrics_port=options["metrics_port"],
         ))
-        server = self._metrics_server(runner, options["metrics_port"], options["metrics_host"])
+        server = self._metrics_server(runner, options["metrics_port"], options["metrics_host"], fd)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: runner.stop.set())
         heap.freeze_startup_objects()
@@ -66,12 +70,12 @@ class Command(BaseCommand):
                 os._exit(1)
 
     @staticmethod
-    def _metrics_server(runner: Runner, port: int, host: str) -> MetricsServer | None:
+    def _metrics_server(runner: Runner, port: int, host: str, fd: int | None) -> MetricsServer | None:
         if not port:
             return None
         metrics.watch_runner(runner)
         try:
             return MetricsServer(port, lambda: {"loops": health.runner_loops(runner), "broker": health.broker()},
-                                 host=host).start()
+                                 host=host, fd=fd).start()
         except (OSError, ValueError) as exc:
             raise CommandError(f"--metrics-port {port}: {exc}") from exc

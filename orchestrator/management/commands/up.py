@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -24,8 +25,8 @@ from django.db import connections
 
 from orchestrator import bootstrap
 from orchestrator.runtime import commands
-from orchestrator.runtime.broker import EmbeddedBroker, port_open
-from orchestrator.supervisor import ProcessSpec, Supervisor
+from orchestrator.runtime.broker import EmbeddedBroker
+from orchestrator.supervisor import ProcessSpec, Supervisor, listen
 
 BROKER_PID_FILE = "broker.pid"
 # daphne's access log prints whole URIs; a webhook token sent as ?token= must not show.
@@ -54,8 +55,14 @@ class Command(BaseCommand):
                **options):
         if runners < 1:
             raise CommandError("--runners must be at least 1")
-        if port_open(web_port):
-            raise CommandError(f"port {web_port} is already in use; pass --web-port or set SLUICE_WEB_PORT")
+        # Bound here and inherited by the web process (and kept across its restarts): a port
+        # checked now and bound by the child later could be taken in between.
+        try:
+            web_socket = listen(web_port)
+        except OSError as exc:
+            raise CommandError(f"port {web_port} is already in use ({exc.strerror}); pass --web-port or set "
+                               f"SLUICE_WEB_PORT") from exc
+        metrics_sockets = self._metrics_sockets(metrics_port, runners)
 
         stop = threading.Event()
 
@@ -96,7 +103,7 @@ class Command(BaseCommand):
             commands.reset_producer()
 
             # Spawned and watched from this (main) thread, so the parent-death signal is safe to use.
-            supervisor = Supervisor(self._specs(web_port, runners, no_celery, self._metrics_ports(metrics_port, runners)),
+            supervisor = Supervisor(self._specs(web_socket, runners, no_celery, metrics_sockets),
                                     die_with_supervisor=True)
             signal.signal(signal.SIGINT, request_stop)
             signal.signal(signal.SIGTERM, request_stop)
@@ -123,6 +130,8 @@ class Command(BaseCommand):
                 self.stdout.write("stopping the embedded broker (it saves its data)")
                 broker.stop()
                 (broker.data_dir / BROKER_PID_FILE).unlink(missing_ok=True)
+            for sock in (web_socket, *metrics_sockets):
+                sock.close()
             self.stdout.write("Sluice stopped")
 
     # ---- pieces ------------------------------------------------------------------------------
@@ -168,22 +177,25 @@ class Command(BaseCommand):
         pid_file.unlink(missing_ok=True)
 
     @staticmethod
-    def _metrics_ports(first: int, runners: int) -> list[int]:
-        """Free ports from `first` on: the bridge's, then one per runner ([] when `first` is 0).
-        Ports in use (another Sluice on this machine, say) are skipped, never fought over."""
-        ports, port = [], first
-        while first and len(ports) < runners + 1 and port < 65536:
-            if not port_open(port):
-                ports.append(port)
+    def _metrics_sockets(first: int, runners: int) -> list[socket.socket]:
+        """Listening sockets on free ports from `first` on: the bridge's, then one per runner ([]
+        when `first` is 0). Ports in use (another Sluice on this machine, say) are skipped, never
+        fought over; the children inherit the sockets, so nothing takes a port in between."""
+        sockets, port = [], first
+        while first and len(sockets) < runners + 1 and port < 65536:
+            try:
+                sockets.append(listen(port))
+            except OSError:
+                pass
             port += 1
-        return ports
+        return sockets
 
     def _say_states(self, supervisor: Supervisor) -> None:
         for line in supervisor.table(supervisor.states(probe=True)):
             supervisor.say(line)
 
-    def _specs(self, web_port: int, runners: int, no_celery: bool, metrics_ports: list[int] | None = None
-               ) -> list[ProcessSpec]:
+    def _specs(self, web_socket: socket.socket, runners: int, no_celery: bool,
+               metrics_sockets: list[socket.socket] | None = None) -> list[ProcessSpec]:
         python = sys.executable
         manage = str(settings.BASE_DIR / "manage.py")
         cwd = str(settings.BASE_DIR)
@@ -195,31 +207,37 @@ class Command(BaseCommand):
             "SLUICE_EMBEDDED_BROKER": "1" if settings.SLUICE_EMBEDDED_BROKER else "0",
         }
         installed = get_commands()
-        ports = list(metrics_ports or [])
-        bridge_port = ports.pop(0) if ports else None
+        held = list(metrics_sockets or [])
+        bridge_socket = held.pop(0) if held else None
+        web_port = web_socket.getsockname()[1]
 
-        def metrics(port: int | None) -> tuple[list[str], str | None]:
-            """The child's --metrics-port arguments and its readiness URL."""
-            return ([f"--metrics-port={port}"], f"http://127.0.0.1:{port}/readyz") if port else ([], None)
+        def metrics(sock: socket.socket | None) -> dict:
+            """The child's --metrics-fd argument, the descriptor it inherits and its readiness URL."""
+            if sock is None:
+                return {"arguments": [], "pass_fds": (), "ready_url": None}
+            return {"arguments": [f"--metrics-fd={sock.fileno()}"], "pass_fds": (sock.fileno(),),
+                    "ready_url": f"http://127.0.0.1:{sock.getsockname()[1]}/readyz"}
 
         specs = [
-            ProcessSpec("web", [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
+            ProcessSpec("web", [python, "-m", "daphne", "--fd", str(web_socket.fileno()),
                                 "orchestrator.asgi_static:application"], env=env, cwd=cwd,
-                        line_filter=mask_query_tokens, ready_url=f"http://127.0.0.1:{web_port}/readyz"),
+                        line_filter=mask_query_tokens, ready_url=f"http://127.0.0.1:{web_port}/readyz",
+                        pass_fds=(web_socket.fileno(),)),
         ]
         if "runner" in installed:
             for index in range(1, runners + 1):
                 name = "runner" if runners == 1 else f"runner-{index}"
-                arguments, ready_url = metrics(ports[index - 1] if index <= len(ports) else None)
+                port = metrics(held[index - 1] if index <= len(held) else None)
                 # A stable instance id per slot: static group membership survives restarts.
-                specs.append(ProcessSpec(name, [python, manage, "runner", *arguments], cwd=cwd, ready_url=ready_url,
+                specs.append(ProcessSpec(name, [python, manage, "runner", *port["arguments"]], cwd=cwd,
+                                         ready_url=port["ready_url"], pass_fds=port["pass_fds"],
                                          env={**env, "SLUICE_INSTANCE_ID": f"local-runner-{index}"}))
         else:
             self.stderr.write("the runner command is not installed: workflows will not run")
         if "bridge" in installed:
-            arguments, ready_url = metrics(bridge_port)
-            specs.append(ProcessSpec("bridge", [python, manage, "bridge", *arguments], env=env, cwd=cwd,
-                                     ready_url=ready_url))
+            port = metrics(bridge_socket)
+            specs.append(ProcessSpec("bridge", [python, manage, "bridge", *port["arguments"]], env=env, cwd=cwd,
+                                     ready_url=port["ready_url"], pass_fds=port["pass_fds"]))
         else:
             self.stderr.write("the bridge command is not installed: the monitor will not update")
         if not no_celery:
