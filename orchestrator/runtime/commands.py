@@ -8,6 +8,7 @@ version they have not read yet.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -38,6 +39,22 @@ def _get_producer() -> Producer:
         if _producer is None:
             _producer = Producer(producer_config(**{"linger.ms": 0}))
         return _producer
+
+
+# librdkafka is not fork-safe: a forked child (a Celery prefork worker, a test server) that
+# used or destroyed its parent's producer would wait on threads that do not exist in it, or
+# abort. The child starts its own; the inherited one is kept referenced so it is never freed there.
+_inherited: list[Producer] = []
+
+
+def _forget_producer_after_fork() -> None:
+    global _producer, _lock
+    if _producer is not None:
+        _inherited.append(_producer)
+    _producer, _lock = None, threading.Lock()  # the parent's lock may have been held mid-fork
+
+
+os.register_at_fork(after_in_child=_forget_producer_after_fork)
 
 
 def reset_producer() -> None:
