@@ -72,6 +72,30 @@ def user_topic(topics, name: str) -> str:
     return f"{topics.prefix.rstrip('.')}-{name}"
 
 
+def produce_in_one_window(topic: str, values: list[dict], size_seconds: int, grace_seconds: int,
+                          margin: float = 8.0) -> float:
+    """Produce `values` to `topic` with one timestamp, inside a tumbling window that stays open
+    (end plus grace, on the wall clock) for at least `margin` more seconds: a record read after
+    its window closed is late by design, so a slow machine must not make the test's records late.
+    Returns the window's end (epoch seconds)."""
+    import json
+    import math
+
+    from confluent_kafka import Producer
+
+    def closes(now: float) -> float:
+        return math.floor(now / size_seconds) * size_seconds + size_seconds + grace_seconds
+
+    if closes(time.time()) - time.time() < margin:
+        time.sleep(math.ceil(time.time() / size_seconds) * size_seconds - time.time() + 0.05)
+    now_ms = int(time.time() * 1000)
+    producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
+    for value in values:
+        producer.produce(topic, value=json.dumps(value).encode(), timestamp=now_ms)
+    assert producer.flush(10) == 0
+    return closes(now_ms / 1000) - grace_seconds
+
+
 def create_topic(name: str, partitions: int = 3) -> None:
     """Create a user topic now, so a trigger or table following it is assigned before records go in."""
     admin = AdminClient({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})

@@ -14,19 +14,16 @@ Celery worker on the embedded broker, their history projected, and read back thr
 from __future__ import annotations
 
 import json
-import math
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
-from django.conf import settings
 from django.core.management import call_command
 
 from monitor.projector import Projector
 from orchestrator.runtime import commands
-from tests.runtime_support import read_topic, runner_process, user_topic
+from tests.runtime_support import produce_in_one_window, read_topic, runner_process, user_topic
 from tests.test_api_workflows import make_client
 from tests.test_celery_task import celery_worker  # noqa: F401  (fixture)
 
@@ -73,19 +70,12 @@ def test_the_composition_examples_run_end_to_end(kafka, db, history, celery_work
         history.wait_finished([ordered, declined, shipped, added], timeout=180)
         history.wait_until(lambda log: any(e.kind == "run_succeeded" and e.workflow == "notify-ops"
                                            for e in log.events), timeout=60, what="notify-ops to finish")
-        # Two buys of ada and one of bob in one 10-second window, and a view the filter drops. The
-        # window closes on the wall clock 2 s (grace) after its end, and a record read after that
-        # is late by design; so they go in only once the runner is up (the runs above finished),
-        # and into a window with at least 8 s left, so a slow machine cannot make them late.
-        if math.ceil(time.time() / 10) * 10 + 2 - time.time() < 8:
-            time.sleep(math.ceil(time.time() / 10) * 10 - time.time() + 0.05)
-        now_ms = int(time.time() * 1000)
-        producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
-        for value in ({"user": "ada", "kind": "buy", "amount": 60}, {"user": "ada", "kind": "buy", "amount": 50},
-                      {"user": "bob", "kind": "buy", "amount": 5}, {"user": "ada", "kind": "view", "amount": 999}):
-            producer.produce(clicks, value=json.dumps(value).encode(), timestamp=now_ms)
-        assert producer.flush(10) == 0
-        window_end = math.ceil((now_ms + 1) / 10_000) * 10
+        # Two buys of ada and one of bob in one 10-second window, and a view the filter drops. They
+        # go in once the runner is up (the runs above finished), into a window that stays open.
+        window_end = produce_in_one_window(clicks, [
+            {"user": "ada", "kind": "buy", "amount": 60}, {"user": "ada", "kind": "buy", "amount": 50},
+            {"user": "bob", "kind": "buy", "amount": 5}, {"user": "ada", "kind": "view", "amount": 999}],
+            size_seconds=10, grace_seconds=2)
 
         # The windows close 2 s (grace) after their end, on the wall clock.
         history.wait_until(lambda log: len([e for e in log.events if e.kind == "run_succeeded"

@@ -18,14 +18,12 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Producer
-from django.conf import settings
 from django.core.management import call_command
 
 from monitor.projector import Projector
 from orchestrator.runtime import commands
 from tests.live import login, screenshot
-from tests.runtime_support import HistoryLog, runner_process, user_topic
+from tests.runtime_support import HistoryLog, create_topic, produce_in_one_window, runner_process, user_topic
 from tests.test_celery_task import celery_worker  # noqa: F401  (fixture)
 from tests.test_composition_examples import EXAMPLES, start
 
@@ -60,7 +58,8 @@ def runs(kafka, live_server, celery_worker):  # noqa: F811
     clicks = user_topic(kafka, "clicks")
     windowed = json.loads((EXAMPLES / "buy-stats.json").read_text())
     windowed["trigger"]["topic"] = clicks
-    windowed["trigger"]["window"].update(size_seconds=2, grace_seconds=1, emit_topic=user_topic(kafka, "stats"))
+    windowed["trigger"]["window"].update(emit_topic=user_topic(kafka, "stats"))  # 10 s windows, 2 s grace
+    create_topic(clicks, partitions=1)  # followed from the runner's start, not from the first record
     commands.publish_definition("buy-stats", 99, windowed, by="test")
     history = HistoryLog(kafka)
     runner = runner_process("composition-pages")
@@ -72,15 +71,14 @@ def runs(kafka, live_server, celery_worker):  # noqa: F811
             "added": start(client, "add-with-celery", {"a": 40, "b": 2}),
         }
         history.wait_finished(started.values(), timeout=180)
-        # The runner is reading by now: two buys land in an open 2-second window.
-        producer = Producer({"bootstrap.servers": settings.KAFKA_BOOTSTRAP_SERVERS})
-        for amount in (60, 70):
-            producer.produce(clicks, value=json.dumps({"user": "ada", "kind": "buy", "amount": amount}).encode())
-        producer.flush(10)
+        # The runner is reading by now: two buys land in a window that stays open for a while
+        # (a record read after its window closed is late by design).
+        window_end = produce_in_one_window(clicks, [{"user": "ada", "kind": "buy", "amount": amount}
+                                                    for amount in (60, 70)], size_seconds=10, grace_seconds=2)
         history.wait_until(lambda log: any(e.kind == "run_succeeded" and e.workflow in ("buy-stats",)
                                            for e in log.events)
                            and any(e.kind == "run_succeeded" and e.workflow == "notify-ops" for e in log.events),
-                           timeout=60, what="the window run and notify-ops")
+                           timeout=max(60, window_end + 30 - time.time()), what="the window run and notify-ops")
         started["window"] = next(e.run_id for e in history.events if e.kind == "run_started"
                                  and e.workflow == "buy-stats")
         started["handler"] = next(e.data["run_id"] for e in history.by_run[started["declined"]]
