@@ -201,12 +201,12 @@ def _visible_run(user, run_id: str) -> Run:
 
 
 def _visible_snapshot(user, run_id: str) -> snapshot.RunSnapshot:
-    """The run with its steps and history as one consistent read (monitor.snapshot), or 404."""
+    """The run with its steps and history as one consistent read (monitor.snapshot), or 404.
+    Permission first: a run's whole history is read only for someone who may watch it."""
+    _visible_run(user, run_id)
     found = snapshot.read_run(run_id, history=True)
-    if found is None:
+    if found is None:  # purged in between
         raise Http404(f"no run {run_id}")
-    workflow = found.run.workflow
-    _require(permissions.can_view_workflow(user, workflow), f"You may not watch runs of workflow '{workflow}'")
     return found
 
 
