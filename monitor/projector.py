@@ -43,11 +43,6 @@ GROUP_ROLE = "projector"  # the group id is Topics.group(GROUP_ROLE): scoped by 
 # The group of releases before group ids carried the prefix: its offsets are adopted once.
 LEGACY_GROUP_ID = "sluice-projector"
 BATCH_SIZE = 2000
-# After a batch's first record the bridge waits SLUICE_PROJECTOR_LINGER_MS (default 50 ms; 0:
-# no wait) for more before applying it. Under light load each record would otherwise be its own
-# database transaction and synchronous offset commit (a run of three steps is eight history
-# events): CPU taken from the runner on a small machine, for a monitor table nobody reads to the
-# millisecond (live pages read the topic itself). A full batch is applied at once.
 # Joining the group and resolving the start offsets takes a moment; run_until_idle() does not
 # count that as idleness.
 ASSIGNMENT_GRACE_SECONDS = 2.0
@@ -403,6 +398,10 @@ class Projector:
             return 0
         self.backoff.busy()
         batch = [first, *self.consumer.consume(self.batch_size - 1, timeout=0)]
+        # Under light load each record would otherwise be its own database transaction and
+        # synchronous offset commit (a three-step run is eight history events): CPU taken from
+        # the runner on a small machine, for a table nobody reads to the millisecond (live pages
+        # read the topic). So a short batch waits `linger` (SLUICE_PROJECTOR_LINGER_MS) for more.
         if len(batch) < self.batch_size and self.linger > 0:
             batch += self.consumer.consume(self.batch_size - len(batch), timeout=self.linger)
         history, dead, beats = [], [], []
