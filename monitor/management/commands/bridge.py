@@ -11,7 +11,7 @@ from monitor import metrics
 from monitor.alerts import AlertSender
 from monitor.projector import GROUP_ROLE, Projector
 from orchestrator.observability import health
-from orchestrator.observability.server import METRICS_FD_HELP, MetricsServer
+from orchestrator.observability.server import METRICS_FD_HELP, MetricsServer, inherited_port
 from orchestrator.runtime import heap
 
 # The projector polls at least every few seconds, even idle (its back-off checks every 250 ms); a loop that
@@ -35,6 +35,8 @@ class Command(BaseCommand):
                             help="Do not send failure notifications from this bridge (another one does).")
 
     def handle(self, *args, group, metrics_port, metrics_host, metrics_fd, no_alerts, **options):
+        if metrics_fd is not None:
+            metrics_port = inherited_port(metrics_fd)
         projector = Projector(group_id=group)
         server = self._metrics_server(projector, metrics_port, metrics_host, metrics_fd)
         stopping = threading.Event()
@@ -65,7 +67,7 @@ class Command(BaseCommand):
 
     @staticmethod
     def _metrics_server(projector: Projector, port: int, host: str, fd: int | None) -> MetricsServer | None:
-        if not port and fd is None:
+        if not port:
             return None
         metrics.install_bridge(projector)
 
@@ -77,4 +79,4 @@ class Command(BaseCommand):
         try:
             return MetricsServer(port, readiness, host=host, fd=fd).start()
         except (OSError, ValueError) as exc:
-            raise CommandError(f"--metrics-port {port or fd}: {exc}") from exc
+            raise CommandError(f"--metrics-port {port}: {exc}") from exc

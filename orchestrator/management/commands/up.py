@@ -227,17 +227,17 @@ class Command(BaseCommand):
         if "runner" in installed:
             for index in range(1, runners + 1):
                 name = "runner" if runners == 1 else f"runner-{index}"
-                port = metrics(held[index - 1] if index <= len(held) else None)
+                served = metrics(held[index - 1] if index <= len(held) else None)
                 # A stable instance id per slot: static group membership survives restarts.
-                specs.append(ProcessSpec(name, [python, manage, "runner", *port["arguments"]], cwd=cwd,
-                                         ready_url=port["ready_url"], pass_fds=port["pass_fds"],
+                specs.append(ProcessSpec(name, [python, manage, "runner", *served["arguments"]], cwd=cwd,
+                                         ready_url=served["ready_url"], pass_fds=served["pass_fds"],
                                          env={**env, "SLUICE_INSTANCE_ID": f"local-runner-{index}"}))
         else:
             self.stderr.write("the runner command is not installed: workflows will not run")
         if "bridge" in installed:
-            port = metrics(bridge_socket)
-            specs.append(ProcessSpec("bridge", [python, manage, "bridge", *port["arguments"]], env=env, cwd=cwd,
-                                     ready_url=port["ready_url"], pass_fds=port["pass_fds"]))
+            served = metrics(bridge_socket)
+            specs.append(ProcessSpec("bridge", [python, manage, "bridge", *served["arguments"]], env=env, cwd=cwd,
+                                     ready_url=served["ready_url"], pass_fds=served["pass_fds"]))
         else:
             self.stderr.write("the bridge command is not installed: the monitor will not update")
         if not no_celery:
