@@ -57,6 +57,13 @@ def runtime_vs_celery(runs: int, celery_runs: int) -> None:
                 ["t (s)", "runs finished, not yet in the run table", "behind the history topic (s)"],
                 [[t, n, seconds] for t, n, seconds in lag[::step]]))
     print()
+    finished, projected = sluice["burst_seconds"]
+    print(table(f"CPU during the {sluice['runs']:,}-run burst: until the last run finished ({finished:.1f} s), "
+                f"and until the bridge had projected it ({projected:.1f} s)",
+                ["process", "CPU until finished (s)", "CPU until projected (s)", "CPU per run (us)"],
+                [[name, until_finished, until_projected, until_projected / sluice["runs"] * 1e6]
+                 for name, (until_finished, until_projected) in sluice["burst_cpu"].items()]))
+    print()
     print(table("Where a run's milliseconds go at 50 runs/s (Sluice, from the history's and the worker's own times)",
                 ["hop", "p50 (ms)", "p99 (ms)"], [[name, p50, p99] for name, (p50, p99) in sluice["hops"].items()]))
     print()

@@ -62,6 +62,14 @@ class FinishWatcher:
         # wf.runs too: the worker's own start and end times of each traced step are in its result.
         self.consumer.subscribe([topic, runs_topic])
         self.stop = threading.Event()
+        # The measuring consumer must not take the machine from what it measures: on the
+        # embedded broker an idle consumer refetches in a tight loop (measured: 37% of a core in
+        # the broker plus 45% in this process, all benchmark long). It backs off as Sluice's own
+        # loops do: it keeps fetching while records came in the last quarter second (the light
+        # load's runs are timed at full resolution), and pauses after that.
+        from orchestrator.runtime.loops import IdleBackoff
+
+        self.backoff = IdleBackoff(self.consumer, self.stop)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self):
@@ -78,8 +86,12 @@ class FinishWatcher:
         while not self.stop.is_set():
             # Wait for one record, then drain what is there: consume(n, timeout) would wait out
             # its whole timeout and add it to every latency measured.
-            first = self.consumer.poll(0.05)
-            msgs = [] if first is None else [first, *self.consumer.consume(2000, timeout=0)]
+            first = self.consumer.poll(self.backoff.timeout(0.05))
+            if first is None:
+                self.backoff.idle()
+                continue
+            self.backoff.busy()
+            msgs = [first, *self.consumer.consume(2000, timeout=0)]
             now, wall = time.perf_counter(), time.time()
             for msg in msgs:
                 if msg.error():
@@ -161,6 +173,8 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
         # Throughput: everything at once, the bridge projecting meanwhile.
         ids = [f"t-{i}" for i in range(runs)]
         lag = LagSampler(watcher, len(warm)).start()
+        pids = {"runner (and its worker processes)": runner.pid, "bridge": bridge.pid, "broker": broker.process.pid}
+        cpu_before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         began = time.perf_counter()
         for i, run_id in enumerate(ids):
             start(run_id, i)
@@ -171,12 +185,18 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
         wait_for(lambda: all(r in watcher.finished for r in ids[-100:]) and sum(r in watcher.finished for r in ids) == runs,
                  600, "throughput runs", interval=0.2)
         ended = max(watcher.finished[r] for r in ids)
+        cpu_finished = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         result["throughput"] = runs / (ended - began)
         result["send_seconds"] = sent - began
         result["failed"] = watcher.failed
         wait_for(lambda: _projected_runs() >= len(warm) + runs, 1800, "the bridge to project the burst", interval=0.5)
         projected = time.perf_counter()
+        cpu_projected = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         lag.stop()
+        # Whose CPU a burst takes: until the last run finished, then until the bridge caught up.
+        result["burst_cpu"] = {name: (cpu_finished[name] - cpu_before[name], cpu_projected[name] - cpu_before[name])
+                               for name in pids}
+        result["burst_seconds"] = (ended - began, projected - began)
         result["bridge_runs_per_second"] = runs / (projected - began)
         result["projection_lag"] = lag.samples
 
