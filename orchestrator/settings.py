@@ -227,6 +227,8 @@ SLUICE_REPLICATION_FACTOR = int(os.environ.get("SLUICE_REPLICATION_FACTOR", "1")
 SLUICE_MAX_INPUT_BYTES = int(os.environ.get("SLUICE_MAX_INPUT_BYTES", str(256 * 1024)))
 # A definition is published as one record too.
 SLUICE_MAX_DEFINITION_BYTES = int(os.environ.get("SLUICE_MAX_DEFINITION_BYTES", str(512 * 1024)))
+# Records a partition a consumer's fetcher reads ahead of its loop (orchestrator/runtime/kafka.py).
+SLUICE_CONSUMER_PREFETCH = int(os.environ.get("SLUICE_CONSUMER_PREFETCH", "2000"))
 # How long the bridge waits for more history after a batch's first record (monitor/projector.py).
 SLUICE_PROJECTOR_LINGER_MS = int(os.environ.get("SLUICE_PROJECTOR_LINGER_MS", "50"))
 # Identity of this runner process for static group membership; stable across restarts.
