@@ -20,6 +20,7 @@ import time
 from collections import defaultdict, namedtuple
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 
 import msgspec
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
@@ -34,7 +35,7 @@ from orchestrator.runtime.loops import IdleBackoff
 from orchestrator.runtime.topics import Topics
 
 from . import alerts, dead_letters, metrics
-from .upsert import new_row, upsert
+from .upsert import load, new_row, upsert
 from .models import DeadLetter, HistoryEntry, Run, RunnerProcess, RunStatus, StepRun, StepStatus
 
 log = logging.getLogger(__name__)
@@ -53,12 +54,17 @@ _heartbeat_decoder = msgspec.json.Decoder(messages.RunnerHeartbeat)
 HistoryRow = namedtuple("HistoryRow", "run_id seq kind step_id ts data")
 
 
+# The engine stamps every event of one decision batch with the same time, so a batch of history
+# holds few distinct times, each converted many times over (event, step and run times, attempts):
+# remembered, not recomputed. Datetimes are immutable; the caches are bounded.
+@lru_cache(maxsize=4096)
 def from_epoch(value) -> datetime | None:
     if value is None:
         return None
     return datetime.fromtimestamp(float(value), tz=timezone.utc)
 
 
+@lru_cache(maxsize=4096)
 def _iso(value) -> str | None:
     moment = from_epoch(value)
     return moment.isoformat() if moment else None
@@ -187,8 +193,8 @@ def apply_history(events: list[messages.HistoryEvent], stats: ProjectorStats | N
         by_run[event.run_id].append(event)
 
     with transaction.atomic():
-        runs = {run.id: run for run in Run.objects.filter(id__in=by_run)}
-        steps = {(step.run_id, step.step_id): step for step in StepRun.objects.filter(run_id__in=by_run)}
+        runs = {run.id: run for run in load(Run, "id", by_run)}
+        steps = {(step.run_id, step.step_id): step for step in load(StepRun, "run", by_run)}
         new_runs, changed_runs, new_steps, changed_steps, entries = {}, set(), {}, set(), []
         failures = []  # (run, run_failed event) folded now: the alerts to queue
         for run_id, run_events in by_run.items():

@@ -24,6 +24,8 @@ twice in a statement); the projector passes one object per key.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from functools import lru_cache
 from types import SimpleNamespace
 
@@ -59,14 +61,52 @@ def upsert(model: type[models.Model], rows: Iterable, conflict: Sequence[str], u
 def new_row(model: type[models.Model], **values) -> SimpleNamespace:
     """A new row for upsert(): every field at its default, then `values`. Like `model(**values)`
     for upsert's purposes, at a fraction of the cost of building a model instance."""
-    row = SimpleNamespace(**{name: make() for name, make in _defaults(model)})
+    fixed, made = _defaults(model)
+    row = SimpleNamespace(**fixed)
+    for name, make in made:
+        if name not in values:
+            setattr(row, name, make())  # a fresh dict or list per row, as the model would have
     row.__dict__.update(values)
     return row
 
 
+def load(model: type[models.Model], field: str, keys: Iterable) -> list[SimpleNamespace]:
+    """The rows of `model` whose `field` is one of `keys`, as upsert() takes them back: one
+    attribute per field, with the values the ORM would give (JSON decoded, aware datetimes).
+
+    `Model.objects.filter(...)` does the same through the compiler and a model instance per row,
+    which was a fifth of the projector's time (py-spy, 5,000 three-step runs on SQLite)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    fields = _fields(model)
+    names = [f.attname for f in fields]
+    converters = [(name, convert) for name, convert in (_converter(f, connection) for f in fields)
+                  if convert is not _unchanged]
+    keys = list(keys)
+    limit = min(connection.features.max_query_params or 65535, 1000)
+    rows = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(keys), limit):
+            chunk = keys[start:start + limit]
+            cursor.execute(_select(model, field, len(chunk), connection.vendor), chunk)
+            for values in cursor.fetchall():
+                row = SimpleNamespace(**dict(zip(names, values)))
+                for name, convert in converters:
+                    setattr(row, name, convert(getattr(row, name)))
+                rows.append(row)
+    return rows
+
+
 @lru_cache(maxsize=64)
-def _defaults(model) -> tuple:
-    return tuple((f.attname, f.get_default) for f in _fields(model))
+def _defaults(model) -> tuple[dict, tuple]:
+    """(the defaults every new row shares, (attname, factory) for those each row needs its own of)."""
+    fixed, made = {}, []
+    for f in _fields(model):
+        value = f.get_default()
+        if isinstance(value, (dict, list, set)) or (f.has_default() and callable(f.default)):
+            made.append((f.attname, f.get_default))
+        else:
+            fixed[f.attname] = value
+    return fixed, tuple(made)
 
 
 def _fields(model) -> list[models.Field]:
@@ -90,6 +130,54 @@ def _statement(model, conflict: tuple[str, ...], update: tuple[str, ...], rows: 
             f"ON CONFLICT ({target}) {action}")
 
 
+@lru_cache(maxsize=64)
+def _select(model, field: str, keys: int, _vendor: str) -> str:
+    quote = connections[DEFAULT_DB_ALIAS].ops.quote_name
+    columns = ", ".join(quote(f.column) for f in _fields(model))
+    column = model._meta.get_field(field).column
+    return (f"SELECT {columns} FROM {quote(model._meta.db_table)} "
+            f"WHERE {quote(column)} IN ({', '.join(['%s'] * keys)})")
+
+
+def _converter(field: models.Field, connection):
+    """(attname, function from the database's value to the ORM's) for the fields that need one."""
+    name = field.attname
+    if isinstance(field, models.JSONField) and field.decoder is None:
+        def decode_json(value):
+            if value is None or not isinstance(value, (str, bytes)):
+                return value
+            try:
+                return msgspec.json.decode(value)
+            except msgspec.DecodeError:
+                return field.from_db_value(value, None, connection)  # what json.loads takes (NaN)
+        return name, decode_json
+    if isinstance(field, models.DateTimeField) and connection.vendor == "sqlite" and settings.USE_TZ:
+        zone = connection.timezone
+
+        def aware(value):  # what Django's SQLite backend does: its driver gives naive datetimes
+            if isinstance(value, str):
+                value = datetime.fromisoformat(value)
+            if value is None or value.tzinfo is not None:
+                return value
+            return value.replace(tzinfo=zone)
+        return name, aware
+    if isinstance(field, _PLAIN) and not isinstance(field, models.BooleanField):
+        return name, _unchanged
+    # Anything else through the ORM's own converters (booleans on SQLite, custom fields).
+    column = field.get_col(field.model._meta.db_table)
+    steps = [*connection.ops.get_db_converters(column), *column.get_db_converters(connection)]
+
+    def convert(value):
+        for step in steps:
+            value = step(value, column, connection)
+        return value
+    return name, convert
+
+
+def _unchanged(value):
+    return value
+
+
 def _adapter(field: models.Field, connection) -> Callable[[object], object]:
     """A function from a row to this field's database value on `connection`."""
     name = field.attname
@@ -97,10 +185,19 @@ def _adapter(field: models.Field, connection) -> Callable[[object], object]:
         return _json_adapter(field, connection)
     if isinstance(field, models.DateTimeField) and connection.vendor == "sqlite" and settings.USE_TZ:
         zone = connection.timezone
+        # str(value.replace(tzinfo=None)) is what Django stores; for UTC, the ISO text without its
+        # "+00:00" is the same and costs 0.9 instead of 1.5 us (timeit), about 20 times a run.
+        utc = zone is dt_timezone.utc
+
+        texts: dict[datetime, str] = {}  # few distinct times a batch (see the projector): each formatted once
+
         def sqlite_datetime(row):
             value = getattr(row, name)
             if value is not None and value.tzinfo is zone:
-                return str(value.replace(tzinfo=None))
+                text = texts.get(value)
+                if text is None:
+                    text = texts[value] = value.isoformat(" ")[:-6] if utc else str(value.replace(tzinfo=None))
+                return text
             if value is None or timezone.is_naive(value):
                 return field.get_db_prep_save(value, connection)
             return str(value.astimezone(zone).replace(tzinfo=None))  # what Django's SQLite backend stores

@@ -7,10 +7,11 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import connection
 
 from monitor.models import HistoryEntry, Run, StepRun
 from monitor.projector import HistoryRow
-from monitor.upsert import new_row, upsert
+from monitor.upsert import load, new_row, upsert
 
 pytestmark = pytest.mark.django_db
 
@@ -98,3 +99,40 @@ def test_a_value_msgspec_refuses_still_goes_through_the_field(settings):
     # A dict with an integer key: the ORM's json.dumps turns the key into "1"; so must upsert.
     orm, upserted = orm_and_upserted(7, {1: "one"}, MOMENTS[0])
     assert upserted.input == orm.input == {"1": "one"}
+
+
+def _as_the_orm_reads(instance) -> dict:
+    return {f.attname: getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields
+            if not f.primary_key or not f.auto_created}
+
+
+@pytest.mark.parametrize("index", range(len(AWKWARD_JSON)))
+def test_loaded_rows_hold_what_the_orm_reads(index):
+    orm, _upserted = orm_and_upserted(index, AWKWARD_JSON[index], MOMENTS[index % len(MOMENTS)])
+    StepRun.objects.create(run_id=orm.id, step_id="a", type="transform", attempts=[{"attempt": 1}],
+                           output=AWKWARD_JSON[index], started_at=MOMENTS[1])
+    StepRun.objects.create(run_id=orm.id, step_id="b", type="python")
+    (run,) = load(Run, "id", [orm.id, "no-such-run"])
+    assert vars(run) == _as_the_orm_reads(Run.objects.get(id=orm.id))
+    steps = sorted(load(StepRun, "run", [orm.id]), key=lambda step: step.step_id)
+    assert [vars(step) for step in steps] == [
+        _as_the_orm_reads(step) for step in StepRun.objects.filter(run_id=orm.id).order_by("step_id")]
+    # A loaded row goes back through upsert unchanged.
+    upsert(Run, [run], conflict=["id"], update=["input", "output", "created_at", "started_at", "ended_at"])
+    assert _as_the_orm_reads(Run.objects.get(id=orm.id)) == vars(run)
+
+
+def test_loaded_json_that_only_json_loads_reads_is_read_as_the_orm_reads_it():
+    # Valid JSON to both databases and to json.loads (as infinity); msgspec refuses the number.
+    Run.objects.create(id="huge", workflow="w", version=1, status="running", created_at=MOMENTS[0])
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {Run._meta.db_table} SET input = %s WHERE id = %s", ['{"x": 1e400}', "huge"])
+    (run,) = load(Run, "id", ["huge"])
+    assert run.input == Run.objects.get(id="huge").input == {"x": float("inf")}
+
+
+def test_loading_more_keys_than_one_statement_takes():
+    Run.objects.bulk_create([Run(id=f"many-{i}", workflow="w", version=1, status="running", created_at=MOMENTS[0])
+                             for i in range(1500)])
+    loaded = load(Run, "id", [f"many-{i}" for i in range(1500)])
+    assert sorted(run.id for run in loaded) == sorted(f"many-{i}" for i in range(1500))
