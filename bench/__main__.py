@@ -1,7 +1,8 @@
 """`python -m bench` (or `make bench`): every Sluice benchmark, printed as tables.
 
     python -m bench                 # all of them
-    python -m bench runtime         # Sluice runtime vs a Celery chain on Redis
+    python -m bench runtime         # Sluice runtime vs a Celery chain on Redis (the bridge on SQLite;
+                                    #   on PostgreSQL: scripts/with-postgres .venv/bin/python -m bench runtime)
     python -m bench designer        # the editor with a 300-step workflow in chromium
     python -m bench websocket       # live monitor fan-out to 200 websocket clients
     python -m bench expressions     # CPU time per render, budgets included
@@ -45,7 +46,7 @@ def runtime_vs_celery(runs: int, celery_runs: int) -> None:
             ["one run after 3 s idle, median of 5 (ms)", sluice["after_idle_ms"][0], peer["after_idle_ms"][0], ""],
             ["one run after 3 s idle, worst of 5 (ms)", sluice["after_idle_ms"][1], peer["after_idle_ms"][1], ""],
             ["failed runs", sluice["failed"], 0, ""],
-            ["bridge projection during the burst (runs/s into the database)", sluice["bridge_runs_per_second"], "", ""],
+            [f"bridge projection during the burst (runs/s into {sluice['database']})", sluice["bridge_runs_per_second"], "", ""],
             ["monitor table behind the history topic, worst (s)", max((s for _t, _n, s in sluice["projection_lag"]), default=0.0), "", ""],
             ["runs replayed by verify_history / divergences", f"{sluice['verified']['runs']:,} / {sluice['verified']['divergences']}", "", ""],
         ],

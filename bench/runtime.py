@@ -128,7 +128,9 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
     env = django_env(
         KAFKA_BOOTSTRAP_SERVERS=broker.bootstrap_servers, SLUICE_TOPIC_PREFIX="bench.", SLUICE_PARTITIONS=4,
         SLUICE_EMBEDDED_BROKER=1, SLUICE_DATA_DIR=work, SLUICE_INSTANCE_ID="bench-runner",
-        DATABASE_URL=f"sqlite:///{work / 'bench.sqlite3'}", SLUICE_LOG_LEVEL="WARNING",
+        # The bridge's database: SQLite in the work dir, or a fresh PostgreSQL named by DATABASE_URL
+        # (`scripts/with-postgres .venv/bin/python -m bench runtime`).
+        DATABASE_URL=os.environ.get("DATABASE_URL") or f"sqlite:///{work / 'bench.sqlite3'}", SLUICE_LOG_LEVEL="WARNING",
     )
     os.environ.update({k: env[k] for k in ("KAFKA_BOOTSTRAP_SERVERS", "SLUICE_TOPIC_PREFIX", "SLUICE_PARTITIONS",
                                            "SLUICE_EMBEDDED_BROKER", "SLUICE_DATA_DIR", "DATABASE_URL")})
@@ -158,7 +160,7 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
         producer.produce(topics.runs, key=run_id.encode(), value=codec.encode(command),
                          headers=codec.headers_for(command))
 
-    result = {"runs": runs}
+    result = {"runs": runs, "database": env["DATABASE_URL"].split(":", 1)[0]}
     bridge = manage(["bridge"], env, work / "bridge.log")
     try:
         # Warm up: the runner joins its groups and reads definitions.
