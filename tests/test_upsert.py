@@ -123,12 +123,14 @@ def test_loaded_rows_hold_what_the_orm_reads(index):
 
 
 def test_loaded_json_that_only_json_loads_reads_is_read_as_the_orm_reads_it():
-    # Valid JSON to both databases and to json.loads (as infinity); msgspec refuses the number.
+    # Valid JSON to both databases and to json.loads; msgspec refuses the number as a float.
     Run.objects.create(id="huge", workflow="w", version=1, status="running", created_at=MOMENTS[0])
     with connection.cursor() as cursor:
         cursor.execute(f"UPDATE {Run._meta.db_table} SET input = %s WHERE id = %s", ['{"x": 1e400}', "huge"])
     (run,) = load(Run, "id", ["huge"])
-    assert run.input == Run.objects.get(id="huge").input == {"x": float("inf")}
+    # SQLite keeps the text (read as infinity); PostgreSQL's jsonb the exact number (an int).
+    assert run.input == Run.objects.get(id="huge").input
+    assert run.input["x"] > 1e300
 
 
 def test_loading_more_keys_than_one_statement_takes():
