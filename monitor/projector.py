@@ -32,7 +32,7 @@ from orchestrator import messages
 from orchestrator.runtime import codec
 from orchestrator.runtime.kafka import base_config, consumer_config
 from orchestrator.runtime.loops import IdleBackoff
-from orchestrator.runtime.topics import Topics
+from orchestrator.runtime.topics import Topics, ensure_topics
 
 from . import alerts, dead_letters, metrics
 from .upsert import load, new_row, upsert
@@ -369,6 +369,7 @@ class Projector:
         self.linger = settings.SLUICE_PROJECTOR_LINGER_MS / 1000 if linger is None else linger
         self.stats = ProjectorStats()
         self._stop = threading.Event()
+        self._ensure_topics()
         self.consumer = Consumer(consumer_config(group_id, **consumer_overrides))
         # The embedded broker ignores the fetch long-poll, so an idle consumer would spin: the
         # assignment is paused while the end offsets stay put.
@@ -377,6 +378,22 @@ class Projector:
         self.last_poll = time.monotonic()  # readiness: the loop is alive while this moves
         self.consumer.subscribe([self.topics.history, self.topics.dlq, self.topics.heartbeats],
                                 on_assign=self._on_assign)
+
+    def _ensure_topics(self) -> None:
+        """Create the topics this reads if they are missing, before subscribing to them.
+
+        A consumer that subscribes to a topic which does not exist yet is not told when it
+        appears until its next metadata refresh, five minutes by default: a bridge started before
+        the first runner (or before `up` created the topics) projected nothing in that time. The
+        runner creates the same topics the same way; where the bridge may not create topics, it
+        says so and reads what the runner creates."""
+        layout = self.topics.layout(settings.SLUICE_PARTITIONS)
+        ours = {name: layout[name] for name in (self.topics.history, self.topics.dlq, self.topics.heartbeats)}
+        try:
+            ensure_topics(AdminClient(base_config()), ours, settings.SLUICE_REPLICATION_FACTOR)
+        except KafkaException as exc:
+            log.warning("projector: could not create %s (%s); reading them once they exist",
+                        ", ".join(ours), exc)
 
     def _on_assign(self, _consumer, _partitions) -> None:
         self._assigned_at = time.monotonic()
@@ -442,8 +459,10 @@ class Projector:
             # Kafka: rewind to the committed offsets so the next poll reads the batch again.
             self._rewind()
             raise
-        # Only now, with the rows durable, may Kafka forget these records for this group.
-        self.consumer.commit(asynchronous=False)
+        # Only now, with the rows durable, may Kafka forget these records for this group. (A poll
+        # that brought only errors, e.g. a topic not there yet, moved no offset to commit.)
+        if any(msg.error() is None for msg in batch):
+            self.consumer.commit(asynchronous=False)
         self.stats.batches += 1
         metrics.PROJECTOR_BATCH_SECONDS.observe(time.perf_counter() - applying)
         return len(batch)

@@ -12,6 +12,7 @@ import uuid
 import msgspec
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 from django.conf import settings as django_settings
 
 from monitor.models import DeadLetter, HistoryEntry, Run, RunnerProcess, StepRun
@@ -19,6 +20,7 @@ from monitor.projector import Projector
 from orchestrator import messages
 from orchestrator.runtime import codec
 from orchestrator.runtime.kafka import producer_config
+from orchestrator.runtime.topics import Topics
 from tests.runtime_support import database_url, produce_history_in_transaction
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
@@ -220,6 +222,27 @@ def test_dead_letters_and_heartbeats(kafka):
     assert letters[1].value.startswith("base64:")
     runner = RunnerProcess.objects.get()
     assert runner.last_heartbeat.timestamp() == T0 + 20 and runner.stats == {"records": 9}
+
+
+def test_a_projector_started_before_its_topics_exist_reads_them(kafka, settings):
+    # A prefix whose topics nobody created: the bridge started before the first runner.
+    settings.SLUICE_TOPIC_PREFIX = f"fresh{uuid.uuid4().hex[:6]}."
+    fresh = Topics(settings.SLUICE_TOPIC_PREFIX)
+    projector = Projector(topics=fresh, group_id=f"test-projector-{uuid.uuid4().hex[:6]}")
+    try:
+        # It created them before subscribing: a consumer subscribed to a missing topic may not
+        # hear of it for minutes (seen: a bridge started 0.1 s before the runner created them
+        # projected nothing for the 45 s it was watched).
+        admin = AdminClient({"bootstrap.servers": django_settings.KAFKA_BOOTSTRAP_SERVERS})
+        assert {fresh.history, fresh.dlq, fresh.heartbeats} <= set(admin.list_topics(timeout=10).topics)
+        beat = messages.RunnerHeartbeat(instance="runner-late", host="box", pid=7, roles=["engine"], started_at=T0,
+                                        ts=T0 + 1, stats={})
+        produce(fresh.heartbeats, [("runner-late", codec.encode(beat), None)])
+        stats = projector.run_until_idle(idle_seconds=3.0, timeout=30)
+    finally:
+        projector.close()
+    assert stats.heartbeats == 1
+    assert RunnerProcess.objects.get().instance == "runner-late"
 
 
 def test_bridge_command_projects_and_stops_on_sigterm(kafka):
