@@ -1,6 +1,7 @@
 """Batched upserts for the projector: multi-row `INSERT ... ON CONFLICT` statements, as many
 rows per statement as the backend takes parameters; the same SQL on SQLite (3.24 and later)
-and PostgreSQL.
+and PostgreSQL but for each driver's own parameter markers (`_driver_cursor` says why). `load()`
+reads back the rows a batch updates, the same way.
 
 Django's bulk_create(update_conflicts=True) builds this statement too, but through the SQL
 compiler, which resolves and prepares every value of every row on its own: with cProfile on a
