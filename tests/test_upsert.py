@@ -3,6 +3,7 @@ on SQLite and (in the PostgreSQL run of `make test`) on PostgreSQL."""
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -138,3 +139,38 @@ def test_loading_more_keys_than_one_statement_takes():
                              for i in range(1500)])
     loaded = load(Run, "id", [f"many-{i}" for i in range(1500)])
     assert sorted(run.id for run in loaded) == sorted(f"many-{i}" for i in range(1500))
+
+
+AWKWARD_TEXT = ['say "hi"\\', "line\nbreak\ttab\r", '{"x": 1}', "null", "", "Zoë 🚀 \u2028 \U0010ffff",
+                "'; DROP TABLE monitor_run; --", "$1 ? %s %(x)s"]
+
+
+@pytest.mark.parametrize("index", range(len(AWKWARD_TEXT)))
+def test_text_reads_back_as_the_orm_writes_it(index):
+    # On PostgreSQL rows travel as one JSON document (json_to_recordset): text that looks like JSON,
+    # markers or SQL must come out as the same text, as it does through the ORM.
+    text = AWKWARD_TEXT[index]
+    fields = dict(workflow="w", version=1, status="failed", error=text, started_by=text, created_at=MOMENTS[1])
+    Run.objects.create(id=f"orm-{index}", **fields)
+    upsert(Run, [new_row(Run, id=f"ups-{index}", **fields)], conflict=["id"], update=["error"])
+    assert Run.objects.get(id=f"ups-{index}").error == Run.objects.get(id=f"orm-{index}").error == text
+    assert Run.objects.filter(started_by=text).count() == 2
+
+
+def test_a_naive_datetime_is_stored_as_the_field_stores_it(settings):
+    settings.TIME_ZONE = "Asia/Tokyo"  # the field makes it aware here; the database session is in UTC
+    naive = datetime(2026, 12, 1, 3, 4, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # Django warns of naive datetimes under USE_TZ
+        orm, upserted = orm_and_upserted(8, {}, naive)
+    assert upserted.created_at == orm.created_at == naive.replace(tzinfo=ZoneInfo("Asia/Tokyo"))
+
+
+def test_more_rows_than_one_statement_takes_are_all_written():
+    Run.objects.create(id="long", workflow="w", version=1, status="running", created_at=MOMENTS[0])
+    rows = [HistoryRow(run_id="long", seq=seq, kind="step_started", step_id=f"s{seq}", ts=MOMENTS[seq % 3],
+                       data={"seq": seq}) for seq in range(1, 4502)]
+    assert upsert(HistoryEntry, rows, conflict=["run", "seq"]) == 4501
+    stored = HistoryEntry.objects.filter(run_id="long")
+    assert stored.count() == 4501
+    assert stored.get(seq=4501).data == {"seq": 4501} and stored.get(seq=4501).ts == MOMENTS[4501 % 3]
