@@ -55,16 +55,18 @@ class TriggerKey(models.Func):
 
 class Run(models.Model):
     id = models.CharField(max_length=100, primary_key=True)
-    workflow = models.SlugField(max_length=100, db_index=True)
+    # No single-column indexes on workflow, status or created_at: the composite indexes below lead
+    # with each of them, and every index is written again when a run changes status.
+    workflow = models.SlugField(max_length=100, db_index=False)
     version = models.PositiveIntegerField()
-    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING, db_index=True)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
     input = models.JSONField(default=dict, blank=True)
     output = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
     # How the run started: {"type": "manual"|"kafka"|..., "topic", "partition", "offset", "key", ...}
     trigger = models.JSONField(default=dict, blank=True)
     started_by = models.CharField(max_length=150, blank=True)
-    created_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     # Sequence number of the last history event folded into this row and its steps.
@@ -97,7 +99,8 @@ class Run(models.Model):
 
 
 class StepRun(models.Model):
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps")
+    # Indexed by unique_step_per_run, which leads with run: a second index would only cost writes.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="steps", db_index=False)
     step_id = models.CharField(max_length=100)
     type = models.CharField(max_length=50)
     status = models.CharField(max_length=16, choices=StepStatus.choices, default=StepStatus.PENDING)
@@ -121,7 +124,8 @@ class StepRun(models.Model):
 class HistoryEntry(models.Model):
     """The raw history log of a run, one row per event, for the monitor and websocket catch-up."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="history")
+    # Indexed by unique_history_seq, which leads with run.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="history", db_index=False)
     seq = models.PositiveIntegerField()
     kind = models.CharField(max_length=40)
     step_id = models.CharField(max_length=100, blank=True)
