@@ -228,6 +228,8 @@ def _driver_cursor(connection):
     caches statements under 4 KiB), that was half the bridge's time on PostgreSQL (py-spy, a
     20,000-run burst). The driver's own markers and server-side binding skip both. What it
     gives up: these statements are not in Django's debug query log or its execute wrappers.
+    The driver's errors are still raised as Django's (IntegrityError, OperationalError, ...), so
+    callers catch them as they would from the ORM.
     """
     connection.ensure_connection()
     if connection.vendor == "sqlite":
@@ -239,7 +241,8 @@ def _driver_cursor(connection):
     else:
         raise NotImplementedError(f"monitor.upsert supports SQLite and PostgreSQL, not {connection.vendor}")
     try:
-        yield cursor
+        with connection.wrap_database_errors:
+            yield cursor
     finally:
         cursor.close()
 

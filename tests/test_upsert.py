@@ -174,3 +174,13 @@ def test_more_rows_than_one_statement_takes_are_all_written():
     stored = HistoryEntry.objects.filter(run_id="long")
     assert stored.count() == 4501
     assert stored.get(seq=4501).data == {"seq": 4501} and stored.get(seq=4501).ts == MOMENTS[4501 % 3]
+
+
+def test_the_drivers_errors_are_raised_as_djangos():
+    # The projector tells a row the database refuses (IntegrityError, DataError) from a database
+    # that is away; the driver's own cursor must not hide which is which.
+    from django.db import IntegrityError
+
+    with pytest.raises(IntegrityError):
+        upsert(Run, [new_row(Run, id="bad", workflow="w", version=1, status="running", created_at=MOMENTS[0],
+                             last_seq=-1)], conflict=["id"])
