@@ -11,6 +11,9 @@ A record lands in `wf.dlq` from one of the runner's loops (the `sluice-stage` he
 - `worker`: a step dispatch from `wf.tasks.<queue>`. It goes back to that topic, unedited: a
   dispatch carries rendered config, and an edited one could make a worker call out with
   anything.
+- `projector`: a record of Sluice's own topics (history, dead letters, heartbeats) that the
+  monitor's database refused (monitor.projector sets it aside so the rest keeps projecting).
+  It has no loop to go back to; it is there to be seen and discarded.
 
 Every dead letter is attributed to a workflow when one can be told (`attribute`): its rights
 decide who sees and handles the letter (monitor.permissions).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import threading
 import time
 from collections import defaultdict, namedtuple
@@ -26,7 +27,7 @@ import msgspec
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 
 from orchestrator import messages
 from orchestrator.runtime import codec
@@ -79,8 +80,16 @@ class ProjectorStats:
     heartbeats: int = 0
     batches: int = 0
     alerts_queued: int = 0  # failure notifications queued (monitor/alerts.py)
+    set_aside: int = 0  # records the database refused, kept as dead letters (Projector._set_aside)
     last_error: str = ""
     by_kind: dict = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, other: ProjectorStats) -> None:
+        """Count in what a batch applied, once its transaction committed."""
+        for name in ("applied", "skipped", "dead_letters", "heartbeats", "alerts_queued"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for kind, count in other.by_kind.items():
+            self.by_kind[kind] += count
 
 
 # ---- folding one history event into a run and its steps ------------------------------------
@@ -252,16 +261,41 @@ def apply_history(events: list[messages.HistoryEvent], stats: ProjectorStats | N
 
 # ---- dead letters and heartbeats ------------------------------------------------------------
 def _text(raw: bytes | None) -> str:
+    """Bytes as text a database column holds: UTF-8 as it is, anything else (and text with NUL
+    characters, which PostgreSQL cannot store) as "base64:..." (dead_letters.raw_bytes reverses it)."""
     if raw is None:
         return ""
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
+        text = None
+    if text is None or "\x00" in text:
         return "base64:" + base64.b64encode(raw).decode()
+    return text
+
+
+# PostgreSQL's text and jsonb cannot hold the NUL character: one in a record would fail its batch
+# on every try. The monitor's tables show it as U+FFFD, the replacement character, on every
+# database (the same rows on both); the record on its topic keeps it. In JSON a NUL can only be
+# the escape \u0000 after an even run of backslashes (a raw zero byte is not valid JSON).
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def without_nul(value: bytes | None) -> bytes | None:
+    """A JSON record with every NUL character replaced by U+FFFD (most records: as they are)."""
+    if not value or b"\\u0000" not in value:
+        return value
+    return _NUL_ESCAPE.sub(rb"\1\\ufffd", value)
+
+
+def _stored_headers(msg) -> dict[str, str]:
+    """A record's headers as a JSON object a database holds: values as `_text` makes them (the
+    client already ends a header's name at its first NUL)."""
+    return {name: _text(value) for name, value in (msg.headers() or [])}
 
 
 def dead_letter_from_message(msg) -> DeadLetter:
-    headers = {name: _text(value) for name, value in (msg.headers() or [])}
+    headers = _stored_headers(msg)
 
     def as_int(name):
         try:
@@ -302,6 +336,12 @@ def apply_heartbeats(beats: list[messages.RunnerHeartbeat]) -> None:
 
 
 # ---- the loop -------------------------------------------------------------------------------
+# What a database raises when it refuses a row for its data (too long, out of range, a NUL in
+# text, a failed check; sqlite3 raises OverflowError for integers past 64 bits), as opposed to
+# being unreachable or locked: only these are isolated record by record.
+REFUSED_FOR_ITS_DATA = (DataError, IntegrityError, OverflowError)
+SET_ASIDE_STAGE = "projector"  # the dead-letter stage of records the database refused
+
 class ProjectorBackoff(IdleBackoff):
     """The runtime's idle back-off, pausing as soon as a poll comes back empty, checking 4x a second.
 
@@ -427,7 +467,7 @@ class Projector:
         # read the topic). So a short batch waits `linger` (SLUICE_PROJECTOR_LINGER_MS) for more.
         if len(batch) < self.batch_size and self.linger > 0:
             batch += self.consumer.consume(self.batch_size - len(batch), timeout=self.linger)
-        history, dead, beats = [], [], []
+        decoded = []  # (message, what it decoded to), in the order read
         for msg in batch:
             if msg.error():
                 if msg.error().code() != KafkaError._PARTITION_EOF:
@@ -436,24 +476,24 @@ class Projector:
             topic = msg.topic()
             if topic == self.topics.history:
                 try:
-                    history.append(codec.decode_history(msg.value(), msg.headers()))
+                    decoded.append((msg, codec.decode_history(without_nul(msg.value()), msg.headers())))
                 except (codec.DecodeError, ValueError, TypeError) as exc:
                     self.stats.undecodable += 1
                     log.error("undecodable history record %s[%d]@%d skipped: %s",
                               topic, msg.partition(), msg.offset(), exc)
             elif topic == self.topics.dlq:
-                dead.append(dead_letter_from_message(msg))
+                decoded.append((msg, dead_letter_from_message(msg)))
             elif topic == self.topics.heartbeats:
                 if msg.value() is None:
                     continue  # tombstone: a runner removed its entry
                 try:
-                    beats.append(_heartbeat_decoder.decode(msg.value()))
+                    decoded.append((msg, _heartbeat_decoder.decode(without_nul(msg.value()))))
                 except (msgspec.DecodeError, ValueError) as exc:
                     self.stats.undecodable += 1
                     log.error("undecodable heartbeat %s@%d skipped: %s", topic, msg.offset(), exc)
         applying = time.perf_counter()
         try:
-            self._apply(history, dead, beats)
+            self._apply_isolating(decoded)
         except Exception:
             # Nothing of the batch is in the database (one transaction) and nothing committed to
             # Kafka: rewind to the committed offsets so the next poll reads the batch again.
@@ -467,15 +507,58 @@ class Projector:
         metrics.PROJECTOR_BATCH_SECONDS.observe(time.perf_counter() - applying)
         return len(batch)
 
-    def _apply(self, history, dead, beats) -> None:
+    def _apply_isolating(self, decoded: list) -> None:
+        """Apply the batch; if the database refuses it for its data, apply halves of it until the
+        records it refuses are alone, and set those aside (`_set_aside`). One record the database
+        cannot take (a NUL in a field, a number out of range, an id too long) would otherwise
+        fail its batch again every two seconds and stop the monitor for good. A crash half-way
+        re-reads the whole batch: what was applied is skipped by seq, as after any crash."""
+        try:
+            self._apply(decoded)
+        except REFUSED_FOR_ITS_DATA as exc:
+            if len(decoded) == 1:
+                self._set_aside(decoded[0][0], exc)
+                return
+            middle = len(decoded) // 2
+            self._apply_isolating(decoded[:middle])
+            self._apply_isolating(decoded[middle:])
+
+    def _set_aside(self, msg, exc: Exception) -> None:
+        """A record the database refuses, as a dead letter of stage "projector": the monitor lists
+        it with the reason, and the record itself stays on its topic. Never replayed (its
+        origin is no loop's input); an operator discards it once seen."""
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+        log.error("%s[%d]@%d refused by the database, set aside as a dead letter: %s",
+                  msg.topic(), msg.partition(), msg.offset(), reason)
+        self.stats.set_aside += 1
+        letter = DeadLetter(topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+                            key=_text(msg.key()), value=_text(msg.value()),
+                            headers=_stored_headers(msg),
+                            error=f"the monitor's database refused it: {reason}", stage=SET_ASIDE_STAGE,
+                            source_topic=msg.topic(), source_partition=msg.partition(), source_offset=msg.offset(),
+                            failed_at=datetime.now(timezone.utc))
+        try:
+            with transaction.atomic():
+                letter.workflow = dead_letters.attribute(letter)[:100]
+                DeadLetter.objects.bulk_create([letter], ignore_conflicts=True)
+        except REFUSED_FOR_ITS_DATA:
+            log.exception("%s[%d]@%d: not even its dead letter could be stored; skipped",
+                          msg.topic(), msg.partition(), msg.offset())
+
+    def _apply(self, decoded: list) -> None:
+        history = [item for _msg, item in decoded if isinstance(item, messages.HistoryEvent)]
+        dead = [item for _msg, item in decoded if isinstance(item, DeadLetter)]
+        beats = [item for _msg, item in decoded if isinstance(item, messages.RunnerHeartbeat)]
+        applied = ProjectorStats()  # counted in only if the transaction commits
         with transaction.atomic():
-            apply_history(history, self.stats)
+            apply_history(history, applied)
             if dead:
                 DeadLetter.objects.bulk_create(dead, ignore_conflicts=True)
-                self.stats.dead_letters += len(dead)
+                applied.dead_letters += len(dead)
             if beats:
                 apply_heartbeats(beats)
-                self.stats.heartbeats += len(beats)
+                applied.heartbeats += len(beats)
+        self.stats.add(applied)
 
     def _rewind(self) -> None:
         assignment = self.consumer.assignment()

@@ -15,6 +15,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 from django.conf import settings as django_settings
 
+from monitor import dead_letters
 from monitor.models import DeadLetter, HistoryEntry, Run, RunnerProcess, StepRun
 from monitor.projector import Projector
 from orchestrator import messages
@@ -222,6 +223,52 @@ def test_dead_letters_and_heartbeats(kafka):
     assert letters[1].value.startswith("base64:")
     runner = RunnerProcess.objects.get()
     assert runner.last_heartbeat.timestamp() == T0 + 20 and runner.stats == {"records": 9}
+
+
+def test_records_the_database_refuses_are_set_aside_and_the_rest_projected(kafka):
+    # Valid records the monitor's tables cannot take: a negative seq fails the column's check on
+    # either database. Before, the batch failed again every two seconds and the monitor stopped.
+    good = [history_of_run(uuid.uuid4().hex, "wf", "ok") for _ in range(3)]
+    refused = messages.HistoryEvent(run_id="refused-run", seq=-1, kind="run_started", ts=T0, workflow="wf",
+                                    version=1, data={"input": {}})
+    events = interleave(*good)
+    produce_history(kafka.history, events[:7] + [refused] + events[7:])
+
+    stats = project()
+
+    assert stats.set_aside == 1 and stats.applied == len(events)
+    assert sorted(Run.objects.values_list("status", flat=True)) == ["succeeded"] * 3
+    letter = DeadLetter.objects.get()
+    assert (letter.stage, letter.source_topic, letter.key) == ("projector", kafka.history, "refused-run")
+    assert "database refused it" in letter.error and codec.decode_history(letter.value.encode()).seq == -1
+    assert (letter.source_partition, letter.source_offset) == (letter.partition, letter.offset)
+    # A replay from the start sets the same record aside once, and changes nothing else.
+    again = project()
+    assert again.set_aside == 1 and again.applied == 0 and DeadLetter.objects.count() == 1
+
+
+def test_nul_characters_in_records_are_stored(kafka):
+    # PostgreSQL's text and jsonb cannot hold NUL: the monitor's tables show U+FFFD (on every
+    # database). A dead letter's key or value with NUL is kept exactly, as base64 (replayable).
+    run_id = uuid.uuid4().hex
+    events = history_of_run(run_id, "wf", "ok")
+    events[0].data["input"] = {"note": "a\x00b", "k\x00": ["\x00"]}
+    events[-2].data["port"] = "x\x00\\u0000"  # a NUL, then a backslash and "u0000", which stays
+    produce_history(kafka.history, events)
+    produce(kafka.dlq, [("key\x00", b"value\x00", [(messages.DLQ_STAGE, b"engine\x00"), ("name", b"v\x00")])])
+
+    stats = project()
+
+    assert stats.applied == len(events) and stats.set_aside == 0 and stats.dead_letters == 1
+    nul = "\ufffd"
+    assert Run.objects.get(id=run_id).input == {"note": f"a{nul}b", f"k{nul}": [nul]}
+    assert HistoryEntry.objects.get(run_id=run_id, seq=1).data["input"]["note"] == f"a{nul}b"
+    assert StepRun.objects.get(run_id=run_id, step_id="ship").port == f"x{nul}\\u0000"
+    letter = DeadLetter.objects.get()
+    assert dead_letters.raw_bytes(letter.key) == b"key\x00" and dead_letters.raw_bytes(letter.value) == b"value\x00"
+    assert letter.headers == {messages.DLQ_STAGE: letter.stage, "name": letter.headers["name"]}
+    assert dead_letters.raw_bytes(letter.headers["name"]) == b"v\x00"
+    assert dead_letters.raw_bytes(letter.stage) == b"engine\x00"
 
 
 def test_a_projector_started_before_its_topics_exist_reads_them(kafka, settings):
