@@ -44,6 +44,8 @@ class BridgeCollector:
             ("sluice_heartbeats_projected", "Runner heartbeats projected.", stats.heartbeats),
             ("sluice_alerts_queued", "Failure notifications queued when a run_failed event was projected.",
              stats.alerts_queued),
+            ("sluice_records_refused_by_database", "Records the database refused, set aside as dead letters of "
+             "stage projector.", stats.set_aside),
         ):
             yield CounterMetricFamily(name, documentation, value=value)
 
