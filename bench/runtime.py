@@ -275,9 +275,10 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
         stop(runner)
         if bridge is not None:
             stop(bridge)
-        # Closed before the broker stops: a live producer would log a failed reconnect twice a
-        # second through the rest of the benchmark.
+        # Closed before the broker stops (this one, and the one that published the workflow): a
+        # live producer would log a failed reconnect twice a second through the rest of the run.
         producer.close()
+        commands.reset_producer()
         broker.stop()
     return result
 
