@@ -176,6 +176,9 @@ def run(runs: int = 20000, latency_seconds: float = 10.0, idle_seconds: float = 
         ids = [f"t-{i}" for i in range(runs)]
         lag = LagSampler(watcher, len(warm)).start()
         pids = {"runner (and its worker processes)": runner.pid, "bridge": bridge.pid, "broker": broker.process.pid}
+        server = _database_server_pid()
+        if server is not None:
+            pids["database server (PostgreSQL, all its processes)"] = server
         cpu_before = {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
         began = time.perf_counter()
         for i, run_id in enumerate(ids):
@@ -338,6 +341,27 @@ def hops(watcher: FinishWatcher, sent_wall: dict[str, float]) -> dict[str, tuple
         parts["engine decides -> history read (commit, fetch)"].append(watcher.received_wall[run_id] - finished.ts)
     return {name: (percentile([v * 1000 for v in values], 50), percentile([v * 1000 for v in values], 99))
             for name, values in parts.items()}
+
+
+def _database_server_pid() -> int | None:
+    """The PostgreSQL server's first process, when it runs on this machine and the benchmark may
+    read its data directory (scripts/with-postgres as root): its CPU is part of the bridge's cost.
+    None on SQLite or a server elsewhere. The benchmark's own short queries count in it too."""
+    from django.db import DatabaseError, connection
+
+    if connection.vendor != "postgresql":
+        return None
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW data_directory")
+            directory = cursor.fetchone()[0]
+        pid = int((Path(directory) / "postmaster.pid").read_text().split()[0])
+        Path(f"/proc/{pid}/stat").stat()
+        return pid
+    except (DatabaseError, OSError, ValueError, IndexError):
+        return None
+    finally:
+        connection.close()
 
 
 def _projected_runs() -> int:
