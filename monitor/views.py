@@ -386,6 +386,8 @@ def dead_letters(request):
     page = Paginator(letters, PAGE_SIZE).get_page(request.GET.get("page"))
     for letter in page.object_list:
         letter.can_act = permissions.can_act_on_dead_letter(user, letter)
+        # As on its own page: no Replay for a letter with nowhere to go (a `projector` letter).
+        letter.replayable = dead_letter_origins.origin(letter) is not None
     return render(request, "monitor/dead_letters.html", {
         "page": page, "status": status, "statuses": DeadLetter.Status.values,
         "can_operate": any(letter.can_act for letter in page.object_list),

@@ -342,3 +342,16 @@ def test_audit_record_redacts_secrets_and_page_lists_it(client, operator):
     assert entry.details == {"version": 3, "headers": {"Authorization": "***"}}
     page = client.get("/monitor/audit/?action=publish").content.decode()
     assert "publish" in page and "orders" in page and "Bearer" not in page
+
+
+def test_a_dead_letter_with_nowhere_to_go_is_listed_without_replay(client, operator):
+    # A record the monitor's database refused (monitor.projector): it has no loop to go back to.
+    kept = make_letter(0, source_topic="wf.runs")
+    aside = DeadLetter.objects.create(topic="wf.history", partition=0, offset=7, key="r1", value="{}",
+                                      error="the monitor's database refused it: value too long", stage="projector",
+                                      failed_at=timezone.now(), source_topic="wf.history", source_partition=0,
+                                      source_offset=7, workflow="orders")
+    page = client.get("/monitor/dead-letters/").content.decode()
+    assert f"/monitor/dead-letters/{kept.pk}/replay/" in page
+    assert f"/monitor/dead-letters/{aside.pk}/replay/" not in page
+    assert f"/monitor/dead-letters/{aside.pk}/discard/" in page and "value too long" in page
