@@ -338,10 +338,11 @@ def apply_heartbeats(beats: list[messages.RunnerHeartbeat]) -> None:
 
 
 # ---- the loop -------------------------------------------------------------------------------
-# What a database raises when it refuses a row for its data (too long, out of range, a NUL in
-# text, a failed check; sqlite3 raises OverflowError for integers past 64 bits), as opposed to
-# being unreachable or locked: only these are isolated record by record.
-REFUSED_FOR_ITS_DATA = (DataError, IntegrityError, OverflowError)
+# What a record's values make fail, as opposed to a database that is unreachable or locked: the
+# database refusing a row (too long, out of range, a NUL in text, a failed check; sqlite3 raises
+# OverflowError for integers past 64 bits), or a time no datetime holds (a `ts` in milliseconds
+# is ValueError "year 33658 is out of range"). Only these are isolated record by record.
+REFUSED_FOR_ITS_DATA = (DataError, IntegrityError, OverflowError, ValueError)
 SET_ASIDE_STAGE = "projector"  # the dead-letter stage of records the database refused
 
 class ProjectorBackoff(IdleBackoff):

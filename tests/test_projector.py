@@ -247,6 +247,21 @@ def test_records_the_database_refuses_are_set_aside_and_the_rest_projected(kafka
     assert again.set_aside == 1 and again.applied == 0 and DeadLetter.objects.count() == 1
 
 
+def test_a_time_no_datetime_holds_is_set_aside_not_a_crash(kafka):
+    # A `ts` in milliseconds: valid JSON and a valid float, but "year 33658 is out of range" when
+    # folded. It stopped the bridge (a ValueError, not a DatabaseError) on every restart.
+    good = history_of_run(uuid.uuid4().hex, "wf", "ok")
+    late = messages.HistoryEvent(run_id="ms-run", seq=1, kind="run_started", ts=T0 * 1000, workflow="wf",
+                                 version=1, data={"input": {}})
+    produce_history(kafka.history, [late, *good])
+
+    stats = project()
+
+    assert stats.set_aside == 1 and stats.applied == len(good)
+    assert Run.objects.get().status == "succeeded"
+    assert "out of range" in DeadLetter.objects.get(stage="projector", key="ms-run").error
+
+
 def test_nul_characters_in_records_are_stored(kafka):
     # PostgreSQL's text and jsonb cannot hold NUL: the monitor's tables show U+FFFD (on every
     # database). A dead letter's key or value with NUL is kept exactly, as base64 (replayable).
