@@ -67,6 +67,11 @@ class StepResult(msgspec.Struct, tag="result", kw_only=True):
     worker: str = ""
     # The attempt was handed on (a Celery task); `output` says where. Its outcome comes later.
     pending: bool = False
+    # On an outcome that follows a hand-on: where it was handed (as the pending result's
+    # `output`). The outcome can overtake the worker's report of the hand-on (the task runs
+    # before the worker's transaction commits); with this the engine records the hand-on all
+    # the same, so the history reads the same in either order.
+    handed_on: dict | None = None
 
 
 class EventArrived(msgspec.Struct, tag="event", kw_only=True):

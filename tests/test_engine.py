@@ -127,6 +127,47 @@ def test_a_timed_out_attempt_is_retried_and_its_late_result_ignored():
     assert run.state.status == S.RUN_SUCCEEDED
 
 
+def celery(step_id, **extra):
+    return {"id": step_id, "type": "celery_task", "config": {"task": "demo.add", "args": [1, 2]}, **extra}
+
+
+def handed(run, step_id, attempt, ok=True, output=None, error=None, pending=False, where=None):
+    where = {"celery_task_id": f"sluice-r-{step_id}-{attempt}", "task": "demo.add"} if where is None else where
+    return run.feed(StepResult(run_id="r", step_id=step_id, attempt=attempt, ok=ok, error=error,
+                               output=where if pending else output, started_at=run.now, ended_at=run.now,
+                               worker="celery" if not pending else "w", pending=pending,
+                               handed_on=None if pending else where))
+
+
+def waiting(run, step_id):
+    return [(e.attempt, e.data) for e in run.history if e.kind == "step_waiting" and e.step_id == step_id]
+
+
+def test_a_hand_on_is_recorded_once_whichever_of_report_and_outcome_comes_first():
+    run = Run(workflow([celery("c", retry={"max_attempts": 2, "backoff_seconds": 1})]))
+    # Attempt 1: the worker's report, then the outcome (the usual order).
+    handed(run, "c", 1, pending=True)
+    handed(run, "c", 1, ok=False, error="no stock")
+    run.at(1)
+    # Attempt 2: the outcome overtakes the report, which then changes nothing.
+    handed(run, "c", 2, output=3)
+    assert handed(run, "c", 2, pending=True).effects == []
+    where = {"reason": "handed_on", "task": "demo.add"}
+    assert waiting(run, "c") == [(1, {**where, "celery_task_id": "sluice-r-c-1"}),
+                                 (2, {**where, "celery_task_id": "sluice-r-c-2"})]
+    assert run.kinds("c")[-2:] == ["step_waiting", "step_succeeded"]
+    assert run.state.output == 3
+
+
+def test_a_hand_on_from_a_record_cannot_set_the_events_own_names():
+    run = Run(workflow([celery("c")]))
+    handed(run, "c", 1, pending=True, where={"reason": "forged", "step_id": "x", "kind": "k", "attempt": 9,
+                                             "celery_task_id": "id"})
+    assert waiting(run, "c") == [(1, {"reason": "handed_on", "celery_task_id": "id"})]
+    handed(run, "c", 1, output=1, where=["not", "a", "dict"])
+    assert run.state.status == S.RUN_SUCCEEDED
+
+
 def test_branch_skips_the_path_not_taken_and_the_join_still_runs():
     wf = workflow([
         {"id": "route", "type": "branch", "config": {"condition": "trigger.total > 100"}},

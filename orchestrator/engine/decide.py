@@ -40,6 +40,9 @@ from .effects import (CancelChild, CloseWait, Dispatch, Effect, NotifyParent, Op
                       StartChild, Tick)
 from .policy import DEFAULT_POLICY, Policy
 
+# Names a step_waiting event's data and the recording call already use.
+_HANDED_ON_RESERVED = frozenset({"reason", "kind", "step_id", "attempt"})
+
 
 @dataclass
 class Decision:
@@ -201,18 +204,29 @@ class _Run:
             return
         if result.pending:
             # Handed on (a Celery task): picked up, and the outcome follows for this attempt.
-            if step.dispatch_deadline is not None or not step.handed_on:
-                step = self._step(result.step_id)
-                step.dispatch_deadline, step.handed_on = None, True
-                self._record("step_waiting", result.step_id, step.attempt, reason="handed_on",
-                             **(result.output if isinstance(result.output, dict) else {}))
+            self._handed_on(result.step_id, result.output)
             return
+        if result.handed_on is not None:
+            # The outcome overtook the worker's report of the hand-on, which will be ignored.
+            self._handed_on(result.step_id, result.handed_on)
         if result.ok:
             self._succeed(result.step_id, result.output, "out", ended_at=result.ended_at)
         else:
             self._attempt_failed(result.step_id, result.error or "step failed", retryable=True,
                                  ended_at=result.ended_at)
         self.advance()
+
+    def _handed_on(self, step_id: str, details: Any) -> None:
+        """Record once per attempt that it was handed on, with where (`details`, a dict)."""
+        step = self.state.steps[step_id]
+        if step.dispatch_deadline is None and step.handed_on:
+            return
+        step = self._step(step_id)
+        step.dispatch_deadline, step.handed_on = None, True
+        # The details come from a record: names the event itself uses are not theirs to set.
+        where = {key: value for key, value in details.items() if key not in _HANDED_ON_RESERVED} \
+            if isinstance(details, dict) else {}
+        self._record("step_waiting", step_id, step.attempt, reason="handed_on", **where)
 
     def on_picked_up(self, notice: StepPickedUp) -> None:
         step = self.state.steps.get(notice.step_id)

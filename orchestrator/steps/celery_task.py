@@ -56,7 +56,8 @@ class CeleryTask(StepType):
 
         task_id = celery_task_id(task)
         # Keyword arguments: Celery prepends the result (link) or the failure (link_error).
-        attempt = {"run_id": task.run_id, "step_id": task.step_id, "attempt": task.attempt, "celery_task_id": task_id}
+        attempt = {"run_id": task.run_id, "step_id": task.step_id, "attempt": task.attempt, "celery_task_id": task_id,
+                   "task": config["task"]}
         options = {"queue": config["queue"]} if config.get("queue") else {}
         app.send_task(config["task"], args=list(config.get("args") or []), kwargs=dict(config.get("kwargs") or {}),
                       task_id=task_id,
