@@ -36,12 +36,29 @@ def process_tree(pid: int) -> list[int]:
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    return sum(cpu_seconds(p) for p in process_tree(pid))
+    """CPU time of `pid` and its descendants so far, including descendants that have exited.
+
+    A process that exits between the listing and the reading (PostgreSQL's short-lived
+    backends, say) is skipped: its time reaches its parent's reaped-children count, counted here
+    as each process's own plus that of its children it has reaped.
+    """
+    total = 0.0
+    for process in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+    return total
 
 
 def tree_peak_rss_mib(pid: int) -> float:
     """Sum of the peaks of the process and its descendants (an upper bound of the tree's peak)."""
-    return sum(peak_rss_mib(p) for p in process_tree(pid))
+    total = 0.0
+    for process in process_tree(pid):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # exited meanwhile
+            total += peak_rss_mib(process)
+    return total
 
 
 def peak_rss_mib(pid: int) -> float:
