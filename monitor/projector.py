@@ -31,7 +31,7 @@ from django.db import DatabaseError, DataError, IntegrityError, transaction
 
 from orchestrator import messages
 from orchestrator.runtime import codec
-from orchestrator.runtime.kafka import base_config, consumer_config
+from orchestrator.runtime.kafka import base_config, consumer_config, resting_fetcher
 from orchestrator.runtime.loops import IdleBackoff
 from orchestrator.runtime.topics import Topics, ensure_topics
 
@@ -413,7 +413,7 @@ class Projector:
         self.stats = ProjectorStats()
         self._stop = threading.Event()
         self._ensure_topics()
-        self.consumer = Consumer(consumer_config(group_id, **consumer_overrides))
+        self.consumer = Consumer(self.consumer_settings(**consumer_overrides))
         # The embedded broker ignores the fetch long-poll, so an idle consumer would spin: the
         # assignment is paused while the end offsets stay put.
         self.backoff = ProjectorBackoff(self.consumer, self._stop)
@@ -421,6 +421,11 @@ class Projector:
         self.last_poll = time.monotonic()  # readiness: the loop is alive while this moves
         self.consumer.subscribe([self.topics.history, self.topics.dlq, self.topics.heartbeats],
                                 on_assign=self._on_assign)
+
+    def consumer_settings(self, **overrides) -> dict:
+        """The consumer's librdkafka settings. A batch waits `linger` for more records anyway, so
+        the fetcher rests as long once it holds some, rather than ask again and again."""
+        return consumer_config(self.group_id, defaults=resting_fetcher(round(self.linger * 1000)), **overrides)
 
     def _ensure_topics(self) -> None:
         """Create the topics this reads if they are missing, before subscribing to them.

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from orchestrator.runtime.kafka import base_config, consumer_config
+from orchestrator.runtime.kafka import base_config, consumer_config, resting_fetcher
 from tests.runtime_support import user_topic
 
 pytestmark = pytest.mark.kafka
@@ -78,3 +78,58 @@ def test_a_busy_loop_does_not_make_its_fetcher_ask_again_and_again(kafka, kafka_
     print(f"fetch requests in 1.5 s busy: ours {ours}, librdkafka's defaults {theirs}")
     assert theirs > 200
     assert ours < 20
+
+
+def _fetches_under_a_trickle(bootstrap: str, topic: str, config: dict) -> tuple[int, int]:
+    """Fetch requests a consumer sends over about 1.5 s while one record arrives every 10 ms
+    (never quiet long enough for a loop to pause) and its loop takes each at once; and how
+    many records it got of those sent."""
+    stats: list[dict] = []
+    consumer = Consumer({**config, "statistics.interval.ms": 100, "stats_cb": lambda raw: stats.append(json.loads(raw))})
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    sent, received = [], 0
+    try:
+        consumer.subscribe([topic])
+        while not consumer.assignment():
+            consumer.poll(0.1)
+        began = time.monotonic()
+        counted = None
+        while time.monotonic() - began < 2.5:
+            producer.produce(topic, b"x" * 200)
+            producer.poll(0)
+            sent.append(1)
+            waited_until = time.monotonic() + 0.01
+            while (left := waited_until - time.monotonic()) > 0:
+                message = consumer.poll(left)
+                received += message is not None and message.error() is None
+            if counted is None and time.monotonic() - began > 0.8 and stats:
+                counted = _fetch_requests(stats[-1])
+        requests = _fetch_requests(stats[-1]) - counted
+        producer.flush(10)
+        deadline = time.monotonic() + 10
+        while received < len(sent) and time.monotonic() < deadline:
+            message = consumer.poll(0.1)
+            received += message is not None and message.error() is None
+        return requests, received - len(sent)
+    finally:
+        consumer.close()
+
+
+def test_a_resting_fetcher_asks_once_a_rest_while_records_keep_coming(kafka, kafka_broker, settings):
+    """The bridge's consumer (monitor/projector.py) gathers batches for 50 ms anyway: its
+    fetcher rests that long once it holds a record instead of asking again at once. Nothing
+    is left behind."""
+    settings.KAFKA_CLIENT_CONFIG = {}
+    topic = user_topic(kafka, "trickle")
+    bootstrap = kafka_broker.bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+
+    resting, missing = _fetches_under_a_trickle(bootstrap, topic, consumer_config("trickle-rests",
+                                                                                  defaults=resting_fetcher(50)))
+    eager, _ = _fetches_under_a_trickle(bootstrap, topic, consumer_config("trickle-eager"))
+    print(f"fetch requests in ~1.7 s of one record every 10 ms: resting {resting}, eager {eager}")
+    assert missing == 0
+    assert resting < 100  # about one a rest: 1.7 s / 50 ms
+    assert eager > 10 * resting
+    assert resting_fetcher(0) == {}

@@ -393,6 +393,23 @@ def test_projector_pauses_when_idle_and_resumes_on_the_next_event(kafka):
         projector.close()
 
 
+def test_the_projectors_fetcher_rests_as_long_as_a_batch_lingers(kafka, settings):
+    """How the rest itself behaves is tests/test_consumer_prefetch.py's; here, that the bridge
+    has it, as long as its linger, and that an operator's setting still wins."""
+    settings.KAFKA_CLIENT_CONFIG = {}
+    projectors = [Projector(group_id=kafka.group(f"rest-{uuid.uuid4().hex[:6]}"), linger=linger)
+                  for linger in (0.05, 0)]
+    try:
+        lingering, eager = (projector.consumer_settings() for projector in projectors)
+        assert (lingering["queued.min.messages"], lingering["fetch.queue.backoff.ms"]) == (1, 50)
+        assert eager["queued.min.messages"] == settings.SLUICE_CONSUMER_PREFETCH
+        settings.KAFKA_CLIENT_CONFIG = {"fetch.queue.backoff.ms": "5"}
+        assert projectors[0].consumer_settings()["fetch.queue.backoff.ms"] == "5"
+    finally:
+        for projector in projectors:
+            projector.close()
+
+
 def test_projector_group_carries_the_topic_prefix_and_adopts_the_old_groups_offsets(kafka):
     from confluent_kafka import Consumer, TopicPartition
 
