@@ -118,7 +118,12 @@ def _fetches_under_a_trickle(bootstrap: str, topic: str, config: dict) -> tuple[
 def test_a_resting_fetcher_asks_once_a_rest_while_records_keep_coming(kafka, kafka_broker, settings):
     """The bridge's consumer (monitor/projector.py) gathers batches for 50 ms anyway: its
     fetcher rests that long once it holds a record instead of asking again at once. Nothing
-    is left behind."""
+    is left behind.
+
+    Not always: when the loop takes the record before librdkafka decides on the next fetch,
+    the queue looks empty and the fetcher asks at once. Quiet, about one request a rest (32);
+    with two busy loops beside it 53-135; once in the whole suite's run 1,744, against 23,155
+    eager. Hence a ratio, not a count."""
     settings.KAFKA_CLIENT_CONFIG = {}
     topic = user_topic(kafka, "trickle")
     bootstrap = kafka_broker.bootstrap_servers
@@ -130,6 +135,5 @@ def test_a_resting_fetcher_asks_once_a_rest_while_records_keep_coming(kafka, kaf
     eager, _ = _fetches_under_a_trickle(bootstrap, topic, consumer_config("trickle-eager"))
     print(f"fetch requests in ~1.7 s of one record every 10 ms: resting {resting}, eager {eager}")
     assert missing == 0
-    assert resting < 100  # about one a rest: 1.7 s / 50 ms
-    assert eager > 10 * resting
+    assert eager > 4 * resting
     assert resting_fetcher(0) == {}

@@ -53,6 +53,12 @@ def resting_fetcher(rest_ms: int) -> dict:
     answer is in: at 50 runs/s the bridge's took 28% of a core doing that (bench/README.md).
     A loop that waits for a batch loses nothing if the fetcher waits as long. No rest (0)
     leaves the consumer as eager as the others.
+
+    librdkafka decides on the next fetch after it has queued an answer's records; if the loop
+    has already taken them, the queue looks empty and it asks at once. So this lowers the
+    refetching (to between 1/13 and 1/700 of an eager fetcher's requests in
+    tests/test_consumer_prefetch.py; the bridge's CPU at 50 runs/s from 28% to 5% of a core),
+    without a bound on it.
     """
     if rest_ms <= 0:
         return {}
