@@ -15,10 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (children excluded)."""
+def cpu_seconds(pid: int, reaped: bool = False) -> float:
+    """User + system CPU time of a process so far; with `reaped`, also that of the children it
+    has waited for (children still running are not counted either way)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return sum(int(value) for value in fields[11:15 if reaped else 13]) / CLOCK_TICKS
 
 
 def process_tree(pid: int) -> list[int]:
@@ -44,11 +45,8 @@ def tree_cpu_seconds(pid: int) -> float:
     """
     total = 0.0
     for process in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        total += sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # exited meanwhile
+            total += cpu_seconds(process, reaped=True)
     return total
 
 
